@@ -1,0 +1,87 @@
+"""The command line: ``kagglekit tiny-model | train | predict`` (also ``python -m kagglekit``).
+
+Each command imports what it needs when it runs, so ``kagglekit --help`` is instant. Bad input
+exits with status 2 and one line that names the file, column or key and the fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _cmd_tiny_model(args) -> int:
+    from kagglekit.testing import build_tiny_model
+
+    path = build_tiny_model(args.arch, args.out, seed=args.seed)
+    print(f"wrote a tiny {args.arch} model folder: {path}")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from kagglekit.config import load_config
+    from kagglekit.train import train_folds
+
+    cfg = load_config(args.config, args.set)
+    card = train_folds(cfg, folds=args.fold)
+    print(f"run folder: {cfg.output_dir}\ncv ({card['metric']}, folds {card['cv_folds']}): {card['cv']:.4f}")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from kagglekit.predict import predict
+
+    sub = predict(
+        args.models, args.data, args.out, sample_submission=args.sample_submission,
+        batch_size=args.batch_size, device=args.device, precision=args.precision,
+    )
+    print(f"wrote {len(sub)} rows to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import kagglekit
+    from kagglekit.testing import TINY_ARCHS
+
+    parser = argparse.ArgumentParser(prog="kagglekit", description="Kaggle kit for text-pair competitions.")
+    parser.add_argument("--version", action="version", version=f"kagglekit {kagglekit.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("tiny-model", help="write a tiny random model folder (offline) for dry runs and tests")
+    p.add_argument("--arch", required=True, choices=list(TINY_ARCHS))
+    p.add_argument("--out", required=True, help="destination folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_tiny_model)
+
+    p = sub.add_parser("train", help="train folds of a run; writes the run folder")
+    p.add_argument("--config", help="YAML config file (keys: see kagglekit.config.Config)")
+    p.add_argument("--fold", default="all", help="fold number, or 'all' (default)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("predict", help="predict a test file with trained run folders; writes submission.csv")
+    p.add_argument("--models", nargs="+", required=True, help="run folders (or model folders)")
+    p.add_argument("--data", required=True, help="test CSV")
+    p.add_argument("--out", default="submission.csv")
+    p.add_argument("--sample-submission", help="sample_submission.csv: its ids and columns must match")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    p.set_defaults(func=_cmd_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from kagglekit.kaggle import set_offline_env
+
+    args = build_parser().parse_args(argv)
+    set_offline_env()  # hubs are unreachable: fail fast instead of retrying for ~20 s per file
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"kagglekit {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

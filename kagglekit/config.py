@@ -1,0 +1,200 @@
+"""The run configuration: one flat dataclass with a commented default per field.
+
+Read from YAML, overridden by ``--set key=value`` (typed by the field), validated, and saved with
+the run. An unknown key fails and names the closest valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+# Values a field may take, where the set is closed. Registries (heads, losses) grow with the kit,
+# so those fields are checked against the registries themselves in `validate`.
+CHOICES = {
+    "task": ("uspppm",),
+    "scheduler": ("linear", "cosine", "constant"),
+    "adversary": ("none",),
+    "precision": ("auto", "fp32", "fp16", "bf16"),
+    "device": ("auto", "cpu", "cuda"),
+}
+
+
+@dataclass
+class Config:
+    """Everything a run needs. Paths are local folders or files: nothing is fetched from a hub."""
+
+    # --- data ---
+    task: str = "uspppm"  # recipe that reads the competition files into one normalized frame
+    train_csv: str = ""  # training file of the recipe's schema
+    test_csv: str = ""  # test file, used by predict when --data is not given
+    cpc_dir: str = ""  # CPC title folder (CPCTitleList format); empty: the context code is the text
+    max_rows: int = 0  # use only the first N training rows (0: all); for quick runs
+    # --- folds ---
+    n_folds: int = 5  # grouped, stratified folds
+    fold_seed: int = 42  # folds depend only on this seed and the data, so separate fold runs agree
+    n_bins: int = 5  # bins for stratifying a continuous label (discrete labels are used as is)
+    # --- model ---
+    backbone: str = ""  # a local model folder (config, tokenizer, weights)
+    head: str = "mean"  # pooling head, by name (see kagglekit.models.heads.HEADS)
+    dropout: float = 0.1  # dropout on the pooled vector before the output layer
+    max_len: int = 128  # tokens per pair after truncation; batches are padded only to their longest
+    # --- training ---
+    output_dir: str = "runs/run"  # the run folder: config, folds, fold{K}/, oof.csv, run.json
+    seed: int = 42  # model init, data order, dropout
+    epochs: int = 3  # passes over the training folds; the best epoch by the CV metric is kept
+    batch_size: int = 32  # training rows per optimizer step
+    eval_batch_size: int = 64  # evaluation needs no gradients, so it takes bigger batches
+    lr: float = 2e-5  # peak learning rate of the backbone
+    head_lr: float = 1e-3  # peak learning rate of the freshly initialised head and output layer (0: same as lr)
+    weight_decay: float = 0.01  # not applied to biases and normalisation weights
+    scheduler: str = "cosine"  # linear | cosine | constant, after warmup, stepped per optimizer step
+    warmup_ratio: float = 0.1  # share of the optimizer steps spent warming up
+    max_grad_norm: float = 1.0  # clip the unscaled gradient norm to this (0: no clipping)
+    loss: str = "bce"  # bce (on logits; labels in [0, 1]) | mse
+    metric: str = ""  # CV metric; empty: the recipe's own (pearson for uspppm)
+    adversary: str = "none"  # adversarial training; none for now
+    precision: str = "auto"  # auto: fp16 + GradScaler on CUDA without bf16 (T4), bf16 where supported, fp32 on CPU
+    device: str = "auto"  # auto | cpu | cuda
+    num_workers: int = 0  # DataLoader workers; batches are pre-tokenized, so 0 is usually fastest
+
+    def validate(self) -> "Config":
+        """Check values; raise ValueError naming the key, the bad value and the fix."""
+        for key, allowed in CHOICES.items():
+            value = getattr(self, key)
+            if value not in allowed:
+                raise ValueError(f"config key {key!r}: unknown value {value!r}; valid values are {list(allowed)}.")
+        from kagglekit.losses import LOSSES
+        from kagglekit.metrics import METRICS
+        from kagglekit.models.heads import HEADS
+
+        for key, registry in (("head", HEADS), ("loss", LOSSES)):
+            if getattr(self, key) not in registry:
+                raise ValueError(
+                    f"config key {key!r}: unknown value {getattr(self, key)!r}; valid values are {sorted(registry)}."
+                )
+        if self.metric and self.metric not in METRICS:
+            raise ValueError(f"config key 'metric': unknown value {self.metric!r}; valid values are {sorted(METRICS)}.")
+        positive = ("epochs", "batch_size", "eval_batch_size", "max_len", "lr")
+        for key in positive:
+            if not getattr(self, key) > 0:
+                raise ValueError(f"config key {key!r} must be > 0, got {getattr(self, key)!r}.")
+        if self.n_folds < 2:
+            raise ValueError(f"config key 'n_folds' must be 2 or more, got {self.n_folds}: use n_folds=2 for a quick run.")
+        for key in ("max_rows", "head_lr", "weight_decay", "max_grad_norm", "num_workers"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"config key {key!r} must be >= 0, got {getattr(self, key)!r}.")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"config key 'warmup_ratio' must be in [0, 1), got {self.warmup_ratio}.")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"config key 'dropout' must be in [0, 1), got {self.dropout}.")
+        if self.max_len < 8:
+            raise ValueError(f"config key 'max_len' must be at least 8 tokens, got {self.max_len}.")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        from kagglekit._io import write_text
+
+        return write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def field_names() -> list[str]:
+    return [f.name for f in fields(Config)]
+
+
+def _unknown_key(key: str, source: str) -> ValueError:
+    names = field_names()
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+    hint = f" Did you mean {close[0]!r}?" if close else f" Valid keys: {', '.join(names)}."
+    return ValueError(f"unknown config key {key!r} in {source}.{hint}")
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    """Convert `value` to the type of field `key` (from YAML or from a --set string)."""
+    default = getattr(Config(), key)
+    kind = type(default)
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    text = str(value).strip()
+    try:
+        if kind is bool:
+            lowered = text.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if kind is int:
+            number = float(text)
+            if number != int(number):
+                raise ValueError
+            return int(number)
+        if kind is float:
+            return float(text)
+        if kind is str:
+            return "" if value is None else text
+    except ValueError:
+        pass
+    raise ValueError(f"config key {key!r} in {source}: expected {kind.__name__}, got {value!r}.")
+
+
+def parse_overrides(items: Iterable[str] | None) -> dict[str, str]:
+    """Turn ``["epochs=2", "lr=3e-5"]`` into a dict; a malformed item names itself and the form."""
+    out: dict[str, str] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r}: expected key=value, e.g. --set epochs=2")
+        out[key.strip()] = value
+    return out
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    overrides: Mapping[str, Any] | Iterable[str] | None = None,
+) -> Config:
+    """Build a validated Config from an optional YAML file and overrides.
+
+    Args:
+        path: YAML file with a mapping of config keys; None gives the defaults.
+        overrides: a mapping, or ``key=value`` strings as given to ``--set``; applied after the file.
+
+    Example:
+        >>> cfg = load_config(None, ["backbone=models/tiny", "epochs=1"])
+        >>> cfg.epochs
+        1
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}. Pass the YAML file given to --config.")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"config file {path} is not valid YAML: {err}") from err
+        if not isinstance(loaded, dict):
+            raise ValueError(f"config file {path} must hold a mapping of key: value, got {type(loaded).__name__}.")
+        names = set(field_names())
+        for key, value in loaded.items():
+            if key not in names:
+                raise _unknown_key(str(key), str(path))
+            values[key] = _coerce(key, value, str(path))
+    if overrides is not None:
+        if not isinstance(overrides, Mapping):
+            overrides = parse_overrides(overrides)
+        names = set(field_names())
+        for key, value in overrides.items():
+            if key not in names:
+                raise _unknown_key(key, "--set")
+            values[key] = _coerce(key, value, "--set")
+    return Config(**values).validate()

@@ -1,0 +1,1 @@
+"""Data: recipes that normalize competition files, CPC titles, and batching."""

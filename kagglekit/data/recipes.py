@@ -1,0 +1,98 @@
+"""Recipes: each reads one competition's files into the kit's normalized frame.
+
+The normalized frame has the columns ``id, text_a, text_b, label, group`` (``label`` absent for
+test files). A recipe also has a *state*: what it needs at prediction time besides the test file
+(for USPPPM, the context titles). The state is saved inside every model folder, so inference
+rebuilds exactly the training inputs without the original data sets attached.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from kagglekit.config import Config
+
+FRAME_COLUMNS = ("id", "text_a", "text_b", "label", "group")
+
+
+class Recipe:
+    """Base class: the contract every recipe honours."""
+
+    name: str = ""
+    id_col: str = "id"
+    target_col: str = "label"  # the label column of the competition files and of submission.csv
+    metric: str = "pearson"  # default CV metric
+    label_range: tuple[float, float] = (-np.inf, np.inf)
+
+    def state(self, cfg: "Config") -> dict:
+        """What prediction needs besides the test file; JSON-serialisable."""
+        return {}
+
+    def read_train(self, path, state: dict, *, max_rows: int = 0) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def read_test(self, path, state: dict) -> pd.DataFrame:
+        raise NotImplementedError
+
+
+def check_text(df: pd.DataFrame, columns, *, what: str, path, id_col: str = "id") -> None:
+    """Fail on NaN, empty or whitespace-only text, naming the file, column and first bad rows."""
+    for column in columns:
+        values = df[column]
+        bad = values.isna() | values.astype(str).str.strip().eq("")
+        if bad.any():
+            rows = np.flatnonzero(bad.to_numpy())
+            shown = ", ".join(f"line {r + 2} (id {df[id_col].iloc[r]!r})" for r in rows[:5])
+            raise ValueError(
+                f"{what}: {path} column {column!r} has {len(rows)} empty or missing value(s): {shown}"
+                f"{' ...' if len(rows) > 5 else ''}. Fill or drop these rows before training."
+            )
+
+
+def check_ids(df: pd.DataFrame, *, what: str, path, id_col: str = "id") -> None:
+    dup = df[id_col].duplicated(keep=False)
+    if dup.any():
+        shown = sorted(df.loc[dup, id_col].astype(str).unique())[:5]
+        raise ValueError(
+            f"{what}: {path} column {id_col!r} has {int(dup.sum())} rows with duplicated ids, e.g. {shown}: "
+            "ids must be unique; drop the duplicates or rebuild the id column."
+        )
+
+
+def check_labels(df: pd.DataFrame, column: str, low: float, high: float, *, what: str, path, id_col: str = "id") -> None:
+    values = pd.to_numeric(df[column], errors="coerce")
+    bad = values.isna() | (values < low) | (values > high)
+    if bad.any():
+        rows = np.flatnonzero(bad.to_numpy())
+        shown = ", ".join(f"line {r + 2} (id {df[id_col].iloc[r]!r}): {_show(df[column].iloc[r])}" for r in rows[:5])
+        raise ValueError(
+            f"{what}: {path} column {column!r} must hold numbers in [{low:g}, {high:g}]; {len(rows)} row(s) do not: "
+            f"{shown}. Fix or rescale the labels."
+        )
+
+
+def _show(value) -> str:
+    """A cell value as the user wrote it: strings quoted, numbers plain (no numpy reprs)."""
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _registry() -> dict[str, type[Recipe]]:
+    from kagglekit.data.uspppm import UspppmRecipe
+
+    return {"uspppm": UspppmRecipe}
+
+
+def get_recipe(name: str | Recipe | type[Recipe]) -> Recipe:
+    """A recipe by name (``uspppm``); a Recipe instance or class passes straight through."""
+    if isinstance(name, Recipe):
+        return name
+    if isinstance(name, type) and issubclass(name, Recipe):
+        return name()
+    recipes = _registry()
+    if name not in recipes:
+        raise ValueError(f"unknown task {name!r}; valid tasks are {sorted(recipes)}.")
+    return recipes[name]()

@@ -1,0 +1,80 @@
+"""The machine the kit runs on: device and precision choice, offline environment, versions."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def set_offline_env() -> None:
+    """Tell huggingface libraries not to try the hub (otherwise a file path costs ~20 s of retries).
+
+    Called by the command line and the notebooks, never at import.
+    """
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def resolve_device(name: str = "auto"):
+    """``auto`` → the first CUDA device when there is one, else CPU. Returns a torch.device."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but no CUDA device is visible: set device=auto or cpu, or turn the notebook's GPU on.")
+    return torch.device(name)
+
+
+def resolve_precision(name: str, device) -> str:
+    """Pick fp32, fp16 or bf16 for `device`.
+
+    ``auto`` gives fp16 (with GradScaler) on CUDA devices without bf16 (T4, P100), bf16 on those
+    with it (A100, H100), and fp32 on CPU, where fp16 autocast is slow or unsupported.
+    """
+    import torch
+
+    if name == "auto":
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if name in ("fp16", "bf16") and device.type != "cuda":
+        raise ValueError(f"precision={name!r} needs a CUDA device, but the device is {device}: use precision=auto or fp32.")
+    if name == "bf16" and not torch.cuda.is_bf16_supported():
+        raise ValueError("precision='bf16' is not supported on this GPU (T4 and P100 have no bf16): use precision=fp16 or auto.")
+    return name
+
+
+def amp_dtype(precision: str):
+    """The autocast dtype for a resolved precision; None for fp32 (autocast off)."""
+    import torch
+
+    return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+def describe_device(device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        major, minor = torch.cuda.get_device_capability(index)
+        return f"cuda:{index} {torch.cuda.get_device_name(index)} (sm_{major}{minor})"
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries a result depends on, for the run card."""
+    import importlib.metadata as md
+
+    import kagglekit
+
+    out = {"python": sys.version.split()[0], "kagglekit": kagglekit.__version__}
+    for name in ("torch", "transformers", "tokenizers", "sentencepiece", "safetensors", "numpy", "pandas", "scikit-learn"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "not installed"
+    return out

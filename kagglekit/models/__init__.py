@@ -1,0 +1,1 @@
+"""Models: pooling heads and the pair model with its self-contained folder."""

@@ -1,0 +1,140 @@
+"""Train one fold: the loop, its single step function, evaluation every epoch, best checkpoint kept.
+
+The step runs in the order that makes mixed precision correct: autocast forward and loss → scaled
+backward → unscale → clip the *real* gradient norm → optimizer step (skipped by the scaler on
+inf/NaN) → scaler update → zero grad → scheduler step.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from kagglekit.config import Config
+from kagglekit.data.batching import PairEncodings, shuffled_batches
+from kagglekit.kaggle import amp_dtype as to_amp_dtype
+from kagglekit.losses import get_loss
+from kagglekit.metrics import get_metric, is_better
+from kagglekit.models.pair_model import build_model, save_model_folder
+from kagglekit.predict import run_inference
+from kagglekit.train.optim import build_optimizer, build_scheduler
+
+
+@dataclass
+class FoldResult:
+    fold: int
+    score: float  # best validation score
+    best_epoch: int
+    oof: pd.DataFrame  # id, fold, label, pred of the best epoch
+    history: list = field(default_factory=list)  # one dict per epoch
+    seconds: float = 0.0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+
+
+def train_step(model, batch, *, loss_fn, optimizer, scheduler, scaler, amp_dtype, max_grad_norm: float) -> float:
+    """One optimizer step on one batch; returns the loss value."""
+    labels = batch.pop("labels")
+    device_type = labels.device.type
+    with torch.autocast(device_type=device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        logits = model(**batch)  # (B,)
+        loss = loss_fn(logits, labels)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)  # clip what the optimizer will see, not the scaled gradient
+    if max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    scaler.step(optimizer)  # skipped when the gradient has inf/NaN (fp16 overflow)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    scheduler.step()
+    return loss.item()
+
+
+def train_fold(
+    cfg: Config,
+    frame: pd.DataFrame,
+    fold: int,
+    fold_dir: str | Path,
+    *,
+    device: torch.device,
+    precision: str,
+    meta: dict,
+    metric_name: str,
+) -> FoldResult:
+    """Train on every fold but `fold`, validate on `fold`, keep the best epoch's model in `fold_dir`.
+
+    Args:
+        cfg: the run configuration.
+        frame: the normalized frame with a ``fold`` column.
+        fold: the validation fold.
+        fold_dir: where the best model folder is written (atomically, each time it improves).
+        device: torch device.
+        precision: fp32 | fp16 | bf16 (already resolved for the device).
+        meta: recipe state and settings stored in the model folder's kagglekit.json.
+        metric_name: CV metric.
+    """
+    start = time.time()
+    seed_everything(cfg.seed)
+    train_df = frame[frame["fold"] != fold].reset_index(drop=True)
+    valid_df = frame[frame["fold"] == fold].reset_index(drop=True)
+    if len(valid_df) == 0:
+        raise ValueError(f"fold {fold} has no rows: n_folds={cfg.n_folds} folds were made, use --fold 0..{cfg.n_folds - 1}.")
+
+    model, tokenizer = build_model(cfg.backbone, head=cfg.head, dropout=cfg.dropout)
+    model.to(device)
+    train_enc = PairEncodings(tokenizer, train_df["text_a"], train_df["text_b"], cfg.max_len, train_df["label"])
+    valid_enc = PairEncodings(tokenizer, valid_df["text_a"], valid_df["text_b"], cfg.max_len, valid_df["label"])
+
+    loss = get_loss(cfg.loss)
+    metric = get_metric(metric_name)
+    steps_per_epoch = math.ceil(len(train_enc) / cfg.batch_size)
+    optimizer = build_optimizer(model, lr=cfg.lr, head_lr=cfg.head_lr, weight_decay=cfg.weight_decay)
+    scheduler = build_scheduler(optimizer, cfg.scheduler, total_steps=steps_per_epoch * cfg.epochs, warmup_ratio=cfg.warmup_ratio)
+    amp_dtype = to_amp_dtype(precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    rng = np.random.default_rng(cfg.seed)  # batch order: reproducible, independent of torch's RNG
+
+    best_score, best_epoch, best_preds, history = None, -1, None, []
+    for epoch in range(cfg.epochs):
+        model.train()
+        losses = []
+        bar = tqdm(shuffled_batches(len(train_enc), cfg.batch_size, rng), desc=f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True, mininterval=1.0)
+        for indices in bar:
+            batch = _to_device(train_enc.collate(indices), device)
+            value = train_step(
+                model, batch, loss_fn=loss.fn, optimizer=optimizer, scheduler=scheduler,
+                scaler=scaler, amp_dtype=amp_dtype, max_grad_norm=cfg.max_grad_norm,
+            )
+            losses.append(value)
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", best=f"{best_score:.4f}" if best_score is not None else "-")
+        bar.close()
+
+        preds = run_inference(model, valid_enc, batch_size=cfg.eval_batch_size, device=device, amp_dtype=amp_dtype, activation=loss.activation)
+        score = metric.fn(valid_df["label"].to_numpy(), preds)
+        improved = is_better(metric, score, best_score)
+        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "score": float(score), "improved": bool(improved)})
+        print(f"fold {fold} epoch {epoch + 1}/{cfg.epochs}: train loss {np.mean(losses):.4f}, valid {metric.name} {score:.4f}{' (best)' if improved else ''}", flush=True)
+        if improved:
+            best_score, best_epoch, best_preds = float(score), epoch + 1, preds
+            save_model_folder(model, tokenizer, fold_dir, {**meta, "fold": fold, "score": best_score, "epoch": best_epoch})
+
+    oof = pd.DataFrame({"id": valid_df["id"], "fold": fold, "label": valid_df["label"], "pred": best_preds})
+    return FoldResult(fold, best_score, best_epoch, oof, history, time.time() - start)

@@ -1,0 +1,147 @@
+"""Train a run: read the data, fix the folds, train the requested folds, keep the run folder current.
+
+After every fold the run folder is complete and consistent: ``config.yaml``, ``folds.csv``,
+``fold{K}/``, ``oof.csv`` (all folds trained so far) and ``run.json``. Folds may be trained in
+separate processes or notebooks (``--fold 0``, then ``--fold 1`` ...) into the same folder.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+import yaml
+
+from kagglekit._io import write_csv, write_json
+from kagglekit.config import Config
+from kagglekit.data.recipes import get_recipe
+from kagglekit.folds import add_fold_column
+from kagglekit.losses import get_loss
+
+
+def parse_folds(folds: str | int | Iterable[int], n_folds: int) -> list[int]:
+    """``"all"`` → every fold; ``3`` or ``"3"`` → [3]; a list passes through. Checked against n_folds."""
+    if isinstance(folds, str):
+        if folds == "all":
+            return list(range(n_folds))
+        if not folds.strip().isdigit():
+            raise ValueError(f"--fold {folds!r}: expected a fold number 0..{n_folds - 1} or 'all'.")
+        folds = int(folds)
+    out = [folds] if isinstance(folds, int) else [int(f) for f in folds]
+    for fold in out:
+        if not 0 <= fold < n_folds:
+            raise ValueError(f"--fold {fold}: out of range for n_folds={n_folds}; use 0..{n_folds - 1} or 'all'.")
+    return out
+
+
+def _check_same_config(cfg: Config, out: Path) -> None:
+    """A run folder is one experiment: training more folds into it with other settings would mix them."""
+    path = out / "config.yaml"
+    if not path.is_file():
+        return
+    old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    new = cfg.to_dict()
+    changed = sorted(k for k in new if k in old and old[k] != new[k])
+    if changed:
+        shown = ", ".join(f"{k}: {old[k]!r} → {new[k]!r}" for k in changed[:6])
+        raise ValueError(
+            f"output_dir {out} already holds a run with other settings ({shown}). Use a new output_dir for a new "
+            "experiment, or delete the old folder."
+        )
+
+
+def assign_folds(frame: pd.DataFrame, cfg: Config, out: Path) -> pd.DataFrame:
+    """Add the fold column; reuse ``folds.csv`` when the run already has one for these rows."""
+    path = out / "folds.csv"
+    if path.is_file():
+        saved = pd.read_csv(path, dtype={"id": str})
+        if len(saved) == len(frame) and (saved["id"].to_numpy() == frame["id"].to_numpy()).all():
+            return frame.assign(fold=saved["fold"].to_numpy())
+    frame = add_fold_column(frame, n_folds=cfg.n_folds, label_col="label", group_col="group", n_bins=cfg.n_bins, seed=cfg.fold_seed)
+    write_csv(path, frame[["id", "fold"]])
+    return frame
+
+
+def _merge_oof(out: Path, new: pd.DataFrame, order: pd.Series) -> pd.DataFrame:
+    path = out / "oof.csv"
+    if path.is_file():
+        old = pd.read_csv(path, dtype={"id": str})
+        new = pd.concat([old[~old["fold"].isin(new["fold"].unique())], new], ignore_index=True)
+    rank = pd.Series(range(len(order)), index=order.to_numpy())
+    new = new.assign(_rank=new["id"].map(rank)).sort_values("_rank").drop(columns="_rank").reset_index(drop=True)
+    write_csv(path, new)
+    return new
+
+
+def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all") -> dict:
+    """Train `folds` of the run described by `cfg`; returns the run card (also in ``run.json``).
+
+    Example:
+        >>> from kagglekit.config import load_config
+        >>> cfg = load_config("configs/uspppm.yaml", ["backbone=models/tiny-bert", "epochs=1"])
+        >>> card = train_folds(cfg, folds=0)
+        >>> card["cv"]
+    """
+    from kagglekit.kaggle import describe_device, library_versions, resolve_device, resolve_precision
+    from kagglekit.metrics import get_metric
+    from kagglekit.train.loop import train_fold
+
+    start = time.time()
+    cfg.validate()
+    fold_list = parse_folds(folds, cfg.n_folds)
+    out = Path(cfg.output_dir)
+    recipe = get_recipe(cfg.task)
+    state = recipe.state(cfg)
+    frame = recipe.read_train(cfg.train_csv, state, max_rows=cfg.max_rows)
+    _check_same_config(cfg, out)
+    out.mkdir(parents=True, exist_ok=True)
+    frame = assign_folds(frame, cfg, out)
+    cfg.save(out / "config.yaml")
+
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    metric = get_metric(cfg.metric or recipe.metric)
+    meta = {
+        "task": recipe.name,
+        "id_col": recipe.id_col,
+        "target_col": recipe.target_col,
+        "head": cfg.head,
+        "dropout": cfg.dropout,
+        "max_len": cfg.max_len,
+        "activation": get_loss(cfg.loss).activation,
+        "metric": metric.name,
+        "recipe_state": state,
+    }
+    card_path = out / "run.json"
+    card = json.loads(card_path.read_text()) if card_path.is_file() else {"folds": {}}
+    card.update(
+        {
+            "task": recipe.name,
+            "config": cfg.to_dict(),
+            "versions": library_versions(),
+            "device": describe_device(device),
+            "precision": precision,
+            "metric": metric.name,
+            "higher_is_better": metric.higher_is_better,
+        }
+    )
+    print(f"kagglekit: {len(frame)} rows, {cfg.n_folds} folds, training fold(s) {fold_list} on {card['device']} ({precision})", flush=True)
+    for fold in fold_list:
+        result = train_fold(cfg, frame, fold, out / f"fold{fold}", device=device, precision=precision, meta=meta, metric_name=metric.name)
+        oof = _merge_oof(out, result.oof, frame["id"])
+        card["folds"][str(fold)] = {
+            "score": result.score,
+            "best_epoch": result.best_epoch,
+            "rows": len(result.oof),
+            "seconds": round(result.seconds, 1),
+            "history": result.history,
+        }
+        card["cv"] = float(metric.fn(oof["label"].to_numpy(), oof["pred"].to_numpy())) if oof["fold"].nunique() > 1 else result.score
+        card["cv_folds"] = sorted(int(f) for f in oof["fold"].unique())
+        card["timings"] = {"last_call_seconds": round(time.time() - start, 1), "fold_seconds": {k: v["seconds"] for k, v in card["folds"].items()}}
+        write_json(card_path, card)
+        print(f"fold {fold}: {metric.name} {result.score:.4f} (epoch {result.best_epoch}); CV over folds {card['cv_folds']}: {card['cv']:.4f}", flush=True)
+    return card

