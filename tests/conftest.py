@@ -20,3 +20,27 @@ def shared_data(*parts) -> Path:
     if not path.exists():
         pytest.skip(f"real data not present: {path}")
     return path
+
+
+SAMPLE = ROOT / "datasets" / "sample"
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """Build tiny model folders on demand, once per arch per session: tiny_models("bert") -> Path."""
+    from kagglekit.testing import build_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny")
+    cache = {}
+
+    def get(arch: str = "bert") -> Path:
+        if arch not in cache:
+            cache[arch] = build_tiny_model(arch, root / arch, seed=0)
+        return cache[arch]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tiny_models):
+    return tiny_models("bert")

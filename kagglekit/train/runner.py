@@ -53,16 +53,18 @@ def _check_same_config(cfg: Config, out: Path) -> None:
         )
 
 
-def assign_folds(frame: pd.DataFrame, cfg: Config, out: Path) -> pd.DataFrame:
-    """Add the fold column; reuse ``folds.csv`` when the run already has one for these rows."""
+def assign_folds(frame: pd.DataFrame, cfg: Config, out: Path) -> tuple[pd.DataFrame, bool]:
+    """Add the fold column; reuse ``folds.csv`` when the run already has one for these rows.
+
+    Returns the frame and whether the folds are new (and so still to be written).
+    """
     path = out / "folds.csv"
     if path.is_file():
         saved = pd.read_csv(path, dtype={"id": str})
         if len(saved) == len(frame) and (saved["id"].to_numpy() == frame["id"].to_numpy()).all():
-            return frame.assign(fold=saved["fold"].to_numpy())
+            return frame.assign(fold=saved["fold"].to_numpy()), False
     frame = add_fold_column(frame, n_folds=cfg.n_folds, label_col="label", group_col="group", n_bins=cfg.n_bins, seed=cfg.fold_seed)
-    write_csv(path, frame[["id", "fold"]])
-    return frame
+    return frame, True
 
 
 def _merge_oof(out: Path, new: pd.DataFrame, order: pd.Series) -> pd.DataFrame:
@@ -97,8 +99,10 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all") -> dict:
     state = recipe.state(cfg)
     frame = recipe.read_train(cfg.train_csv, state, max_rows=cfg.max_rows)
     _check_same_config(cfg, out)
+    frame, new_folds = assign_folds(frame, cfg, out)  # before anything is written: bad input leaves no folder
     out.mkdir(parents=True, exist_ok=True)
-    frame = assign_folds(frame, cfg, out)
+    if new_folds:
+        write_csv(out / "folds.csv", frame[["id", "fold"]])
     cfg.save(out / "config.yaml")
 
     device = resolve_device(cfg.device)

@@ -1,0 +1,110 @@
+"""Pooling and the pair model: values against hand computation, padding invariance, folder round trips."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from kagglekit.data.batching import PairEncodings
+from kagglekit.models.heads import MeanPooling, create_head
+from kagglekit.models.pair_model import PairModel, build_model, load_model_folder, save_model_folder
+from kagglekit.predict import run_inference
+
+PAIRS = (["abatement of noise", "lens", "a much longer anchor phrase about gas flow"], ["noise reduction; physics", "optical element", "airflow"])
+
+
+def test_mean_pooling_equals_masked_sum_over_count():
+    hidden = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    out = MeanPooling(3)(hidden, mask)
+    expected = torch.stack([hidden[0, :2].sum(0) / 2, hidden[1].sum(0) / 4])
+    assert torch.equal(out, expected)
+
+
+def test_padding_never_changes_the_head():
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 5, 8)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    noisy = hidden.clone()
+    noisy[0, 3:] = 1e4 * torch.randn(2, 8)  # garbage in padded positions
+    head = MeanPooling(8)
+    assert torch.equal(head(hidden, mask), head(noisy, mask))
+    assert torch.equal(MeanPooling(8)(hidden, torch.zeros(2, 5)), torch.zeros(2, 8))  # no NaN on an empty row
+
+
+def test_unknown_head_lists_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown head 'gru'; valid heads are \['mean'\]"):
+        create_head("gru", 8)
+    assert isinstance(create_head(MeanPooling, 8), MeanPooling)  # a class passes straight through
+
+
+def test_model_output_does_not_depend_on_batch_padding(tiny_bert):
+    torch.manual_seed(0)
+    model, tokenizer = build_model(tiny_bert)
+    model.eval()
+    enc = PairEncodings(tokenizer, *PAIRS, max_len=32)
+    together = run_inference(model, enc, batch_size=3, device=torch.device("cpu"))  # padded to the longest
+    alone = np.array([run_inference(model, PairEncodings(tokenizer, [a], [b], 32), batch_size=1, device=torch.device("cpu"))[0] for a, b in zip(*PAIRS)])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    assert enc.lengths[2] > enc.lengths[1]  # the check above really mixed lengths
+
+
+def test_truncation_respects_max_len(tiny_bert):
+    _, tokenizer = build_model(tiny_bert)
+    enc = PairEncodings(tokenizer, ["word " * 100], ["other " * 100], max_len=16)
+    assert enc.lengths.tolist() == [16]
+    batch = enc.collate([0])
+    assert batch["input_ids"].shape == (1, 16) and batch["attention_mask"].sum() == 16
+
+
+def test_folder_round_trip_in_a_fresh_process_without_the_backbone(tiny_bert, tmp_path):
+    backbone = shutil.copytree(tiny_bert, tmp_path / "backbone")
+    torch.manual_seed(1)
+    model, tokenizer = build_model(backbone)
+    save_model_folder(model, tokenizer, tmp_path / "fold0", {"task": "uspppm", "head": "mean", "max_len": 32, "activation": "sigmoid", "dropout": 0.1})
+    enc = PairEncodings(tokenizer, *PAIRS, max_len=32)
+    before = run_inference(model.eval(), enc, batch_size=2, device=torch.device("cpu"))
+    shutil.rmtree(backbone)
+    np.save(tmp_path / "before.npy", before)
+    code = f"""
+import numpy as np, torch
+from kagglekit.models.pair_model import load_model_folder
+from kagglekit.data.batching import PairEncodings
+from kagglekit.predict import run_inference
+model, tok, meta = load_model_folder({str(tmp_path / 'fold0')!r})
+enc = PairEncodings(tok, {PAIRS[0]!r}, {PAIRS[1]!r}, max_len=meta["max_len"])
+after = run_inference(model, enc, batch_size=2, device=torch.device("cpu"))
+assert np.array_equal(after, np.load({str(tmp_path / 'before.npy')!r})), (after,)
+print("identical")
+"""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "identical" in result.stdout
+    assert not list(tmp_path.glob(".fold0*")), "a temporary folder was left behind"
+
+
+def test_incomplete_folders_fail_clearly(tiny_bert, tmp_path):
+    model, tokenizer = build_model(tiny_bert)
+    folder = save_model_folder(model, tokenizer, tmp_path / "m", {"task": "uspppm", "head": "mean", "max_len": 32, "activation": "sigmoid"})
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match=r"model folder .* is incomplete: model.safetensors is missing"):
+        load_model_folder(folder)
+    with pytest.raises(FileNotFoundError, match=r"not a kagglekit model folder: kagglekit.json is missing"):
+        load_model_folder(tiny_bert)
+    with pytest.raises(FileNotFoundError, match=r"backbone: model folder not found"):
+        build_model(tmp_path / "nowhere")
+
+
+def test_save_replaces_a_folder_atomically(tiny_bert, tmp_path):
+    model, tokenizer = build_model(tiny_bert)
+    meta = {"task": "uspppm", "head": "mean", "max_len": 32, "activation": "sigmoid"}
+    folder = save_model_folder(model, tokenizer, tmp_path / "m", {**meta, "epoch": 1})
+    (folder / "stale.txt").write_text("from the old save")
+    save_model_folder(model, tokenizer, tmp_path / "m", {**meta, "epoch": 2})
+    assert not (folder / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
