@@ -1,0 +1,301 @@
+"""Tests for kagglekit.testing: tiny offline encoders and the synthetic USPPPM sample data."""
+
+import filecmp
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kagglekit import testing as kt
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_DIR = ROOT / "datasets" / "sample"
+LEVELS = {0.0, 0.25, 0.5, 0.75, 1.0}
+EXPECTED_MODEL = {"bert": "BertModel", "deberta-v2": "DebertaV2Model", "electra": "ElectraModel",
+                  "roberta": "RobertaModel"}
+
+
+# --------------------------------------------------------------------------------------------------
+# Tiny models
+# --------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module", params=kt.TINY_ARCHS)
+def tiny(request, tmp_path_factory):
+    """(arch, folder, tokenizer, model) built once per arch with seed 0."""
+    from transformers import AutoModel, AutoTokenizer
+
+    arch = request.param
+    folder = kt.build_tiny_model(arch, tmp_path_factory.mktemp(arch) / "model", seed=0)
+    return arch, folder, AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+
+
+def _state(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_registry_names():
+    assert set(kt.TINY_ARCHS) == set(EXPECTED_MODEL)
+    assert tuple(kt.TINY_BUILDERS) == kt.TINY_ARCHS
+
+
+def test_loads_offline_with_matching_config(tiny):
+    arch, folder, tok, model = tiny
+    cfg = model.config
+    assert type(model).__name__ == EXPECTED_MODEL[arch]
+    assert cfg.vocab_size == len(tok)
+    assert 500 <= len(tok) <= 1000
+    assert cfg.pad_token_id == tok.pad_token_id
+    assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads) == (2, 64, 4)
+    assert cfg.intermediate_size == 128 and cfg.max_position_embeddings >= 128
+    assert (folder / "model.safetensors").is_file() and not (folder / "pytorch_model.bin").exists()
+    # Only the pieces the tokenizer can emit: embedding rows == vocabulary, nothing padded on.
+    assert model.get_input_embeddings().weight.shape[0] == len(tok)
+    if arch == "bert":
+        assert model.pooler is not None
+
+
+def test_pair_encoding_uses_special_tokens(tiny):
+    arch, _, tok, model = tiny
+    ids = tok("engine housing", "motor casing")["input_ids"]
+    assert max(ids) < model.config.vocab_size and min(ids) >= 0
+    assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
+    # BERT-style pairs have [CLS] a [SEP] b [SEP]; RoBERTa doubles the middle separator.
+    assert ids.count(tok.sep_token_id) == (3 if arch == "roberta" else 2)
+    assert len({tok.pad_token_id, tok.cls_token_id, tok.sep_token_id, tok.unk_token_id}) == 4
+    # Trained on patent-like text: domain words and unseen ASCII both encode without unknowns.
+    for text in ("regulate gas flow", "Zebra-42 QUANTUM widget? (x+y)=3%"):
+        assert tok.unk_token_id not in tok(text)["input_ids"], text
+
+
+def test_forward_pass_shape(tiny):
+    import torch
+
+    _, _, tok, model = tiny
+    batch = tok(["engine housing", "a wireless transmitter with two antennas"], ["motor casing", "radio"],
+                padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state
+    assert hidden.shape == (2, batch["input_ids"].shape[1], model.config.hidden_size)
+    assert torch.isfinite(hidden).all()
+    # Padding really pads: the shorter row ends in pad ids with a zero attention mask.
+    assert batch["input_ids"][0, -1].item() == tok.pad_token_id and batch["attention_mask"][0, -1].item() == 0
+
+
+def test_same_seed_is_bit_identical_other_seed_differs(tiny, tmp_path):
+    import torch
+
+    arch, folder, _, _ = tiny
+    again = kt.build_tiny_model(arch, tmp_path / "again", seed=0)
+    other = kt.build_tiny_model(arch, tmp_path / "other", seed=1)
+    ref, same, diff = _state(folder), _state(again), _state(other)
+    assert ref.keys() == same.keys() == diff.keys()
+    assert all(torch.equal(ref[k], same[k]) for k in ref)
+    # Tokenizer training is deterministic too, so whole folders match byte for byte.
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == sorted(p.name for p in again.iterdir())
+    assert filecmp.cmpfiles(folder, again, names, shallow=False)[0] == names
+    emb = next(k for k in ref if k.endswith("word_embeddings.weight"))
+    assert not torch.equal(ref[emb], diff[emb])
+    assert sum(not torch.equal(ref[k], diff[k]) for k in ref) > len(ref) // 3
+
+
+def test_vocabulary_files_match_tokenizer(tiny):
+    arch, folder, tok, _ = tiny
+    vocab = tok.get_vocab()
+    if arch in ("bert", "electra"):
+        lines = (folder / "vocab.txt").read_text(encoding="utf-8").splitlines()
+        assert {piece: i for i, piece in enumerate(lines)} == vocab
+        assert tok("Engine")["input_ids"] == tok("engine")["input_ids"]  # lower-cased
+    elif arch == "roberta":
+        assert json.loads((folder / "vocab.json").read_text(encoding="utf-8")) == vocab
+        assert (folder / "merges.txt").read_text(encoding="utf-8").count("\n") > 100
+        assert (tok.cls_token, tok.pad_token, tok.sep_token) == ("<s>", "<pad>", "</s>")
+        assert (tok.cls_token_id, tok.pad_token_id, tok.sep_token_id) == (0, 1, 2)
+    else:
+        import sentencepiece as spm
+
+        sp = spm.SentencePieceProcessor(model_file=str(folder / "spm.model"))
+        assert sp.get_piece_size() == len(tok)
+        assert [sp.id_to_piece(i) for i in range(len(tok))] == tok.convert_ids_to_tokens(list(range(len(tok))))
+        assert sp.piece_to_id("[MASK]") == tok.mask_token_id
+
+
+def test_deberta_is_v3_style(tmp_path):
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(kt.build_tiny_model("deberta-v2", tmp_path / "d"))
+    assert cfg.relative_attention and not cfg.position_biased_input
+    assert list(cfg.pos_att_type) == ["p2c", "c2p"] and cfg.position_buckets > 0
+
+
+def test_unknown_arch_names_the_valid_ones(tmp_path):
+    with pytest.raises(ValueError, match="gpt2") as err:
+        kt.build_tiny_model("gpt2", tmp_path / "x")
+    assert all(arch in str(err.value) for arch in kt.TINY_ARCHS)
+    assert not (tmp_path / "x").exists()
+
+
+def test_overwrite_keeps_other_files_and_drops_stale_model_files(tmp_path):
+    out = tmp_path / "m"
+    kt.build_tiny_model("deberta-v2", out)
+    (out / "notes.txt").write_text("mine")
+    kt.build_tiny_model("bert", out)
+    assert (out / "notes.txt").read_text() == "mine"
+    assert not (out / "spm.model").exists()  # a deberta leftover would confuse tokenizer loaders
+    assert json.loads((out / "config.json").read_text())["model_type"] == "bert"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temp folder left behind
+
+
+def test_failed_build_leaves_target_untouched(tmp_path, monkeypatch):
+    out = tmp_path / "m"
+    kt.build_tiny_model("bert", out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def broken(work_dir, seed):
+        (work_dir / "config.json").write_text("{half written")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setitem(kt.TINY_BUILDERS, "bert", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        kt.build_tiny_model("bert", out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_import_is_light():
+    code = "import sys, kagglekit.testing; print(sorted({'torch', 'transformers', 'pandas'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------------------------------
+# Synthetic USPPPM data
+# --------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sample():
+    return kt.make_uspppm_sample(seed=0)
+
+
+def _concepts(phrase, word_to_group):
+    return {word_to_group[w] for w in phrase.split() if w in word_to_group}
+
+
+def test_schema(sample):
+    train, test, sub = sample["train"], sample["test"], sample["sample_submission"]
+    assert list(train.columns) == ["id", "anchor", "target", "context", "score"]
+    assert list(test.columns) == ["id", "anchor", "target", "context"]
+    assert list(sub.columns) == ["id", "score"]
+    assert train["score"].dtype == np.float64 and set(train["score"]) <= LEVELS
+    assert sub["id"].tolist() == test["id"].tolist() and (sub["score"] == 0).all()
+    ids = pd.concat([train["id"], test["id"]])
+    assert ids.is_unique and ids.str.fullmatch(r"[0-9a-f]{16}").all()
+    for df in (train, test):
+        assert df["context"].str.fullmatch(r"[A-H]\d\d").all()
+        assert set(df["context"]) <= set(sample["cpc_titles"])
+        assert not df[["anchor", "target"]].duplicated().any()
+        assert (df["anchor"] != df["target"]).all()
+
+
+def test_sizes_and_grouping(sample):
+    train, test = sample["train"], sample["test"]
+    assert train["anchor"].nunique() == 120 and test["anchor"].nunique() == 15
+    assert 900 <= len(train) <= 1000 and 90 <= len(test) <= 130
+    assert set(train["anchor"]).isdisjoint(test["anchor"])
+    per_anchor = train.groupby("anchor")
+    assert per_anchor.size().min() >= 6
+    assert per_anchor["score"].nunique().min() >= 3  # every anchor group has within-group spread
+    assert train["anchor"].str.split().str.len().between(2, 3).all()
+    # One context per anchor, a few anchors in two.
+    n_ctx = per_anchor["context"].nunique()
+    assert n_ctx.max() == 2 and 1 <= (n_ctx == 2).sum() <= 25
+    shares = train["score"].value_counts(normalize=True)
+    assert set(shares.index) == LEVELS and shares.between(0.1, 0.3).all()
+
+
+def test_deterministic_per_seed(sample):
+    again, other = kt.make_uspppm_sample(seed=0), kt.make_uspppm_sample(seed=1)
+    for name in ("train", "test", "sample_submission"):
+        pd.testing.assert_frame_equal(sample[name], again[name])
+    assert not sample["train"]["id"].isin(other["train"]["id"]).any()
+    assert set(sample["train"]["anchor"]) != set(other["train"]["anchor"])
+
+
+def test_sizes_follow_arguments():
+    small = kt.make_uspppm_sample(n_anchors=10, targets_per_anchor=4, n_test_anchors=3, seed=5)
+    assert small["train"]["anchor"].nunique() == 10 and len(small["train"]) <= 40
+    assert small["test"]["anchor"].nunique() == 3
+    with pytest.raises(ValueError, match="n_anchors"):
+        kt.make_uspppm_sample(n_anchors=10_000)
+
+
+def test_signal_is_learnable(sample):
+    train = sample["train"]
+    forms = [f for group in kt.SAMPLE_SYNONYM_GROUPS for f in group]
+    assert len(forms) == len(set(forms))  # each surface form names one concept only
+    word_to_group = {w: i for i, group in enumerate(kt.SAMPLE_SYNONYM_GROUPS) for f in group for w in f.split()}
+    # Share of the anchor's concepts that the target names, synonyms included.
+    overlap = np.array([len(_concepts(a, word_to_group) & _concepts(t, word_to_group)) / len(_concepts(a, word_to_group))
+                        for a, t in zip(train["anchor"], train["target"])])
+    jaccard = np.array([len(set(a.split()) & set(t.split())) / len(set(a.split()) | set(t.split()))
+                        for a, t in zip(train["anchor"], train["target"])])
+    score = train["score"].to_numpy()
+    assert np.corrcoef(score, overlap)[0, 1] > 0.85
+    assert np.corrcoef(score, jaccard)[0, 1] > 0.3  # plain word overlap already helps
+    means = pd.Series(overlap).groupby(score).mean()
+    assert means[1.0] > means[0.75] >= means[0.5] > means[0.25] >= means[0.0]
+
+
+def _read_cpc_folder(folder):
+    titles, levels = {}, {}
+    for path in sorted(folder.glob("cpc-section-*_20220201.txt")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            code, level, title = line.split("\t")
+            assert path.name == f"cpc-section-{code[0]}_20220201.txt"
+            titles[code], levels[code] = title, level
+    return titles, levels
+
+
+def test_cpc_titles_round_trip(tmp_path):
+    folder = kt.write_cpc_titles(kt.SAMPLE_CPC_TITLES, tmp_path / "cpc")
+    titles, levels = _read_cpc_folder(folder)
+    assert titles == kt.SAMPLE_CPC_TITLES
+    sections = {c for c in titles if len(c) == 1}
+    assert sections == set("ABCDEFGH")
+    assert all(2 <= sum(len(c) == 3 and c[0] == s for c in titles) <= 3 for s in sections)
+    assert all(levels[c] == "" for c in titles if "/" not in c)  # sections, classes, subclasses
+    assert any(len(c) == 4 for c in titles) and {levels[c] for c in titles if "/" in c} == {"0", "1"}
+    # Rewriting with fewer sections drops the stale section files.
+    kt.write_cpc_titles({"A": "X", "A47": "Y"}, folder)
+    assert [p.name for p in folder.iterdir()] == ["cpc-section-A_20220201.txt"]
+
+
+def test_cpc_titles_reject_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="tab"):
+        kt.write_cpc_titles({"A47": "bad\ttitle"}, tmp_path)
+    with pytest.raises(ValueError, match="'47'"):
+        kt.write_cpc_titles({"47": "no section"}, tmp_path)
+
+
+def test_committed_sample_matches_generator(tmp_path):
+    fresh = kt.write_uspppm_sample(tmp_path / "sample", seed=0)
+    generated = sorted(p.relative_to(fresh) for p in fresh.rglob("*") if p.is_file())
+    assert {str(p) for p in generated} >= {"train.csv", "test.csv", "sample_submission.csv"}
+    for rel in generated:
+        committed = SAMPLE_DIR / rel
+        assert committed.is_file(), f"{committed} missing: run scripts/make_sample_data.py"
+        assert committed.read_bytes() == (fresh / rel).read_bytes(), (
+            f"{committed} is stale: run scripts/make_sample_data.py")
+    stale = {p.relative_to(SAMPLE_DIR / "cpc_titles") for p in (SAMPLE_DIR / "cpc_titles").iterdir()}
+    assert stale == {p.relative_to("cpc_titles") for p in generated if p.parts[0] == "cpc_titles"}
+    # Reading the CSV back gives the generator's frame (ids stay strings, scores floats).
+    data = kt.make_uspppm_sample(seed=0)
+    read = pd.read_csv(SAMPLE_DIR / "train.csv", dtype={"id": str})
+    assert read.astype(object).equals(data["train"].astype(object))
