@@ -14,6 +14,7 @@ setup(
     description="Kaggle notebook kit for text-pair competitions: folds, heads, trainer, inference, ensembling.",
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["kagglekit", "kagglekit.*"]),
     include_package_data=False,
