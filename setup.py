@@ -20,7 +20,7 @@ setup(
     include_package_data=False,
     install_requires=[
         # Ranges, not pins: Kaggle's image moves, and users bring their own environments.
-        "torch>=2.1",
+        "torch>=2.3",
         "transformers>=4.44,<6",
         "tokenizers>=0.19",
         "sentencepiece>=0.1.99",
