@@ -124,7 +124,7 @@ def train_fold(
                 scaler=scaler, amp_dtype=amp_dtype, max_grad_norm=cfg.max_grad_norm,
             )
             losses.append(value)
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", best=f"{best_score:.4f}" if best_score is not None else "-")
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", best=f"{best_score:.4f}" if best_score is not None else "-", refresh=False)
         bar.close()
 
         preds = run_inference(model, valid_enc, batch_size=cfg.eval_batch_size, device=device, amp_dtype=amp_dtype, activation=loss.activation)

@@ -1,0 +1,250 @@
+"""The two Kaggle notebooks, executed headless on CPU with a tiny model and the synthetic sample.
+
+Parameters are injected the way papermill does it: a cell tagged `injected-parameters` right after
+the cell tagged `parameters`. The kernel runs this test's own interpreter (an explicit kernelspec,
+so a `python3` kernelspec elsewhere on the machine cannot pick another Python) and imports the same
+kagglekit as this process, so the notebooks' install cell finds it and skips the wheel.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402
+from jupyter_client.manager import KernelManager  # noqa: E402
+from nbclient import NotebookClient  # noqa: E402
+
+import kagglekit  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+CELL_TIMEOUT = 300
+KERNEL = "kagglekit-test"
+
+
+def read(name: str) -> nbformat.NotebookNode:
+    return nbformat.read(NOTEBOOKS / name, as_version=4)
+
+
+def tagged(nb, tag: str) -> list[int]:
+    return [i for i, cell in enumerate(nb.cells) if tag in cell.get("metadata", {}).get("tags", [])]
+
+
+def cell_source(nb, cell_id: str) -> str:
+    (cell,) = [c for c in nb.cells if c.get("id") == cell_id]
+    return cell.source
+
+
+def inject(nb, params: dict) -> nbformat.NotebookNode:
+    """A copy of `nb` with a papermill-style `injected-parameters` cell after the `parameters` cell."""
+    nb = nbformat.from_dict(json.loads(json.dumps(nb)))  # deep copy
+    (index,) = tagged(nb, "parameters")
+    source = "# Parameters\n" + "".join(f"{key} = {value!r}\n" for key, value in params.items())
+    cell = nbformat.v4.new_code_cell(source)
+    cell.metadata["tags"] = ["injected-parameters"]
+    nb.cells.insert(index + 1, cell)
+    return nb
+
+
+@pytest.fixture(scope="module")
+def kernel_dir(tmp_path_factory) -> Path:
+    """A kernelspec folder whose kernel is this very interpreter."""
+    root = tmp_path_factory.mktemp("kernels")
+    spec = root / KERNEL
+    spec.mkdir()
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "kagglekit test", "language": "python"}))
+    return root
+
+
+def execute(nb, params: dict, cwd: Path, kernel_dir: Path) -> nbformat.NotebookNode:
+    nb = inject(nb, params)
+    env = dict(os.environ)
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", CUDA_VISIBLE_DEVICES="")
+    # a tiny model gains nothing from threads, and on a busy machine OpenMP threads spin-wait on each other
+    env.setdefault("OMP_NUM_THREADS", "1")
+    # the kagglekit this test imports (a source checkout or an install), ahead of anything else
+    package_root = str(Path(kagglekit.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    km = KernelManager(kernel_name=KERNEL, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernel_dir)]))
+    client = NotebookClient(nb, km=km, timeout=CELL_TIMEOUT, resources={"metadata": {"path": str(cwd)}})
+    client.execute(env=env)
+    return nb
+
+
+def text_output(nb) -> str:
+    out = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            out.append(output.get("text", "") or output.get("data", {}).get("text/plain", ""))
+    return "".join(out)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from kagglekit.testing import build_tiny_model, write_uspppm_sample
+
+    tmp = tmp_path_factory.mktemp("notebooks")
+    return {
+        "tmp": tmp,
+        "tiny": build_tiny_model("bert", tmp / "tiny"),
+        "data": write_uspppm_sample(tmp / "data"),
+        "run": tmp / "run",
+    }
+
+
+@pytest.fixture(scope="module")
+def trained(setup, kernel_dir):
+    """train.ipynb executed twice, FOLD=0 then FOLD=1, into one run folder."""
+    tmp, data = setup["tmp"], setup["data"]
+    outputs = []
+    for fold in (0, 1):
+        params = {
+            "WHEEL_DIR": str(tmp / "nowheel"),
+            "TRAIN_CSV": str(data / "train.csv"),
+            "CPC_DIR": str(data / "cpc_titles"),
+            "BACKBONE": str(setup["tiny"]),
+            "FOLD": fold,
+            "N_FOLDS": 2,
+            "OUTPUT_DIR": str(setup["run"]),
+            "MODEL_DATASET_ID": "tester/uspppm-tiny-fold{FOLD}",
+            "OVERRIDES": {"epochs": 1, "batch_size": 32, "max_len": 48},
+        }
+        outputs.append(execute(read("train.ipynb"), params, tmp, kernel_dir))
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def submission(setup, trained, kernel_dir):
+    tmp, data = setup["tmp"], setup["data"]
+    params = {
+        "WHEEL_DIR": str(tmp / "nowheel"),
+        "MODEL_DIRS": [str(setup["run"])],
+        "TEST_CSV": str(data / "test.csv"),
+        "SAMPLE_SUBMISSION": str(data / "sample_submission.csv"),
+        "OUT": str(tmp / "submission.csv"),
+    }
+    nb = execute(read("inference.ipynb"), params, tmp, kernel_dir)
+    return nb, tmp / "submission.csv"
+
+
+# ---------------------------------------------------------------------------------------------
+# The committed notebooks
+
+
+@pytest.mark.parametrize("name", ["train.ipynb", "inference.ipynb"])
+def test_committed_notebook_is_clean(name):
+    nb = read(name)
+    nbformat.validate(nb)
+    assert nb.nbformat == 4
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"{name}: commit it without outputs"
+    (params,) = tagged(nb, "parameters")
+    assert tagged(nb, "injected-parameters") == []
+    install = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "pip" in c.source]
+    assert install == [params + 1], "the install cell comes right after the parameters cell (it needs WHEEL_DIR)"
+    # the parameters cell holds plain assignments only, so an injected cell can override every one
+    compiled = compile(nb.cells[params].source, "parameters", "exec")
+    namespace: dict = {}
+    exec(compiled, namespace)
+    assert "WHEEL_DIR" in namespace
+
+
+def test_notebooks_match_their_generator():
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_notebooks.py"), "--check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("name", ["train.ipynb", "inference.ipynb"])
+def test_install_cell_installs_the_wheel_offline_when_kagglekit_is_missing(name, tmp_path, monkeypatch):
+    """Run the install cell's code here, with kagglekit made unimportable and pip replaced by a recorder."""
+    source = cell_source(read(name), "install")
+    assert "--no-index" in source and "--no-deps" in source and "kagglekit-*.whl" in source
+    wheel_dir = tmp_path / "kagglekit"
+    (wheel_dir / "wheels").mkdir(parents=True)
+    wheel = wheel_dir / "kagglekit-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"")
+    calls = []
+
+    def fake_check_call(cmd, *args, **kwargs):
+        calls.append(list(cmd))
+        monkeypatch.setitem(sys.modules, "kagglekit", kagglekit)  # "installed": the import succeeds again
+        return 0
+
+    monkeypatch.setitem(sys.modules, "kagglekit", None)  # `import kagglekit` raises ImportError
+    monkeypatch.setattr(subprocess, "check_call", fake_check_call)
+    exec(compile(source, "install", "exec"), {"WHEEL_DIR": str(wheel_dir)})
+    assert calls == [[sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", str(wheel),
+                      "--find-links", str(wheel_dir / "wheels")]]
+
+
+def test_install_cell_names_the_fix_when_the_wheel_is_missing(tmp_path, monkeypatch):
+    source = cell_source(read("train.ipynb"), "install")
+    monkeypatch.setitem(sys.modules, "kagglekit", None)
+    monkeypatch.setattr(subprocess, "check_call", lambda *a, **k: pytest.fail("pip must not run"))
+    with pytest.raises(FileNotFoundError, match="attach the kagglekit dataset"):
+        exec(compile(source, "install", "exec"), {"WHEEL_DIR": str(tmp_path)})
+
+
+# ---------------------------------------------------------------------------------------------
+# train.ipynb, twice
+
+
+def test_train_notebook_writes_a_complete_run_folder(setup, trained):
+    run, data = setup["run"], setup["data"]
+    for name in ("config.yaml", "folds.csv", "oof.csv", "run.json", "dataset-metadata.json"):
+        assert (run / name).is_file(), name
+    for fold in ("fold0", "fold1"):
+        assert (run / fold / "model.safetensors").is_file() and (run / fold / "kagglekit.json").is_file()
+    train = pd.read_csv(data / "train.csv", dtype={"id": str})
+    oof = pd.read_csv(run / "oof.csv", dtype={"id": str})
+    assert sorted(oof["id"]) == sorted(train["id"]) and not oof["id"].duplicated().any()
+    assert set(oof["fold"]) == {0, 1}
+    card = json.loads((run / "run.json").read_text())
+    assert set(card["folds"]) == {"0", "1"} and card["cv_folds"] == [0, 1]
+    assert card["config"]["epochs"] == 1 and card["config"]["n_folds"] == 2
+
+
+def test_train_notebook_writes_the_dataset_metadata(setup, trained):
+    metadata = json.loads((setup["run"] / "dataset-metadata.json").read_text())
+    assert metadata == {"title": "uspppm-tiny-fold1", "id": "tester/uspppm-tiny-fold1", "licenses": [{"name": "CC0-1.0"}]}
+    assert not list(setup["run"].glob("*.tmp"))
+
+
+def test_train_notebook_reports_the_fold(trained):
+    for fold, nb in enumerate(trained):
+        text = text_output(nb)
+        assert "kagglekit 0." in text and "device: cpu" in text  # install cell skipped, kit imported
+        assert f"fold {fold}: pearson" in text
+        assert "model.safetensors" in text  # the output listing
+
+
+# ---------------------------------------------------------------------------------------------
+# inference.ipynb
+
+
+def test_inference_notebook_writes_the_submission(setup, submission):
+    _, path = submission
+    sample = pd.read_csv(setup["data"] / "sample_submission.csv", dtype={"id": str})
+    sub = pd.read_csv(path, dtype={"id": str})
+    assert list(sub.columns) == ["id", "score"]
+    assert sub["id"].tolist() == sample["id"].tolist()
+    assert not sub["score"].isna().any()
+    assert np.all((sub["score"] >= 0) & (sub["score"] <= 1))
+
+
+def test_inference_notebook_averages_both_folds(setup, submission):
+    nb, _ = submission
+    text = text_output(nb)
+    assert "fold0" in text and "fold1" in text and f"wrote {setup['tmp'] / 'submission.csv'}" in text
