@@ -45,11 +45,10 @@ def check_text(df: pd.DataFrame, columns, *, what: str, path, id_col: str = "id"
         values = df[column]
         bad = values.isna() | values.astype(str).str.strip().eq("")
         if bad.any():
-            rows = np.flatnonzero(bad.to_numpy())
-            shown = ", ".join(f"line {r + 2} (id {df[id_col].iloc[r]!r})" for r in rows[:5])
+            count, shown = _bad_rows(df, bad, id_col)
             raise ValueError(
-                f"{what}: {path} column {column!r} has {len(rows)} empty or missing value(s): {shown}"
-                f"{' ...' if len(rows) > 5 else ''}. Fill or drop these rows before training."
+                f"{what}: {path} column {column!r} has {count} empty or missing value(s): {shown}. "
+                "Fill or drop these rows before training."
             )
 
 
@@ -67,17 +66,24 @@ def check_labels(df: pd.DataFrame, column: str, low: float, high: float, *, what
     values = pd.to_numeric(df[column], errors="coerce")
     bad = values.isna() | (values < low) | (values > high)
     if bad.any():
-        rows = np.flatnonzero(bad.to_numpy())
-        shown = ", ".join(f"line {r + 2} (id {df[id_col].iloc[r]!r}): {_show(df[column].iloc[r])}" for r in rows[:5])
+        count, shown = _bad_rows(df, bad, id_col, value_col=column)
         raise ValueError(
-            f"{what}: {path} column {column!r} must hold numbers in [{low:g}, {high:g}]; {len(rows)} row(s) do not: "
+            f"{what}: {path} column {column!r} must hold numbers in [{low:g}, {high:g}]; {count} row(s) do not: "
             f"{shown}. Fix or rescale the labels."
         )
 
 
-def _show(value) -> str:
-    """A cell value as the user wrote it: strings quoted, numbers plain (no numpy reprs)."""
-    return repr(value) if isinstance(value, str) else str(value)
+def _bad_rows(df: pd.DataFrame, bad: pd.Series, id_col: str, value_col: str | None = None, shown: int = 5) -> tuple[int, str]:
+    """How many rows are bad, and the first few as the user finds them: file line, id, and the value."""
+    rows = np.flatnonzero(bad.to_numpy())
+    parts = []
+    for r in rows[:shown]:
+        part = f"line {r + 2} (id {df[id_col].iloc[r]!r})"  # +2: the header line, and lines count from 1
+        if value_col is not None:
+            value = df[value_col].iloc[r]
+            part += f": {value!r}" if isinstance(value, str) else f": {value}"  # no numpy reprs
+        parts.append(part)
+    return len(rows), ", ".join(parts) + (" ..." if len(rows) > shown else "")
 
 
 def _registry() -> dict[str, type[Recipe]]:
