@@ -108,3 +108,17 @@ def test_save_replaces_a_folder_atomically(tiny_bert, tmp_path):
     save_model_folder(model, tokenizer, tmp_path / "m", {**meta, "epoch": 2})
     assert not (folder / "stale.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_model_folders_keep_the_vocabulary_files_older_transformers_need(tiny_models, tmp_path):
+    # transformers 5 writes only tokenizer.json; 4.x loads a DeBERTa-v3 tokenizer only from spm.model
+    source = tiny_models("deberta-v2")
+    assert (source / "spm.model").is_file()
+    model, tokenizer = build_model(source)
+    meta = {"task": "uspppm", "head": "mean", "max_len": 32, "activation": "sigmoid"}
+    folder = save_model_folder(model, tokenizer, tmp_path / "fold0", meta)
+    assert (folder / "spm.model").read_bytes() == (source / "spm.model").read_bytes()
+    # and a folder re-saved from a loaded folder keeps it too
+    again, tok, _ = load_model_folder(folder)
+    second = save_model_folder(again, tok, tmp_path / "copy", meta)
+    assert (second / "spm.model").is_file()

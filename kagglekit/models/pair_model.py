@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -20,6 +21,9 @@ from kagglekit.models.heads import create_head
 META_FILE = "kagglekit.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
+# Vocabulary files of the slow (Python) tokenizers. transformers 5 saves only tokenizer.json, but
+# 4.x needs these to load some tokenizers (DeBERTa-v3 needs spm.model), so model folders keep them.
+VOCAB_FILES = ("spm.model", "sentencepiece.bpe.model", "vocab.txt", "vocab.json", "merges.txt")
 
 
 class PairModel(nn.Module):
@@ -43,6 +47,7 @@ class PairModel(nn.Module):
         nn.init.normal_(self.fc.weight, std=std)
         nn.init.zeros_(self.fc.bias)
         self.num_outputs = num_outputs
+        self.source_dir: Path | None = None  # folder the backbone and tokenizer came from
 
     def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
@@ -82,7 +87,9 @@ def build_model(backbone_dir: str | os.PathLike, *, head: str = "mean", num_outp
         >>> model, tokenizer = build_model("models/tiny-bert", head="mean")
     """
     backbone, tokenizer = load_backbone(backbone_dir)
-    return PairModel(backbone, head=head, num_outputs=num_outputs, dropout=dropout), tokenizer
+    model = PairModel(backbone, head=head, num_outputs=num_outputs, dropout=dropout)
+    model.source_dir = Path(backbone_dir)
+    return model, tokenizer
 
 
 def save_model_folder(model: PairModel, tokenizer, folder: str | os.PathLike, meta: dict) -> Path:
@@ -102,11 +109,21 @@ def save_model_folder(model: PairModel, tokenizer, folder: str | os.PathLike, me
     with atomic_dir(folder) as tmp:
         model.backbone.config.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
+        _keep_vocab_files(getattr(model, "source_dir", None), tmp)
         save_model(model, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         payload = {"format": FORMAT_VERSION, "kagglekit_version": kagglekit.__version__, **meta}
         payload.setdefault("num_outputs", model.num_outputs)
         write_json(tmp / META_FILE, payload)
     return folder
+
+
+def _keep_vocab_files(source: Path | None, dest: Path) -> None:
+    """Copy the source folder's vocabulary files that `save_pretrained` did not write."""
+    if source is None:
+        return
+    for name in VOCAB_FILES:
+        if (source / name).is_file() and not (dest / name).exists():
+            shutil.copyfile(source / name, dest / name)
 
 
 def read_meta(folder: str | os.PathLike) -> dict:
@@ -140,6 +157,7 @@ def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "c
     backbone = AutoModel.from_config(config)
     model = PairModel(backbone, head=meta["head"], num_outputs=meta.get("num_outputs", 1), dropout=meta.get("dropout", 0.0))
     load_model(model, str(folder / WEIGHTS_FILE), strict=True, device=str(device))
+    model.source_dir = folder
     model.to(device).eval()
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
