@@ -23,6 +23,7 @@ CHOICES = {
     "adversary": ("none",),
     "precision": ("auto", "fp32", "fp16", "bf16"),
     "device": ("auto", "cpu", "cuda"),
+    "msd_average": ("logits", "loss"),
 }
 
 
@@ -44,6 +45,11 @@ class Config:
     backbone: str = ""  # a local model folder (config, tokenizer, weights)
     head: str = "mean"  # pooling head, by name (see kagglekit.models.heads.HEADS)
     dropout: float = 0.1  # dropout on the pooled vector before the output layer
+    head_layers: int = 4  # weighted_layers, concat_last_k: how many of the top hidden states
+    head_layernorm: bool = False  # a LayerNorm on the pooled vector, before the output layer
+    msd_samples: int = 1  # multi-sample dropout: dropout masks per row in training (1: plain dropout)
+    msd_rates: str = ""  # one rate per sample, comma-separated ("0.1,0.2,0.3"); empty: `dropout` for all
+    msd_average: str = "logits"  # logits | loss: what training averages over the samples
     max_len: int = 128  # tokens per pair after truncation; batches are padded only to their longest
     # --- training ---
     output_dir: str = "runs/run"  # the run folder: config, folds, fold{K}/, oof.csv, run.json
@@ -94,9 +100,28 @@ class Config:
             raise ValueError(f"config key 'warmup_ratio' must be in [0, 1), got {self.warmup_ratio}.")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"config key 'dropout' must be in [0, 1), got {self.dropout}.")
+        if self.head_layers < 1:
+            raise ValueError(f"config key 'head_layers' must be 1 or more, got {self.head_layers}.")
+        rates = self.dropout_rates()
+        if self.msd_rates and self.msd_samples not in (1, len(rates)):
+            raise ValueError(
+                f"config keys 'msd_rates' ({len(rates)} rates) and 'msd_samples' ({self.msd_samples}) disagree: "
+                "give one rate per sample, or leave msd_samples at 1."
+            )
+        if self.msd_samples < 1 or any(not 0 <= r < 1 for r in rates):
+            raise ValueError(f"config keys 'msd_samples'/'msd_rates': need samples >= 1 and rates in [0, 1), got {self.msd_samples}, {rates}.")
         if self.max_len < 8:
             raise ValueError(f"config key 'max_len' must be at least 8 tokens, got {self.max_len}.")
         return self
+
+    def dropout_rates(self) -> list[float]:
+        """One dropout rate per multi-sample-dropout sample."""
+        if not self.msd_rates.strip():
+            return [self.dropout] * self.msd_samples
+        try:
+            return [float(part) for part in self.msd_rates.split(",") if part.strip()]
+        except ValueError:
+            raise ValueError(f"config key 'msd_rates': expected comma-separated numbers, got {self.msd_rates!r}.") from None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -76,3 +76,14 @@ def test_missing_and_invalid_files(tmp_path):
     bad.write_text("- a\n- b\n")
     with pytest.raises(ValueError, match="must hold a mapping"):
         load_config(bad)
+
+
+def test_multi_sample_dropout_keys():
+    assert load_config(None, ["msd_samples=3", "dropout=0.2"]).dropout_rates() == [0.2, 0.2, 0.2]
+    assert load_config(None, ["msd_rates=0.1, 0.3,0.5"]).dropout_rates() == [0.1, 0.3, 0.5]
+    with pytest.raises(ValueError, match=r"'msd_rates' \(2 rates\) and 'msd_samples' \(3\) disagree"):
+        load_config(None, ["msd_rates=0.1,0.2", "msd_samples=3"])
+    with pytest.raises(ValueError, match=r"'msd_rates': expected comma-separated numbers"):
+        load_config(None, ["msd_rates=0.1;0.2"])
+    with pytest.raises(ValueError, match=r"'msd_average': unknown value 'mean'"):
+        load_config(None, ["msd_average=mean"])

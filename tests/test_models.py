@@ -65,7 +65,7 @@ def test_folder_round_trip_in_a_fresh_process_without_the_backbone(tiny_bert, tm
     backbone = shutil.copytree(tiny_bert, tmp_path / "backbone")
     torch.manual_seed(1)
     model, tokenizer = build_model(backbone)
-    save_model_folder(model, tokenizer, tmp_path / "fold0", {"task": "uspppm", "head": "mean", "max_len": 32, "activation": "sigmoid", "dropout": 0.1})
+    save_model_folder(model, tokenizer, tmp_path / "fold0", {"task": "uspppm", "max_len": 32, "activation": "sigmoid"})
     enc = PairEncodings(tokenizer, *PAIRS, max_len=32)
     before = run_inference(model.eval(), enc, batch_size=2, device=torch.device("cpu"))
     shutil.rmtree(backbone)
@@ -90,7 +90,7 @@ print("identical")
 
 def test_incomplete_folders_fail_clearly(tiny_bert, tmp_path):
     model, tokenizer = build_model(tiny_bert)
-    folder = save_model_folder(model, tokenizer, tmp_path / "m", {"task": "uspppm", "head": "mean", "max_len": 32, "activation": "sigmoid"})
+    folder = save_model_folder(model, tokenizer, tmp_path / "m", {"task": "uspppm", "max_len": 32, "activation": "sigmoid"})
     (folder / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match=r"model folder .* is incomplete: model.safetensors is missing"):
         load_model_folder(folder)
@@ -102,7 +102,7 @@ def test_incomplete_folders_fail_clearly(tiny_bert, tmp_path):
 
 def test_save_replaces_a_folder_atomically(tiny_bert, tmp_path):
     model, tokenizer = build_model(tiny_bert)
-    meta = {"task": "uspppm", "head": "mean", "max_len": 32, "activation": "sigmoid"}
+    meta = {"task": "uspppm", "max_len": 32, "activation": "sigmoid"}
     folder = save_model_folder(model, tokenizer, tmp_path / "m", {**meta, "epoch": 1})
     (folder / "stale.txt").write_text("from the old save")
     save_model_folder(model, tokenizer, tmp_path / "m", {**meta, "epoch": 2})
@@ -115,10 +115,82 @@ def test_model_folders_keep_the_vocabulary_files_older_transformers_need(tiny_mo
     source = tiny_models("deberta-v2")
     assert (source / "spm.model").is_file()
     model, tokenizer = build_model(source)
-    meta = {"task": "uspppm", "head": "mean", "max_len": 32, "activation": "sigmoid"}
+    meta = {"task": "uspppm", "max_len": 32, "activation": "sigmoid"}
     folder = save_model_folder(model, tokenizer, tmp_path / "fold0", meta)
     assert (folder / "spm.model").read_bytes() == (source / "spm.model").read_bytes()
     # and a folder re-saved from a loaded folder keeps it too
     again, tok, _ = load_model_folder(folder)
     second = save_model_folder(again, tok, tmp_path / "copy", meta)
     assert (second / "spm.model").is_file()
+
+
+class Scale(torch.nn.Module):
+    """A stand-in for a dropout mask: multiplies by a known constant."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.c = c
+
+    def forward(self, x):
+        return x * self.c
+
+
+def batch_of(tokenizer):
+    return PairEncodings(tokenizer, *PAIRS, max_len=32).collate([0, 1, 2])
+
+
+def test_multi_sample_dropout_eval_equals_dropout_off(tiny_bert):
+    torch.manual_seed(0)
+    msd, tokenizer = build_model(tiny_bert, dropout=[0.5, 0.3, 0.1], msd_samples=3)
+    plain, _ = build_model(tiny_bert, dropout=0.0)
+    plain.load_state_dict(msd.state_dict())
+    batch = batch_of(tokenizer)
+    with torch.no_grad():
+        assert torch.equal(msd.eval()(**batch), plain.eval()(**batch))
+
+
+@pytest.mark.parametrize("average", ["logits", "loss"])
+def test_multi_sample_dropout_averages_logits_or_losses(tiny_bert, average):
+    torch.manual_seed(0)
+    model, tokenizer = build_model(tiny_bert, dropout=0.2, msd_samples=3, msd_average=average)
+    model.train()
+    model.backbone.eval()  # keep the backbone deterministic; only the head's samples vary
+    model.dropouts = torch.nn.ModuleList(Scale(c) for c in (0.5, 1.0, 2.0))
+    batch = batch_of(tokenizer)
+    with torch.no_grad():
+        hidden = model.backbone(**batch).last_hidden_state
+        pooled = model.head(hidden, batch["attention_mask"])
+        per_sample = torch.stack([model.fc(pooled * c).squeeze(-1) for c in (0.5, 1.0, 2.0)])  # (S, B)
+        out = model(**batch)
+    if average == "logits":
+        torch.testing.assert_close(out, per_sample.mean(0), rtol=0, atol=1e-6)
+    else:
+        torch.testing.assert_close(out, per_sample, rtol=0, atol=1e-6)
+        assert model.returns_samples
+
+
+def test_multi_sample_dropout_loss_average_in_the_training_step(tiny_bert):
+    from kagglekit.losses import get_loss
+    from kagglekit.train.loop import train_step
+
+    torch.manual_seed(0)
+    model, tokenizer = build_model(tiny_bert, dropout=0.2, msd_samples=2, msd_average="loss")
+    model.train()
+    model.backbone.eval()
+    model.dropouts = torch.nn.ModuleList(Scale(c) for c in (0.5, 2.0))
+    batch = {**batch_of(tokenizer), "labels": torch.tensor([0.0, 0.5, 1.0])}
+    bce = get_loss("bce").fn
+    with torch.no_grad():
+        samples = model(**{k: v for k, v in batch.items() if k != "labels"})
+        expected = (bce(samples[0], batch["labels"]) + bce(samples[1], batch["labels"])) / 2
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    value = train_step(model, dict(batch), loss_fn=bce, optimizer=opt, scheduler=sched, scaler=torch.amp.GradScaler("cpu", enabled=False), amp_dtype=None, max_grad_norm=0)
+    assert value == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_model_structure_round_trips_through_the_folder(tiny_bert, tmp_path):
+    model, tokenizer = build_model(tiny_bert, dropout=[0.1, 0.2], msd_samples=2, msd_average="loss")
+    folder = save_model_folder(model, tokenizer, tmp_path / "m", {"task": "uspppm", "max_len": 32, "activation": "sigmoid"})
+    loaded, _, meta = load_model_folder(folder)
+    assert meta["model"] == model.init_args and len(loaded.dropouts) == 2 and loaded.msd_average == "loss"

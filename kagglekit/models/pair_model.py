@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -27,21 +28,51 @@ VOCAB_FILES = ("spm.model", "sentencepiece.bpe.model", "vocab.txt", "vocab.json"
 
 
 class PairModel(nn.Module):
-    """Backbone → pooling head → dropout → linear.
+    """Backbone → pooling head → multi-sample dropout → linear.
 
     Args:
         backbone: a transformers encoder (``AutoModel``) returning ``last_hidden_state``.
         head: pooling head name or class (see `kagglekit.models.heads.HEADS`).
         num_outputs: 1 for regression or binary scores.
-        dropout: dropout on the pooled vector.
+        dropout: dropout rate on the pooled vector, or one rate per dropout sample.
+        msd_samples: multi-sample dropout: how many dropout masks each row gets in training
+            (1: plain dropout). With one rate it is used for every sample.
+        msd_average: ``"logits"``: training returns the mean of the samples' logits, shape (B,);
+            ``"loss"``: training returns every sample's logits, shape (S, B), for the loop to
+            average the losses. Evaluation always runs one pass with dropout off.
+        head_options: options of the head (e.g. ``num_layers``, ``layernorm``), only those set.
     """
 
-    def __init__(self, backbone: nn.Module, head: str = "mean", num_outputs: int = 1, dropout: float = 0.1):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: str = "mean",
+        num_outputs: int = 1,
+        dropout: float | Sequence[float] = 0.1,
+        *,
+        msd_samples: int = 1,
+        msd_average: str = "logits",
+        head_options: dict | None = None,
+    ):
         super().__init__()
+        rates = dropout_rates(dropout, msd_samples)
+        # what rebuilds this structure around saved weights (stored in kagglekit.json as "model")
+        self.init_args = {
+            "head": head if isinstance(head, str) else head.__name__,
+            "num_outputs": num_outputs,
+            "dropout": rates,
+            "msd_samples": msd_samples,
+            "msd_average": msd_average,
+            "head_options": dict(head_options or {}),
+        }
         self.backbone = backbone
-        hidden = backbone.config.hidden_size
-        self.head = create_head(head, hidden)
-        self.dropout = nn.Dropout(dropout)
+        self.head = create_head(head, backbone.config.hidden_size, **(head_options or {}))
+        if hasattr(self.head, "check_backbone"):
+            self.head.check_backbone(backbone)  # fail at build time, not at the first forward
+        if msd_average not in ("logits", "loss"):
+            raise ValueError(f"msd_average={msd_average!r}: use 'logits' or 'loss'.")
+        self.dropouts = nn.ModuleList(nn.Dropout(rate) for rate in rates)
+        self.msd_average = msd_average
         self.fc = nn.Linear(self.head.out_features, num_outputs)
         std = getattr(backbone.config, "initializer_range", 0.02)
         nn.init.normal_(self.fc.weight, std=std)
@@ -53,10 +84,38 @@ class PairModel(nn.Module):
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
-        hidden = self.backbone(**kwargs).last_hidden_state  # (B, T, H)
-        pooled = self.head(hidden, attention_mask)  # (B, F)
-        logits = self.fc(self.dropout(pooled))  # (B, C)
+        needs_layers = getattr(self.head, "needs_hidden_states", False)
+        out = self.backbone(**kwargs, output_hidden_states=needs_layers or None)
+        extra = {}
+        if needs_layers:
+            extra["all_hidden"] = out.hidden_states  # tuple of (B, T, H), embeddings first
+        if getattr(self.head, "needs_pooler", False):
+            extra["pooler_output"] = getattr(out, "pooler_output", None)  # (B, H) or None
+        pooled = self.head(out.last_hidden_state, attention_mask, **extra)  # (B, F)
+        if not self.training or len(self.dropouts) == 1:
+            logits = self.fc(self.dropouts[0](pooled))  # (B, C)
+        else:
+            samples = torch.stack([self.fc(drop(pooled)) for drop in self.dropouts])  # (S, B, C)
+            logits = samples if self.msd_average == "loss" else samples.mean(0)
         return logits.squeeze(-1) if self.num_outputs == 1 else logits
+
+    @property
+    def returns_samples(self) -> bool:
+        """True when a training forward returns per-sample logits (S, B) whose losses are averaged."""
+        return self.training and len(self.dropouts) > 1 and self.msd_average == "loss"
+
+
+def dropout_rates(dropout: float | Sequence[float], samples: int = 1) -> list[float]:
+    """One dropout rate per multi-sample-dropout sample, checked."""
+    rates = [float(dropout)] * samples if isinstance(dropout, (int, float)) else [float(r) for r in dropout]
+    if samples < 1:
+        raise ValueError(f"msd_samples must be 1 or more, got {samples}.")
+    if len(rates) != samples and not (samples == 1 and rates):
+        raise ValueError(f"msd_rates has {len(rates)} rate(s) but msd_samples={samples}: give one rate per sample.")
+    for rate in rates:
+        if not 0 <= rate < 1:
+            raise ValueError(f"dropout rate {rate} is outside [0, 1).")
+    return rates
 
 
 def _check_backbone_dir(path: Path) -> None:
@@ -80,14 +139,18 @@ def load_backbone(path: str | os.PathLike):
     return backbone, tokenizer
 
 
-def build_model(backbone_dir: str | os.PathLike, *, head: str = "mean", num_outputs: int = 1, dropout: float = 0.1):
+def build_model(backbone_dir: str | os.PathLike, **model_options):
     """A PairModel on a pretrained backbone, and the backbone's tokenizer.
 
+    Args:
+        backbone_dir: local model folder.
+        **model_options: `PairModel` arguments (head, num_outputs, dropout, msd_samples, ...).
+
     Example:
-        >>> model, tokenizer = build_model("models/tiny-bert", head="mean")
+        >>> model, tokenizer = build_model("models/tiny-bert", head="attention", msd_samples=5)
     """
     backbone, tokenizer = load_backbone(backbone_dir)
-    model = PairModel(backbone, head=head, num_outputs=num_outputs, dropout=dropout)
+    model = PairModel(backbone, **model_options)
     model.source_dir = Path(backbone_dir)
     return model, tokenizer
 
@@ -99,7 +162,8 @@ def save_model_folder(model: PairModel, tokenizer, folder: str | os.PathLike, me
         model: the trained PairModel.
         tokenizer: its tokenizer.
         folder: destination, e.g. ``run/fold0``.
-        meta: kit settings to store in ``kagglekit.json``: at least ``head``, ``max_len``, ``activation``.
+        meta: kit settings to store in ``kagglekit.json``: at least ``task``, ``max_len``, ``activation``.
+            The model's own structure (``model.init_args``) is added as ``"model"``.
     """
     from safetensors.torch import save_model
 
@@ -111,8 +175,7 @@ def save_model_folder(model: PairModel, tokenizer, folder: str | os.PathLike, me
         tokenizer.save_pretrained(str(tmp))
         _keep_vocab_files(getattr(model, "source_dir", None), tmp)
         save_model(model, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-        payload = {"format": FORMAT_VERSION, "kagglekit_version": kagglekit.__version__, **meta}
-        payload.setdefault("num_outputs", model.num_outputs)
+        payload = {"format": FORMAT_VERSION, "kagglekit_version": kagglekit.__version__, **meta, "model": model.init_args}
         write_json(tmp / META_FILE, payload)
     return folder
 
@@ -155,7 +218,7 @@ def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "c
             )
     config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
     backbone = AutoModel.from_config(config)
-    model = PairModel(backbone, head=meta["head"], num_outputs=meta.get("num_outputs", 1), dropout=meta.get("dropout", 0.0))
+    model = PairModel(backbone, **meta["model"])
     load_model(model, str(folder / WEIGHTS_FILE), strict=True, device=str(device))
     model.source_dir = folder
     model.to(device).eval()

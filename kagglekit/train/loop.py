@@ -46,6 +46,25 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+def model_options(cfg: Config) -> dict:
+    """`PairModel` arguments from the config. Head options go only when set, so a head that does
+    not take an option is never handed one it would ignore."""
+    defaults = Config()
+    head_options = {}
+    if cfg.head_layers != defaults.head_layers:
+        head_options["num_layers"] = cfg.head_layers
+    if cfg.head_layernorm:
+        head_options["layernorm"] = True
+    rates = cfg.dropout_rates()
+    return {
+        "head": cfg.head,
+        "dropout": rates,
+        "msd_samples": len(rates),
+        "msd_average": cfg.msd_average,
+        "head_options": head_options,
+    }
+
+
 def _to_device(batch: dict, device: torch.device) -> dict:
     return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
 
@@ -55,8 +74,11 @@ def train_step(model, batch, *, loss_fn, optimizer, scheduler, scaler, amp_dtype
     labels = batch.pop("labels")
     device_type = labels.device.type
     with torch.autocast(device_type=device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        logits = model(**batch)  # (B,)
-        loss = loss_fn(logits, labels)
+        logits = model(**batch)  # (B,), or (S, B) when multi-sample dropout averages losses
+        if getattr(model, "returns_samples", False):
+            loss = torch.stack([loss_fn(sample, labels) for sample in logits]).mean()
+        else:
+            loss = loss_fn(logits, labels)
     scaler.scale(loss).backward()
     scaler.unscale_(optimizer)  # clip what the optimizer will see, not the scaled gradient
     if max_grad_norm > 0:
@@ -98,7 +120,7 @@ def train_fold(
     if len(valid_df) == 0:
         raise ValueError(f"fold {fold} has no rows: n_folds={cfg.n_folds} folds were made, use --fold 0..{cfg.n_folds - 1}.")
 
-    model, tokenizer = build_model(cfg.backbone, head=cfg.head, dropout=cfg.dropout)
+    model, tokenizer = build_model(cfg.backbone, **model_options(cfg))
     model.to(device)
     train_enc = PairEncodings(tokenizer, train_df["text_a"], train_df["text_b"], cfg.max_len, train_df["label"])
     valid_enc = PairEncodings(tokenizer, valid_df["text_a"], valid_df["text_b"], cfg.max_len, valid_df["label"])

@@ -112,8 +112,6 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all") -> dict:
         "task": recipe.name,
         "id_col": recipe.id_col,
         "target_col": recipe.target_col,
-        "head": cfg.head,
-        "dropout": cfg.dropout,
         "max_len": cfg.max_len,
         "activation": get_loss(cfg.loss).activation,
         "metric": metric.name,
