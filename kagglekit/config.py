@@ -24,6 +24,8 @@ CHOICES = {
     "precision": ("auto", "fp32", "fp16", "bf16"),
     "device": ("auto", "cpu", "cuda"),
     "msd_average": ("logits", "loss"),
+    "output": ("single", "classes", "bins"),
+    "head_pool": ("", "cls", "mean", "max", "attention"),
 }
 
 
@@ -37,6 +39,7 @@ class Config:
     test_csv: str = ""  # test file, used by predict when --data is not given
     cpc_dir: str = ""  # CPC title folder (CPCTitleList format); empty: the context code is the text
     max_rows: int = 0  # use only the first N training rows (0: all); for quick runs
+    feature_columns: str = ""  # numeric columns of the train/test files fed to the model beside the text ("a,b")
     # --- folds ---
     n_folds: int = 5  # grouped, stratified folds
     fold_seed: int = 42  # folds depend only on this seed and the data, so separate fold runs agree
@@ -47,6 +50,19 @@ class Config:
     dropout: float = 0.1  # dropout on the pooled vector before the output layer
     head_layers: int = 4  # weighted_layers, concat_last_k: how many of the top hidden states
     head_layernorm: bool = False  # a LayerNorm on the pooled vector, before the output layer
+    head_pool: str = ""  # weighted_layers, cnn, lstm: cls | mean | max | attention over tokens (empty: the head's default)
+    head_hidden: int = 0  # cnn: channels per kernel; lstm: units per direction (0: the head's default)
+    head_kernels: str = ""  # cnn: odd kernel sizes, comma-separated ("1,3,5"; empty: 3)
+    output: str = "single"  # single score | classes (one per label value) | bins (soft labels); see kagglekit.targets
+    num_bins: int = 5  # output=bins: bin centres spread evenly over the label range
+    hidden_dropout: float = -1.0  # the backbone's hidden dropout (-1: keep the checkpoint's; 0 is common for regression)
+    attention_dropout: float = -1.0  # the backbone's attention dropout (-1: keep the checkpoint's)
+    reinit_layers: int = 0  # re-initialise the top N encoder layers before training
+    reinit_pooler: bool = True  # with reinit_layers > 0: re-initialise the pooler too
+    freeze_embeddings: bool = False  # do not train the embeddings
+    freeze_layers: int = 0  # do not train the bottom N encoder layers
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
+    mixout: float = 0.0  # mixout probability: pull encoder weights toward the pretrained ones (0: off)
     msd_samples: int = 1  # multi-sample dropout: dropout masks per row in training (1: plain dropout)
     msd_rates: str = ""  # one rate per sample, comma-separated ("0.1,0.2,0.3"); empty: `dropout` for all
     msd_average: str = "logits"  # logits | loss: what training averages over the samples
@@ -63,7 +79,7 @@ class Config:
     scheduler: str = "cosine"  # linear | cosine | constant, after warmup, stepped per optimizer step
     warmup_ratio: float = 0.1  # share of the optimizer steps spent warming up
     max_grad_norm: float = 1.0  # clip the unscaled gradient norm to this (0: no clipping)
-    loss: str = "bce"  # bce (on logits; labels in [0, 1]) | mse
+    loss: str = "auto"  # auto | bce (logits; labels in [0, 1]) | mse | ce, kl (classes/bins); auto: bce or mse, ce
     metric: str = ""  # CV metric; empty: the recipe's own (pearson for uspppm)
     adversary: str = "none"  # adversarial training; none for now
     precision: str = "auto"  # auto: fp16 + GradScaler on CUDA without bf16 (T4), bf16 where supported, fp32 on CPU
@@ -80,11 +96,33 @@ class Config:
         from kagglekit.metrics import METRICS
         from kagglekit.models.heads import HEADS
 
-        for key, registry in (("head", HEADS), ("loss", LOSSES)):
+        for key, registry in (("head", HEADS), ("loss", {"auto": None, **LOSSES})):
             if getattr(self, key) not in registry:
                 raise ValueError(
                     f"config key {key!r}: unknown value {getattr(self, key)!r}; valid values are {sorted(registry)}."
                 )
+        if self.loss != "auto":
+            from kagglekit.losses import check_loss_output
+
+            check_loss_output(LOSSES[self.loss], self.output)
+        if self.output == "bins" and self.num_bins < 2:
+            raise ValueError(f"config key 'num_bins' must be 2 or more for output=bins, got {self.num_bins}.")
+        from kagglekit.models.heads import head_options
+
+        accepted = head_options(self.head)
+        for key, value in self.head_option_values().items():
+            if key not in accepted:
+                raise ValueError(
+                    f"config key 'head_{key}' ({value!r}) does not apply to head {self.head!r}; its options are "
+                    f"{['head_' + a for a in accepted]}. Leave it at its default for this head."
+                )
+        for key in ("hidden_dropout", "attention_dropout"):
+            value = getattr(self, key)
+            if value != -1 and not 0 <= value < 1:
+                raise ValueError(f"config key {key!r} must be in [0, 1), or -1 to keep the checkpoint's own, got {value}.")
+        if not 0 <= self.mixout < 1:
+            raise ValueError(f"config key 'mixout' must be in [0, 1), got {self.mixout}.")
+        self.feature_list()
         if self.metric and self.metric not in METRICS:
             raise ValueError(f"config key 'metric': unknown value {self.metric!r}; valid values are {sorted(METRICS)}.")
         positive = ("epochs", "batch_size", "eval_batch_size", "max_len", "lr")
@@ -93,7 +131,7 @@ class Config:
                 raise ValueError(f"config key {key!r} must be > 0, got {getattr(self, key)!r}.")
         if self.n_folds < 2:
             raise ValueError(f"config key 'n_folds' must be 2 or more, got {self.n_folds}: use n_folds=2 for a quick run.")
-        for key in ("max_rows", "head_lr", "weight_decay", "max_grad_norm", "num_workers"):
+        for key in ("max_rows", "head_lr", "weight_decay", "max_grad_norm", "num_workers", "head_hidden", "reinit_layers", "freeze_layers"):
             if getattr(self, key) < 0:
                 raise ValueError(f"config key {key!r} must be >= 0, got {getattr(self, key)!r}.")
         if not 0 <= self.warmup_ratio < 1:
@@ -113,6 +151,31 @@ class Config:
         if self.max_len < 8:
             raise ValueError(f"config key 'max_len' must be at least 8 tokens, got {self.max_len}.")
         return self
+
+    def head_option_values(self) -> dict:
+        """The head options set away from their defaults, under the heads' own option names."""
+        out: dict = {}
+        if self.head_layers != Config.head_layers:
+            out["layers"] = self.head_layers
+        if self.head_layernorm:
+            out["layernorm"] = True
+        if self.head_pool:
+            out["pool"] = self.head_pool
+        if self.head_hidden:
+            out["hidden"] = self.head_hidden
+        if self.head_kernels.strip():
+            try:
+                out["kernels"] = [int(k) for k in self.head_kernels.split(",") if k.strip()]
+            except ValueError:
+                raise ValueError(f"config key 'head_kernels': expected comma-separated integers, got {self.head_kernels!r}.") from None
+        return out
+
+    def feature_list(self) -> list[str]:
+        """The ``feature_columns`` names, checked."""
+        names = [name.strip() for name in self.feature_columns.split(",") if name.strip()]
+        if len(set(names)) != len(names):
+            raise ValueError(f"config key 'feature_columns' names a column twice: {names}.")
+        return names
 
     def dropout_rates(self) -> list[float]:
         """One dropout rate per multi-sample-dropout sample."""

@@ -20,15 +20,18 @@ from kagglekit.losses import activate
 
 
 @torch.no_grad()
-def run_inference(model, encodings: PairEncodings, *, batch_size: int, device: torch.device, amp_dtype=None, activation: str = "identity") -> np.ndarray:
-    """Predictions for every row of `encodings`, in their original order, shape (N,)."""
+def run_inference(model, encodings: PairEncodings, *, batch_size: int, device: torch.device, amp_dtype=None, activation: str = "identity", values=()) -> np.ndarray:
+    """Predictions for every row of `encodings`, in their original order, shape (N,).
+
+    `activation` (and, for ``expected``, the output `values`) maps logits to the label's space.
+    """
     model.eval()
     out = np.empty(len(encodings), dtype=np.float64)
     for indices in sorted_batches(encodings.lengths, batch_size):
         batch = {k: v.to(device) for k, v in encodings.collate(indices).items() if k != "labels"}
         with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = model(**batch)
-        out[indices] = activate(logits, activation).cpu().numpy()
+        out[indices] = activate(logits, activation, values).cpu().numpy()
     return out
 
 
@@ -60,9 +63,11 @@ def predict_folder(folder: str | os.PathLike, data: str | os.PathLike, *, batch_
     model, tokenizer, meta = load_model_folder(folder, device=dev)
     recipe = get_recipe(meta["task"])
     frame = recipe.read_test(data, meta.get("recipe_state") or {})
-    enc = PairEncodings(tokenizer, frame["text_a"], frame["text_b"], meta["max_len"])
+    names = model.feature_names
+    enc = PairEncodings(tokenizer, frame["text_a"], frame["text_b"], meta["max_len"], features=frame[names].to_numpy() if names else None)
     amp_dtype = to_amp_dtype(resolve_precision(precision, dev))
-    preds = run_inference(model, enc, batch_size=batch_size, device=dev, amp_dtype=amp_dtype, activation=meta["activation"])
+    values = (meta.get("output") or {}).get("values", ())
+    preds = run_inference(model, enc, batch_size=batch_size, device=dev, amp_dtype=amp_dtype, activation=meta["activation"], values=values)
     return pd.DataFrame({"id": frame["id"].to_numpy(), "pred": preds}), meta
 
 

@@ -5,6 +5,7 @@ import warnings
 import pandas as pd
 import pytest
 
+from kagglekit.config import load_config
 from kagglekit.data.cpc import context_text, read_cpc_titles
 from kagglekit.data.recipes import get_recipe
 
@@ -55,7 +56,8 @@ def test_frame_with_titles(tmp_path):
     path = tmp_path / "train.csv"
     frame().to_csv(path, index=False)
     recipe = get_recipe("uspppm")
-    state = recipe.state(type("C", (), {"cpc_dir": str(cpc)})())
+    state = recipe.state(load_config(None, [f"cpc_dir={cpc}"]))
+    assert state == {"feature_columns": [], "context_titles": read_cpc_titles(cpc)}
     out = recipe.read_train(path, state)
     assert list(out.columns) == ["id", "text_a", "text_b", "group", "label"]
     assert out["text_b"].tolist()[0] == "noise reduction; human necessities; furniture; domestic articles"

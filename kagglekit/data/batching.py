@@ -21,9 +21,10 @@ class PairEncodings:
         text_b: second texts, length N.
         max_len: pairs longer than this are truncated, the longer text first.
         labels: optional float labels, length N.
+        features: optional numeric features per row, shape (N, K); batches carry them as ``features``.
     """
 
-    def __init__(self, tokenizer, text_a: Sequence[str], text_b: Sequence[str], max_len: int, labels=None):
+    def __init__(self, tokenizer, text_a: Sequence[str], text_b: Sequence[str], max_len: int, labels=None, features=None):
         enc = tokenizer(
             list(text_a),
             list(text_b),
@@ -37,6 +38,7 @@ class PairEncodings:
         self.token_type_ids = enc.get("token_type_ids") if _uses_token_types(tokenizer) else None
         self.lengths = np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64, count=len(self.input_ids))
         self.labels = None if labels is None else np.asarray(labels, dtype=np.float32)
+        self.features = None if features is None else np.asarray(features, dtype=np.float32).reshape(len(self.input_ids), -1)
         self.pad_id = tokenizer.pad_token_id
         if self.pad_id is None:
             raise ValueError(
@@ -63,6 +65,8 @@ class PairEncodings:
         out = {"input_ids": ids, "attention_mask": mask}
         if types is not None:
             out["token_type_ids"] = types
+        if self.features is not None:
+            out["features"] = torch.as_tensor(self.features[list(indices)])  # (B, K)
         if self.labels is not None:
             out["labels"] = torch.as_tensor(self.labels[list(indices)])
         return out

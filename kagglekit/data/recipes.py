@@ -1,7 +1,7 @@
 """Recipes: each reads one competition's files into the kit's normalized frame.
 
 The normalized frame has the columns ``id, text_a, text_b, label, group`` (``label`` absent for
-test files). A recipe also has a *state*: what it needs at prediction time besides the test file
+test files), plus the numeric ``feature_columns`` of the config under their own names. A recipe also has a *state*: what it needs at prediction time besides the test file
 (for USPPPM, the context titles). The state is saved inside every model folder, so inference
 rebuilds exactly the training inputs without the original data sets attached.
 """
@@ -30,7 +30,7 @@ class Recipe:
 
     def state(self, cfg: "Config") -> dict:
         """What prediction needs besides the test file; JSON-serialisable."""
-        return {}
+        return {"feature_columns": cfg.feature_list()}
 
     def read_train(self, path, state: dict, *, max_rows: int = 0) -> pd.DataFrame:
         raise NotImplementedError
@@ -50,6 +50,24 @@ def check_text(df: pd.DataFrame, columns, *, what: str, path, id_col: str = "id"
                 f"{what}: {path} column {column!r} has {count} empty or missing value(s): {shown}. "
                 "Fill or drop these rows before training."
             )
+
+
+def numeric_features(df: pd.DataFrame, columns, *, what: str, path, id_col: str = "id") -> dict[str, np.ndarray]:
+    """The ``feature_columns`` of a file as float arrays; a missing value or non-number names its rows."""
+    out = {}
+    for column in columns:
+        if column in FRAME_COLUMNS:
+            raise ValueError(f"feature_columns: {column!r} is a name the kit uses itself ({list(FRAME_COLUMNS)}); rename that column.")
+        values = pd.to_numeric(df[column], errors="coerce")
+        bad = values.isna() | ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))
+        if bad.any():
+            count, shown = _bad_rows(df, bad, id_col, value_col=column)
+            raise ValueError(
+                f"{what}: {path} feature column {column!r} must hold finite numbers; {count} row(s) do not: {shown}. "
+                "Fill them (e.g. with 0) or drop the column from feature_columns."
+            )
+        out[column] = values.to_numpy(dtype=np.float64)
+    return out
 
 
 def check_ids(df: pd.DataFrame, *, what: str, path, id_col: str = "id") -> None:

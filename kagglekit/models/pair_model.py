@@ -10,18 +10,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from kagglekit._io import atomic_dir, write_json
-from kagglekit.models.heads import create_head
+from kagglekit.models.heads import create_head, head_defaults
 
 META_FILE = "kagglekit.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
+FEATURE_DIM = 32  # width of the projected numeric features fused with the pooled vector
 # Vocabulary files of the slow (Python) tokenizers. transformers 5 saves only tokenizer.json, but
 # 4.x needs these to load some tokenizers (DeBERTa-v3 needs spm.model), so model folders keep them.
 VOCAB_FILES = ("spm.model", "sentencepiece.bpe.model", "vocab.txt", "vocab.json", "merges.txt")
@@ -33,14 +36,17 @@ class PairModel(nn.Module):
     Args:
         backbone: a transformers encoder (``AutoModel``) returning ``last_hidden_state``.
         head: pooling head name or class (see `kagglekit.models.heads.HEADS`).
-        num_outputs: 1 for regression or binary scores.
+        num_outputs: 1 for regression or binary scores; C for `classes` or `bins` outputs (see `kagglekit.targets`).
         dropout: dropout rate on the pooled vector, or one rate per dropout sample.
         msd_samples: multi-sample dropout: how many dropout masks each row gets in training
             (1: plain dropout). With one rate it is used for every sample.
         msd_average: ``"logits"``: training returns the mean of the samples' logits, shape (B,);
             ``"loss"``: training returns every sample's logits, shape (S, B), for the loop to
             average the losses. Evaluation always runs one pass with dropout off.
-        head_options: options of the head (e.g. ``num_layers``, ``layernorm``), only those set.
+        head_options: options of the head (e.g. ``layers``, ``pool``, ``layernorm``), only those set.
+        feature_names: names of extra numeric inputs per row (e.g. co-occurrence counts), fused with
+            the pooled vector: standardised with the training fold's mean and std (stored in the
+            weights, see `set_feature_stats`), projected by Linear + GELU, concatenated.
     """
 
     def __init__(
@@ -53,9 +59,11 @@ class PairModel(nn.Module):
         msd_samples: int = 1,
         msd_average: str = "logits",
         head_options: dict | None = None,
+        feature_names: Sequence[str] = (),
     ):
         super().__init__()
         rates = dropout_rates(dropout, msd_samples)
+        head_options = _fit_layers(head, dict(head_options or {}), backbone)
         # what rebuilds this structure around saved weights (stored in kagglekit.json as "model")
         self.init_args = {
             "head": head if isinstance(head, str) else head.__name__,
@@ -64,6 +72,7 @@ class PairModel(nn.Module):
             "msd_samples": msd_samples,
             "msd_average": msd_average,
             "head_options": dict(head_options or {}),
+            "feature_names": list(feature_names),
         }
         self.backbone = backbone
         self.head = create_head(head, backbone.config.hidden_size, **(head_options or {}))
@@ -73,14 +82,22 @@ class PairModel(nn.Module):
             raise ValueError(f"msd_average={msd_average!r}: use 'logits' or 'loss'.")
         self.dropouts = nn.ModuleList(nn.Dropout(rate) for rate in rates)
         self.msd_average = msd_average
-        self.fc = nn.Linear(self.head.out_features, num_outputs)
+        self.feature_names = list(feature_names)
+        fused = 0
+        if self.feature_names:
+            count = len(self.feature_names)
+            self.register_buffer("feature_mean", torch.zeros(count))
+            self.register_buffer("feature_std", torch.ones(count))
+            self.feature_proj = nn.Sequential(nn.Linear(count, FEATURE_DIM), nn.GELU())
+            fused = FEATURE_DIM
+        self.fc = nn.Linear(self.head.out_features + fused, num_outputs)
         std = getattr(backbone.config, "initializer_range", 0.02)
         nn.init.normal_(self.fc.weight, std=std)
         nn.init.zeros_(self.fc.bias)
         self.num_outputs = num_outputs
         self.source_dir: Path | None = None  # folder the backbone and tokenizer came from
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+    def forward(self, input_ids, attention_mask, token_type_ids=None, features=None) -> torch.Tensor:
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
@@ -92,6 +109,11 @@ class PairModel(nn.Module):
         if getattr(self.head, "needs_pooler", False):
             extra["pooler_output"] = getattr(out, "pooler_output", None)  # (B, H) or None
         pooled = self.head(out.last_hidden_state, attention_mask, **extra)  # (B, F)
+        if self.feature_names:
+            if features is None:
+                raise ValueError(f"this model takes the numeric features {self.feature_names}: pass features (B, {len(self.feature_names)}).")
+            scaled = (features.float() - self.feature_mean) / self.feature_std  # (B, K)
+            pooled = torch.cat([pooled, self.feature_proj(scaled).to(pooled.dtype)], dim=-1)  # (B, F + FEATURE_DIM)
         if not self.training or len(self.dropouts) == 1:
             logits = self.fc(self.dropouts[0](pooled))  # (B, C)
         else:
@@ -99,10 +121,34 @@ class PairModel(nn.Module):
             logits = samples if self.msd_average == "loss" else samples.mean(0)
         return logits.squeeze(-1) if self.num_outputs == 1 else logits
 
+    @torch.no_grad()
+    def set_feature_stats(self, features) -> None:
+        """Standardise the numeric features with these (training) rows' mean and std, shape (N, K)."""
+        values = torch.tensor(np.asarray(features, dtype=np.float32))  # a copy: frames may hand read-only arrays
+        if values.ndim != 2 or values.shape[1] != len(self.feature_names):
+            raise ValueError(f"features: expected shape (N, {len(self.feature_names)}), got {tuple(values.shape)}.")
+        std = values.std(dim=0, unbiased=False)
+        self.feature_mean.copy_(values.mean(dim=0))
+        self.feature_std.copy_(torch.where(std > 0, std, torch.ones_like(std)))  # a constant feature stays finite
+
     @property
     def returns_samples(self) -> bool:
         """True when a training forward returns per-sample logits (S, B) whose losses are averaged."""
         return self.training and len(self.dropouts) > 1 and self.msd_average == "loss"
+
+
+def _fit_layers(head, options: dict, backbone: nn.Module) -> dict:
+    """Clamp a head's ``layers`` option (given or default) to the backbone's depth, with a warning.
+
+    The same config then runs on a 2-layer tiny model (CPU dry runs) and on the real backbone.
+    """
+    depth = getattr(backbone.config, "num_hidden_layers", None)
+    defaults = head_defaults(head)
+    layers = options.get("layers", defaults.get("layers"))
+    if isinstance(layers, int) and isinstance(depth, int) and layers > depth:
+        warnings.warn(f"head option layers={layers} but the backbone has {depth} layers: using {depth}.", stacklevel=3)
+        options["layers"] = depth
+    return options
 
 
 def dropout_rates(dropout: float | Sequence[float], samples: int = 1) -> list[float]:

@@ -25,6 +25,7 @@ from kagglekit.losses import get_loss
 from kagglekit.metrics import get_metric, is_better
 from kagglekit.models.pair_model import build_model, save_model_folder
 from kagglekit.predict import run_inference
+from kagglekit.targets import Target
 from kagglekit.train.optim import build_optimizer, build_scheduler
 
 
@@ -46,23 +47,23 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-def model_options(cfg: Config) -> dict:
-    """`PairModel` arguments from the config. Head options go only when set, so a head that does
-    not take an option is never handed one it would ignore."""
-    defaults = Config()
-    head_options = {}
-    if cfg.head_layers != defaults.head_layers:
-        head_options["num_layers"] = cfg.head_layers
-    if cfg.head_layernorm:
-        head_options["layernorm"] = True
+def model_options(cfg: Config, num_outputs: int = 1) -> dict:
+    """`PairModel` arguments from the config. Head options go only when set away from their
+    defaults, and `Config.validate` has checked that the head takes each of them."""
     rates = cfg.dropout_rates()
     return {
         "head": cfg.head,
+        "num_outputs": num_outputs,
         "dropout": rates,
         "msd_samples": len(rates),
         "msd_average": cfg.msd_average,
-        "head_options": head_options,
+        "head_options": cfg.head_option_values(),
+        "feature_names": cfg.feature_list(),
     }
+
+
+def _features(frame: pd.DataFrame, names: list[str]):
+    return frame[names].to_numpy() if names else None
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
@@ -120,12 +121,16 @@ def train_fold(
     if len(valid_df) == 0:
         raise ValueError(f"fold {fold} has no rows: n_folds={cfg.n_folds} folds were made, use --fold 0..{cfg.n_folds - 1}.")
 
-    model, tokenizer = build_model(cfg.backbone, **model_options(cfg))
+    target = Target.from_meta(meta["output"])
+    model, tokenizer = build_model(cfg.backbone, **model_options(cfg, target.num_outputs))
+    features = cfg.feature_list()
+    if features:
+        model.set_feature_stats(train_df[features].to_numpy())  # training rows only: no validation leak
     model.to(device)
-    train_enc = PairEncodings(tokenizer, train_df["text_a"], train_df["text_b"], cfg.max_len, train_df["label"])
-    valid_enc = PairEncodings(tokenizer, valid_df["text_a"], valid_df["text_b"], cfg.max_len, valid_df["label"])
+    train_enc = PairEncodings(tokenizer, train_df["text_a"], train_df["text_b"], cfg.max_len, train_df["label"], _features(train_df, features))
+    valid_enc = PairEncodings(tokenizer, valid_df["text_a"], valid_df["text_b"], cfg.max_len, valid_df["label"], _features(valid_df, features))
 
-    loss = get_loss(cfg.loss)
+    loss = get_loss(meta["loss"])
     metric = get_metric(metric_name)
     steps_per_epoch = math.ceil(len(train_enc) / cfg.batch_size)
     optimizer = build_optimizer(model, lr=cfg.lr, head_lr=cfg.head_lr, weight_decay=cfg.weight_decay)
@@ -140,7 +145,9 @@ def train_fold(
         losses = []
         bar = tqdm(shuffled_batches(len(train_enc), cfg.batch_size, rng), desc=f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True, mininterval=1.0)
         for indices in bar:
-            batch = _to_device(train_enc.collate(indices), device)
+            batch = train_enc.collate(indices)
+            batch["labels"] = target.encode(batch["labels"])  # (B,), or (B, C) for classes and bins
+            batch = _to_device(batch, device)
             value = train_step(
                 model, batch, loss_fn=loss.fn, optimizer=optimizer, scheduler=scheduler,
                 scaler=scaler, amp_dtype=amp_dtype, max_grad_norm=cfg.max_grad_norm,
@@ -149,7 +156,7 @@ def train_fold(
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", best=f"{best_score:.4f}" if best_score is not None else "-", refresh=False)
         bar.close()
 
-        preds = run_inference(model, valid_enc, batch_size=cfg.eval_batch_size, device=device, amp_dtype=amp_dtype, activation=loss.activation)
+        preds = run_inference(model, valid_enc, batch_size=cfg.eval_batch_size, device=device, amp_dtype=amp_dtype, activation=loss.activation, values=target.values)
         score = metric.fn(valid_df["label"].to_numpy(), preds)
         improved = is_better(metric, score, best_score)
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "score": float(score), "improved": bool(improved)})

@@ -19,7 +19,8 @@ from kagglekit._io import write_csv, write_json
 from kagglekit.config import Config
 from kagglekit.data.recipes import get_recipe
 from kagglekit.folds import add_fold_column
-from kagglekit.losses import get_loss
+from kagglekit.losses import check_loss_output, default_loss, get_loss
+from kagglekit.targets import make_target
 
 
 def parse_folds(folds: str | int | Iterable[int], n_folds: int) -> list[int]:
@@ -100,23 +101,29 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all") -> dict:
     frame = recipe.read_train(cfg.train_csv, state, max_rows=cfg.max_rows)
     _check_same_config(cfg, out)
     frame, new_folds = assign_folds(frame, cfg, out)  # before anything is written: bad input leaves no folder
-    out.mkdir(parents=True, exist_ok=True)
-    if new_folds:
-        write_csv(out / "folds.csv", frame[["id", "fold"]])
-    cfg.save(out / "config.yaml")
-
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     metric = get_metric(cfg.metric or recipe.metric)
+    loss = get_loss(cfg.loss if cfg.loss != "auto" else default_loss(cfg.output, recipe.label_range))
+    check_loss_output(loss, cfg.output)
+    # every fold gets the same outputs: class values / bin centres come from all training rows
+    target = make_target(cfg.output, frame["label"], num_bins=cfg.num_bins, label_range=recipe.label_range)
     meta = {
         "task": recipe.name,
         "id_col": recipe.id_col,
         "target_col": recipe.target_col,
         "max_len": cfg.max_len,
-        "activation": get_loss(cfg.loss).activation,
+        "loss": loss.name,
+        "activation": loss.activation,
+        "output": target.to_meta(),
         "metric": metric.name,
         "recipe_state": state,
     }
+    out.mkdir(parents=True, exist_ok=True)
+    if new_folds:
+        write_csv(out / "folds.csv", frame[["id", "fold"]])
+    cfg.save(out / "config.yaml")
+
     card_path = out / "run.json"
     card = json.loads(card_path.read_text()) if card_path.is_file() else {"folds": {}}
     card.update(
@@ -128,6 +135,8 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all") -> dict:
             "precision": precision,
             "metric": metric.name,
             "higher_is_better": metric.higher_is_better,
+            "loss": loss.name,
+            "output": target.to_meta(),
         }
     )
     print(f"kagglekit: {len(frame)} rows, {cfg.n_folds} folds, training fold(s) {fold_list} on {card['device']} ({precision})", flush=True)
