@@ -146,3 +146,26 @@ def test_bad_model_settings_name_the_key(bad, message):
 
     with pytest.raises(ValueError, match=message):
         load_config(CONFIG, bad)
+
+
+def test_backbone_surgery_from_the_config(tiny_models, tmp_path):
+    from safetensors.torch import load_file
+
+    source = load_file(str(tiny_models("bert") / "model.safetensors"))
+    run, oof, sub = train_then_predict(
+        tiny_models, tmp_path, "hidden_dropout=0", "attention_dropout=0", "reinit_layers=1", "freeze_embeddings=true",
+        "mixout=0.1", "gradient_checkpointing=true", "msd_samples=2",
+    )
+    assert_oof_reproduced(oof, sub)
+    card = json.loads((run / "run.json").read_text())
+    surgery = card["folds"]["0"]["surgery"]
+    assert surgery["dropout"] == {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    assert surgery["reinit"] == ["encoder.layer.1.", "pooler."] and surgery["mixout_layers"] > 0
+    assert surgery["gradient_checkpointing"] is True and surgery["frozen_params"] > 0
+    saved = load_file(str(run / "fold0" / "model.safetensors"))
+    for name, value in source.items():  # frozen: the embeddings are exactly the pretrained ones
+        if name.startswith("embeddings."):
+            assert torch.equal(saved["backbone." + name], value), name
+    assert not torch.equal(saved["backbone.encoder.layer.0.attention.self.query.weight"], source["encoder.layer.0.attention.self.query.weight"])
+    config = json.loads((run / "fold0" / "config.json").read_text())
+    assert config["hidden_dropout_prob"] == 0.0 and config["attention_probs_dropout_prob"] == 0.0

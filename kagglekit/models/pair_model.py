@@ -174,14 +174,28 @@ def _check_backbone_dir(path: Path) -> None:
         raise FileNotFoundError(f"backbone: {path} has no config.json: point backbone at the model folder itself.")
 
 
+def _encoder_class(folder: Path):
+    """The class that loads the encoder in `folder`: the kit's NeZha for NeZha folders (transformers 5
+    has none, and under 4.x the kit's own keeps results independent of the major), else AutoModel."""
+    from transformers import AutoModel
+
+    from kagglekit.models.nezha import NezhaModel, is_nezha_config, register_nezha
+
+    if not is_nezha_config(folder):
+        return AutoModel
+    register_nezha()  # transformers 5: AutoConfig/AutoTokenizer read "nezha" folders too (4.x: no-op)
+    return NezhaModel
+
+
 def load_backbone(path: str | os.PathLike):
     """Load a pretrained encoder and its tokenizer from a local folder, never from a hub."""
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoTokenizer
 
     path = Path(path)
     _check_backbone_dir(path)
+    cls = _encoder_class(path)  # first: it registers NeZha, which the tokenizer's config lookup may need
     tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    backbone = AutoModel.from_pretrained(str(path), local_files_only=True)
+    backbone = cls.from_pretrained(str(path), local_files_only=True)
     return backbone, tokenizer
 
 
@@ -262,8 +276,9 @@ def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "c
             raise FileNotFoundError(
                 f"model folder {folder} is incomplete: {name} is missing. Re-download or re-attach the model dataset."
             )
-    config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
-    backbone = AutoModel.from_config(config)
+    cls = _encoder_class(folder)
+    config = (AutoConfig if cls is AutoModel else cls.config_class).from_pretrained(str(folder), local_files_only=True)
+    backbone = cls.from_config(config) if cls is AutoModel else cls(config)
     model = PairModel(backbone, **meta["model"])
     load_model(model, str(folder / WEIGHTS_FILE), strict=True, device=str(device))
     model.source_dir = folder

@@ -36,6 +36,7 @@ class FoldResult:
     best_epoch: int
     oof: pd.DataFrame  # id, fold, label, pred of the best epoch
     history: list = field(default_factory=list)  # one dict per epoch
+    surgery: dict = field(default_factory=dict)  # what was done to the backbone (see backbone_surgery)
     seconds: float = 0.0
 
 
@@ -60,6 +61,20 @@ def model_options(cfg: Config, num_outputs: int = 1) -> dict:
         "head_options": cfg.head_option_values(),
         "feature_names": cfg.feature_list(),
     }
+
+
+def backbone_surgery(backbone, cfg: Config) -> dict:
+    """Dropout overrides, re-initialised top layers, freezing, mixout, gradient checkpointing; a summary."""
+    from kagglekit.models.surgery import apply_surgery, set_dropout
+
+    hidden = None if cfg.hidden_dropout == -1 else cfg.hidden_dropout
+    attention = None if cfg.attention_dropout == -1 else cfg.attention_dropout
+    summary = {"dropout": set_dropout(backbone, hidden, attention) if (hidden, attention) != (None, None) else {}}
+    summary.update(apply_surgery(
+        backbone, reinit_layers=cfg.reinit_layers, reinit_pooler=cfg.reinit_pooler, freeze_embeddings=cfg.freeze_embeddings,
+        freeze_layers=cfg.freeze_layers, gradient_checkpointing=cfg.gradient_checkpointing, mixout=cfg.mixout,
+    ))
+    return summary
 
 
 def _features(frame: pd.DataFrame, names: list[str]):
@@ -123,6 +138,7 @@ def train_fold(
 
     target = Target.from_meta(meta["output"])
     model, tokenizer = build_model(cfg.backbone, **model_options(cfg, target.num_outputs))
+    surgery = backbone_surgery(model.backbone, cfg)
     features = cfg.feature_list()
     if features:
         model.set_feature_stats(train_df[features].to_numpy())  # training rows only: no validation leak
@@ -166,4 +182,4 @@ def train_fold(
             save_model_folder(model, tokenizer, fold_dir, {**meta, "fold": fold, "score": best_score, "epoch": best_epoch})
 
     oof = pd.DataFrame({"id": valid_df["id"], "fold": fold, "label": valid_df["label"], "pred": best_preds})
-    return FoldResult(fold, best_score, best_epoch, oof, history, time.time() - start)
+    return FoldResult(fold, best_score, best_epoch, oof, history, surgery, time.time() - start)

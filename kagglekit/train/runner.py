@@ -149,6 +149,7 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all") -> dict:
             "rows": len(result.oof),
             "seconds": round(result.seconds, 1),
             "history": result.history,
+            "surgery": result.surgery,
         }
         card["cv"] = float(metric.fn(oof["label"].to_numpy(), oof["pred"].to_numpy())) if oof["fold"].nunique() > 1 else result.score
         card["cv_folds"] = sorted(int(f) for f in oof["fold"].unique())
