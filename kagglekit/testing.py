@@ -286,6 +286,16 @@ _DIMS = {
     "intermediate_size": 128,
     "max_position_embeddings": _MAX_LEN,
 }
+# Funnel names the same sizes its own way, and has no position table (relative attention only).
+# One layer per block: the second block runs on the sequence pooled to half length.
+_FUNNEL_DIMS = {
+    "d_model": _DIMS["hidden_size"],
+    "n_head": _DIMS["num_attention_heads"],
+    "d_head": _DIMS["hidden_size"] // _DIMS["num_attention_heads"],
+    "d_inner": _DIMS["intermediate_size"],
+    "block_sizes": [1] * _DIMS["num_hidden_layers"],
+    "num_decoder_layers": 1,  # upsamples back to full length: last_hidden_state is (B, T, H)
+}
 _VOCAB_TARGET = 1000
 
 # Files any builder may write: an overwrite removes the ones the new build did not produce, so a
@@ -293,7 +303,7 @@ _VOCAB_TARGET = 1000
 _MODEL_FILES = frozenset({
     "config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json", "tokenizer_config.json",
     "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt", "spm.model",
-    "generation_config.json",
+    "sentencepiece.bpe.model", "generation_config.json",
 })
 
 TINY_BUILDERS: dict[str, Callable[[Path, int], None]] = {}
@@ -307,19 +317,28 @@ def _register(name: str):
     return deco
 
 
-def _save_encoder(work_dir: Path, model_type: str, tokenizer, seed: int, **overrides) -> None:
-    """Build a randomly initialised bare encoder matching `tokenizer` and save it as safetensors."""
+def _save_encoder(work_dir: Path, model_type: str, tokenizer, seed: int, *, dims: dict = _DIMS,
+                  **overrides) -> None:
+    """Build a randomly initialised bare encoder matching `tokenizer` and save it as safetensors.
+
+    `dims` holds the sizes under the config's own names (BERT's by default).
+    """
     import torch
     from transformers import AutoConfig, AutoModel
 
     tokenizer.save_pretrained(work_dir)
-    kwargs = dict(_DIMS, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    kwargs = dict(dims, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
     kwargs.update(overrides)
-    config = AutoConfig.for_model(model_type, **kwargs)
+    if model_type == "nezha":  # transformers 5 has no NeZha: the kit's own, under either major
+        from kagglekit.models.nezha import NezhaConfig, NezhaModel
+
+        config, build = NezhaConfig(**kwargs), NezhaModel
+    else:
+        config, build = AutoConfig.for_model(model_type, **kwargs), AutoModel.from_config
     # Forked RNG: seeding must not disturb the caller's own torch random stream.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = AutoModel.from_config(config)
+        model = build(config)
     model.save_pretrained(work_dir)  # safetensors: the default since transformers 4.35, the only format in 5
 
 
@@ -340,14 +359,24 @@ def _vocab_kwargs(**files: Path) -> dict:
     return {f"{name}_file": str(path) for name, path in files.items()}
 
 
-def _wordpiece_tokenizer(work_dir: Path, class_name: str):
-    """Lower-cased WordPiece tokenizer in the BERT layout, with vocab.txt written next to it."""
+# WordPiece specials, in id order from 0; the unknown token comes second in both layouts.
+_BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+_FUNNEL_SPECIALS = ("<pad>", "<unk>", "<cls>", "<sep>", "<mask>", "<s>", "</s>")
+
+
+def _wordpiece_tokenizer(work_dir: Path, class_name: str, specials: tuple[str, ...] = _BERT_SPECIALS,
+                         **options):
+    """Lower-cased WordPiece tokenizer, specials first, with vocab.txt written next to it.
+
+    The tokenizer class is called with its default special tokens, so `specials` must be the ones
+    it expects; `options` go to the class as they are.
+    """
     import transformers
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
     # Every printable ASCII character gets a piece, so unseen words split instead of becoming [UNK].
     chars = sorted(string.ascii_lowercase + string.digits + string.punctuation)
-    backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    backend = Tokenizer(models.WordPiece(unk_token=specials[1]))
     backend.normalizer = normalizers.BertNormalizer(lowercase=True)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     trainer = trainers.WordPieceTrainer(
@@ -355,7 +384,7 @@ def _wordpiece_tokenizer(work_dir: Path, class_name: str):
         # The trainer numbers "##x" pieces in hash-map order, and merge ties follow those ids, so the
         # learned vocab changes from run to run. Listing them up front fixes their ids; only vocab.txt
         # is handed on, so they end up as plain pieces, not special tokens.
-        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"##{c}" for c in chars],
+        special_tokens=list(specials) + [f"##{c}" for c in chars],
         initial_alphabet=chars,
         show_progress=False,
     )
@@ -363,7 +392,7 @@ def _wordpiece_tokenizer(work_dir: Path, class_name: str):
     # transformers 5 saves only tokenizer.json; vocab.txt is what 4.x and other tools read.
     (vocab_txt,) = backend.model.save(str(work_dir))
     cls = getattr(transformers, class_name)
-    return cls(**_vocab_kwargs(vocab=vocab_txt), do_lower_case=True, model_max_length=_MAX_LEN)
+    return cls(**_vocab_kwargs(vocab=vocab_txt), do_lower_case=True, model_max_length=_MAX_LEN, **options)
 
 
 @_register("bert")
@@ -401,8 +430,57 @@ def _build_roberta(work_dir: Path, seed: int) -> None:
     )
 
 
-def _train_sentencepiece() -> bytes:
-    """Unigram sentencepiece model with DeBERTa-v3's special pieces at ids 0-3 and [MASK] at 4."""
+@_register("funnel")
+def _build_funnel(work_dir: Path, seed: int) -> None:
+    # Funnel's own vocabulary layout (<pad>=0 ... </s>=6); the tokenizer gives <cls> token type 2.
+    # Funnel's attention reads token_type_ids, which transformers 4.x returns and 5 drops unless
+    # the folder names them: stated here, both majors feed the model the same inputs.
+    tokenizer = _wordpiece_tokenizer(work_dir, "FunnelTokenizerFast", _FUNNEL_SPECIALS,
+                                     model_input_names=["input_ids", "token_type_ids", "attention_mask"])
+    # AutoModel maps "funnel" to two classes and picks by config.architectures (it fails on None):
+    # FunnelModel (encoder + upsampling decoder, full length), not the pooled-length FunnelBaseModel.
+    _save_encoder(work_dir, "funnel", tokenizer, seed, dims=_FUNNEL_DIMS, architectures=["FunnelModel"])
+
+
+@_register("xlm-roberta")
+def _build_xlm_roberta(work_dir: Path, seed: int) -> None:
+    import sentencepiece as spm
+    from transformers import XLMRobertaTokenizerFast
+
+    # XLM-R's sentencepiece model has <unk>=0, <s>=1, </s>=2 and no pad; the tokenizer follows
+    # fairseq's dictionary: <s>=0, <pad>=1, </s>=2, <unk>=3, then pieces 3.. of the model shifted
+    # by one, then <mask>. Two ids are added, so the model gets two fewer pieces.
+    proto = _train_sentencepiece(
+        vocab_size=_VOCAB_TARGET - 2,
+        unk_id=0, unk_piece="<unk>", bos_id=1, bos_piece="<s>", eos_id=2, eos_piece="</s>", pad_id=-1,
+    )
+    # transformers 5 writes only tokenizer.json; 4.x reads the sentencepiece model for its slow class.
+    spm_path = work_dir / "sentencepiece.bpe.model"
+    spm_path.write_bytes(proto)
+    if _transformers_v5():
+        sp = spm.SentencePieceProcessor(model_proto=proto)
+        vocab = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+        vocab += [(sp.id_to_piece(i), sp.get_score(i)) for i in range(3, sp.get_piece_size())]
+        files = {"vocab": vocab + [("<mask>", 0.0)]}
+    else:
+        files = {"vocab_file": str(spm_path)}
+    tokenizer = XLMRobertaTokenizerFast(**files, model_max_length=_MAX_LEN)
+    _save_encoder(
+        work_dir, "xlm-roberta", tokenizer, seed,
+        max_position_embeddings=_MAX_LEN + 2, type_vocab_size=1,  # RoBERTa's position offset
+        bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
+    )
+
+
+# DeBERTa-v3's special pieces: [PAD]=0, [CLS]=1, [SEP]=2, [UNK]=3 and [MASK]=4.
+_DEBERTA_SPM_SPECIALS = {
+    "pad_id": 0, "pad_piece": "[PAD]", "bos_id": 1, "bos_piece": "[CLS]", "eos_id": 2, "eos_piece": "[SEP]",
+    "unk_id": 3, "unk_piece": "[UNK]", "user_defined_symbols": ["[MASK]"],
+}
+
+
+def _train_sentencepiece(vocab_size: int = _VOCAB_TARGET, **specials) -> bytes:
+    """Unigram sentencepiece model as bytes; `specials` are trainer options placing the special pieces."""
     import sentencepiece as spm
 
     buf = io.BytesIO()
@@ -413,13 +491,9 @@ def _train_sentencepiece() -> bytes:
             logstream=sink,
             minloglevel=2,
             model_type="unigram",
-            vocab_size=_VOCAB_TARGET,
+            vocab_size=vocab_size,
             hard_vocab_limit=False,  # a small corpus may support fewer pieces; take what it gives
-            pad_id=0, pad_piece="[PAD]",
-            bos_id=1, bos_piece="[CLS]",
-            eos_id=2, eos_piece="[SEP]",
-            unk_id=3, unk_piece="[UNK]",
-            user_defined_symbols=["[MASK]"],
+            **specials,
             required_chars=string.ascii_letters + string.digits + string.punctuation,
             character_coverage=1.0,
             # identity: no 240 kB NFKC table in spm.model; transformers 5 ignores it anyway.
@@ -429,12 +503,19 @@ def _train_sentencepiece() -> bytes:
     return buf.getvalue()
 
 
+@_register("nezha")
+def _build_nezha(work_dir: Path, seed: int) -> None:
+    # NeZha checkpoints ship BERT's WordPiece vocabulary and tokenizer
+    tokenizer = _wordpiece_tokenizer(work_dir, "BertTokenizerFast")
+    _save_encoder(work_dir, "nezha", tokenizer, seed, bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id)
+
+
 @_register("deberta-v2")
 def _build_deberta_v2(work_dir: Path, seed: int) -> None:
     import sentencepiece as spm
     from transformers import DebertaV2TokenizerFast
 
-    proto = _train_sentencepiece()
+    proto = _train_sentencepiece(**_DEBERTA_SPM_SPECIALS)
     # transformers 5 writes only tokenizer.json; 4.x needs spm.model to load a DeBERTa-v3 folder.
     spm_path = work_dir / "spm.model"
     spm_path.write_bytes(proto)
@@ -461,12 +542,15 @@ TINY_ARCHS: tuple[str, ...] = tuple(TINY_BUILDERS)
 def build_tiny_model(arch: str, out_dir, *, seed: int = 0) -> Path:
     """Write a tiny randomly initialised encoder plus its own freshly trained tokenizer.
 
-    The folder loads with `AutoTokenizer.from_pretrained` and `AutoModel.from_pretrained` offline.
+    The folder loads with `AutoTokenizer.from_pretrained` and `AutoModel.from_pretrained` offline
+    (nezha: with `kagglekit.models.nezha.NezhaModel.from_pretrained`, or `AutoModel` after
+    `register_nezha()` under transformers 5; the kit's `build_model` does that itself).
     The build happens in a temporary folder next to `out_dir` that is moved in place at the end, so
     an interrupted build never leaves a half-written model behind.
 
     Args:
-        arch: One of `TINY_ARCHS` ("bert", "deberta-v2", "electra", "roberta").
+        arch: One of `TINY_ARCHS` ("bert", "electra", "roberta", "funnel", "xlm-roberta", "nezha",
+            "deberta-v2").
         out_dir: Target folder. Created if missing; if it exists, its model and tokenizer files are
             replaced and unrelated files are left alone.
         seed: Seed for the weights; the same seed gives bit-identical tensors.

@@ -47,3 +47,13 @@ def test_collate_pads_to_the_longest_row_of_the_batch(tiny_bert):
     assert torch.equal(batch["labels"], torch.tensor([0.25, 1.0]))
     assert batch["input_ids"][0, 0].item() == tokenizer.cls_token_id
     assert enc.collate([0])["input_ids"].shape == (1, short)  # a batch of short rows stays short
+
+
+def test_funnel_gets_its_token_types_even_when_the_tokenizer_omits_them(tiny_models):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_models("funnel"))
+    tok.model_input_names = ["input_ids", "attention_mask"]  # as transformers 5 saves a real Funnel tokenizer
+    enc = PairEncodings(tok, ["engine housing"], ["motor casing"], max_len=32)
+    types = enc.collate([0])["token_type_ids"][0].tolist()
+    assert types[0] == 2 and types[1] == 0 and types[-1] == 1  # <cls>, first text, second text

@@ -7,6 +7,8 @@ import torch.nn.functional as F
 
 from kagglekit.models.heads import HEADS, POOLS, MeanPooling, create_head, head_options
 
+pytestmark = pytest.mark.compat  # also under transformers 4.x (make test)
+
 H, T, L = 6, 5, 4  # hidden size, tokens, encoder layers
 MASK = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
 

@@ -15,6 +15,8 @@ from kagglekit.models.heads import HEADS
 from kagglekit.models.pair_model import build_model, load_model_folder, save_model_folder
 from kagglekit.predict import predict
 
+pytestmark = pytest.mark.compat  # also under transformers 4.x (make test)
+
 CONFIG = SAMPLE.parent.parent / "configs" / "uspppm.yaml"
 ROWS = 160
 

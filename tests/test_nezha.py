@@ -8,9 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from kagglekit.testing import build_tiny_model
 from kagglekit.models.nezha import (
-    NezhaConfig, NezhaModel, build_tiny_nezha, is_nezha_config, register_nezha, relative_position_table,
+    NezhaConfig, NezhaModel, is_nezha_config, register_nezha, relative_position_table,
 )
+
+pytestmark = pytest.mark.compat
 
 FIXTURE = Path(__file__).parent / "fixtures" / "nezha"
 ATOL = 1e-5
@@ -202,7 +205,7 @@ def test_tiny_nezha_folder_loads_with_auto_classes(tmp_path):
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     rng_before = torch.random.get_rng_state()
-    build_tiny_nezha(tmp_path, seed=0)
+    build_tiny_model("nezha", tmp_path, seed=0)
     assert torch.equal(torch.random.get_rng_state(), rng_before)  # the caller's random stream is untouched
     assert {"config.json", "model.safetensors", "tokenizer.json", "vocab.txt"} <= {p.name for p in tmp_path.iterdir()}
     assert is_nezha_config(tmp_path) and is_nezha_config(tmp_path / "config.json")
@@ -236,7 +239,7 @@ def test_tiny_nezha_is_reproducible(tmp_path):
 
     for name in "ab":
         (tmp_path / name).mkdir()
-        build_tiny_nezha(tmp_path / name, seed=0)
+        build_tiny_model("nezha", tmp_path / name, seed=0)
     a, b = (load_file(str(tmp_path / name / "model.safetensors")) for name in "ab")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 

@@ -9,6 +9,8 @@ import torch
 from kagglekit.losses import activate, check_loss_output, default_loss, get_loss
 from kagglekit.targets import Target, make_target
 
+pytestmark = pytest.mark.compat  # also under transformers 4.x (make test)
+
 CENTRES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = ROOT / "datasets" / "sample"
 LEVELS = {0.0, 0.25, 0.5, 0.75, 1.0}
 EXPECTED_MODEL = {"bert": "BertModel", "deberta-v2": "DebertaV2Model", "electra": "ElectraModel",
-                  "roberta": "RobertaModel"}
+                  "funnel": "FunnelModel", "nezha": "NezhaModel", "roberta": "RobertaModel",
+                  "xlm-roberta": "XLMRobertaModel"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -30,6 +31,10 @@ def tiny(request, tmp_path_factory):
     from transformers import AutoModel, AutoTokenizer
 
     arch = request.param
+    if arch == "nezha":
+        from kagglekit.models.nezha import register_nezha
+
+        register_nezha()  # transformers 5 has no NeZha of its own (a no-op under 4.x)
     folder = kt.build_tiny_model(arch, tmp_path_factory.mktemp(arch) / "model", seed=0)
     return arch, folder, AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
 
@@ -40,11 +45,13 @@ def _state(folder):
     return load_file(str(folder / "model.safetensors"))
 
 
+@pytest.mark.compat
 def test_registry_names():
     assert set(kt.TINY_ARCHS) == set(EXPECTED_MODEL)
     assert tuple(kt.TINY_BUILDERS) == kt.TINY_ARCHS
 
 
+@pytest.mark.compat
 def test_loads_offline_with_matching_config(tiny):
     arch, folder, tok, model = tiny
     cfg = model.config
@@ -53,7 +60,12 @@ def test_loads_offline_with_matching_config(tiny):
     assert 500 <= len(tok) <= 1000
     assert cfg.pad_token_id == tok.pad_token_id
     assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads) == (2, 64, 4)
-    assert cfg.intermediate_size == 128 and cfg.max_position_embeddings >= 128
+    if arch == "funnel":
+        # Funnel's own names; relative attention only, so no position table limits the length.
+        assert cfg.d_inner == 128 and list(cfg.block_sizes) == [1, 1] and cfg.d_head * cfg.n_head == 64
+        assert not hasattr(cfg, "max_position_embeddings") and cfg.attention_type == "relative_shift"
+    else:
+        assert cfg.intermediate_size == 128 and cfg.max_position_embeddings >= 128
     assert (folder / "model.safetensors").is_file() and not (folder / "pytorch_model.bin").exists()
     # Only the pieces the tokenizer can emit: embedding rows == vocabulary, nothing padded on.
     assert model.get_input_embeddings().weight.shape[0] == len(tok)
@@ -61,25 +73,29 @@ def test_loads_offline_with_matching_config(tiny):
         assert model.pooler is not None
 
 
+@pytest.mark.compat
 def test_pair_encoding_uses_special_tokens(tiny):
     arch, _, tok, model = tiny
     ids = tok("engine housing", "motor casing")["input_ids"]
     assert max(ids) < model.config.vocab_size and min(ids) >= 0
     assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
-    # BERT-style pairs have [CLS] a [SEP] b [SEP]; RoBERTa doubles the middle separator.
-    assert ids.count(tok.sep_token_id) == (3 if arch == "roberta" else 2)
+    # BERT-style pairs have [CLS] a [SEP] b [SEP]; RoBERTa and XLM-R double the middle separator.
+    assert ids.count(tok.sep_token_id) == (3 if arch in ("roberta", "xlm-roberta") else 2)
     assert len({tok.pad_token_id, tok.cls_token_id, tok.sep_token_id, tok.unk_token_id}) == 4
     # Trained on patent-like text: domain words and unseen ASCII both encode without unknowns.
     for text in ("regulate gas flow", "Zebra-42 QUANTUM widget? (x+y)=3%"):
         assert tok.unk_token_id not in tok(text)["input_ids"], text
 
 
+@pytest.mark.compat
 def test_forward_pass_shape(tiny):
     import torch
 
-    _, _, tok, model = tiny
+    arch, _, tok, model = tiny
     batch = tok(["engine housing", "a wireless transmitter with two antennas"], ["motor casing", "radio"],
                 padding=True, return_tensors="pt")
+    if arch == "funnel":  # the <cls> token has its own type, 2; the second text is type 1
+        assert batch["token_type_ids"][0, :4].tolist() == [2, 0, 0, 0] and batch["token_type_ids"].max() == 2
     with torch.no_grad():
         hidden = model(**batch).last_hidden_state
     assert hidden.shape == (2, batch["input_ids"].shape[1], model.config.hidden_size)
@@ -88,6 +104,7 @@ def test_forward_pass_shape(tiny):
     assert batch["input_ids"][0, -1].item() == tok.pad_token_id and batch["attention_mask"][0, -1].item() == 0
 
 
+@pytest.mark.compat
 def test_same_seed_is_bit_identical_other_seed_differs(tiny, tmp_path):
     import torch
 
@@ -106,18 +123,38 @@ def test_same_seed_is_bit_identical_other_seed_differs(tiny, tmp_path):
     assert sum(not torch.equal(ref[k], diff[k]) for k in ref) > len(ref) // 3
 
 
+@pytest.mark.compat
 def test_vocabulary_files_match_tokenizer(tiny):
     arch, folder, tok, _ = tiny
     vocab = tok.get_vocab()
-    if arch in ("bert", "electra"):
+    if arch in ("bert", "electra", "funnel", "nezha"):
         lines = (folder / "vocab.txt").read_text(encoding="utf-8").splitlines()
         assert {piece: i for i, piece in enumerate(lines)} == vocab
         assert tok("Engine")["input_ids"] == tok("engine")["input_ids"]  # lower-cased
+        specials = ("<pad>", "<unk>", "<cls>", "<sep>", "<mask>") if arch == "funnel" else (
+            "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+        assert (tok.pad_token, tok.unk_token, tok.cls_token, tok.sep_token, tok.mask_token) == specials
+        assert lines[:5] == list(specials)
     elif arch == "roberta":
         assert json.loads((folder / "vocab.json").read_text(encoding="utf-8")) == vocab
         assert (folder / "merges.txt").read_text(encoding="utf-8").count("\n") > 100
         assert (tok.cls_token, tok.pad_token, tok.sep_token) == ("<s>", "<pad>", "</s>")
         assert (tok.cls_token_id, tok.pad_token_id, tok.sep_token_id) == (0, 1, 2)
+    elif arch == "xlm-roberta":
+        import sentencepiece as spm
+
+        # fairseq's layout over the sentencepiece model: 4 specials, the model's pieces from id 3 on
+        # shifted by one, <mask> last.
+        sp = spm.SentencePieceProcessor(model_file=str(folder / "sentencepiece.bpe.model"))
+        assert [sp.id_to_piece(i) for i in range(3)] == ["<unk>", "<s>", "</s>"]
+        assert len(tok) == sp.get_piece_size() + 2
+        assert tok.convert_ids_to_tokens([0, 1, 2, 3, len(tok) - 1]) == ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+        assert (tok.cls_token_id, tok.pad_token_id, tok.sep_token_id, tok.unk_token_id, tok.mask_token_id) == (
+            0, 1, 2, 3, len(tok) - 1)
+        pieces = [sp.id_to_piece(i) for i in range(3, sp.get_piece_size())]
+        assert tok.convert_ids_to_tokens(list(range(4, len(tok) - 1))) == pieces
+        text = "the engine housing is shown in figure 3"
+        assert tok(text, add_special_tokens=False)["input_ids"] == [i + 1 for i in sp.encode(text)]
     else:
         import sentencepiece as spm
 
@@ -127,6 +164,7 @@ def test_vocabulary_files_match_tokenizer(tiny):
         assert sp.piece_to_id("[MASK]") == tok.mask_token_id
 
 
+@pytest.mark.compat
 def test_deberta_is_v3_style(tmp_path):
     from transformers import AutoConfig
 
@@ -135,6 +173,7 @@ def test_deberta_is_v3_style(tmp_path):
     assert list(cfg.pos_att_type) == ["p2c", "c2p"] and cfg.position_buckets > 0
 
 
+@pytest.mark.compat
 def test_unknown_arch_names_the_valid_ones(tmp_path):
     with pytest.raises(ValueError, match="gpt2") as err:
         kt.build_tiny_model("gpt2", tmp_path / "x")
@@ -142,17 +181,22 @@ def test_unknown_arch_names_the_valid_ones(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.compat
 def test_overwrite_keeps_other_files_and_drops_stale_model_files(tmp_path):
     out = tmp_path / "m"
     kt.build_tiny_model("deberta-v2", out)
     (out / "notes.txt").write_text("mine")
+    kt.build_tiny_model("xlm-roberta", out)
+    assert not (out / "spm.model").exists() and (out / "sentencepiece.bpe.model").is_file()
     kt.build_tiny_model("bert", out)
     assert (out / "notes.txt").read_text() == "mine"
-    assert not (out / "spm.model").exists()  # a deberta leftover would confuse tokenizer loaders
+    # sentencepiece leftovers would confuse tokenizer loaders
+    assert not (out / "spm.model").exists() and not (out / "sentencepiece.bpe.model").exists()
     assert json.loads((out / "config.json").read_text())["model_type"] == "bert"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temp folder left behind
 
 
+@pytest.mark.compat
 def test_failed_build_leaves_target_untouched(tmp_path, monkeypatch):
     out = tmp_path / "m"
     kt.build_tiny_model("bert", out)

@@ -31,6 +31,7 @@ def run(tiny_models, tmp_path_factory):
     return root / "run"
 
 
+@pytest.mark.compat
 def test_run_folder_layout(run):
     assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "fold0", "fold1", "folds.csv", "oof.csv", "run.json"]
     for fold in ("fold0", "fold1"):
@@ -38,6 +39,7 @@ def test_run_folder_layout(run):
         assert {"config.json", "model.safetensors", "kagglekit.json", "tokenizer_config.json"} <= names
 
 
+@pytest.mark.compat
 def test_folds_group_by_anchor_and_oof_covers_each_row_once(run):
     train = pd.read_csv(SAMPLE / "train.csv", dtype={"id": str})
     folds = pd.read_csv(run / "folds.csv", dtype={"id": str})
@@ -52,6 +54,7 @@ def test_folds_group_by_anchor_and_oof_covers_each_row_once(run):
     assert oof["pred"].between(0, 1).all()
 
 
+@pytest.mark.compat
 def test_run_card(run):
     card = json.loads((run / "run.json").read_text())
     oof = pd.read_csv(run / "oof.csv")
@@ -66,6 +69,7 @@ def test_run_card(run):
     assert card["config"]["n_folds"] == 2 and "fold_seconds" in card["timings"]
 
 
+@pytest.mark.compat
 def test_predict_writes_test_ids_in_order_and_averages_folds(run, tmp_path):
     out = tmp_path / "submission.csv"
     assert main(["predict", "--models", str(run), "--data", str(SAMPLE / "test.csv"), "--out", str(out)]) == 0
@@ -77,6 +81,7 @@ def test_predict_writes_test_ids_in_order_and_averages_folds(run, tmp_path):
     assert not np.allclose(per_fold[0], per_fold[1])  # two real models, not one counted twice
 
 
+@pytest.mark.compat
 def test_sample_submission_sets_order_and_columns(run, tmp_path):
     sample = pd.read_csv(SAMPLE / "sample_submission.csv", dtype={"id": str})
     shuffled = tmp_path / "sample.csv"

@@ -25,6 +25,7 @@ class PairEncodings:
     """
 
     def __init__(self, tokenizer, text_a: Sequence[str], text_b: Sequence[str], max_len: int, labels=None, features=None):
+        types = _uses_token_types(tokenizer)
         enc = tokenizer(
             list(text_a),
             list(text_b),
@@ -32,10 +33,11 @@ class PairEncodings:
             max_length=max_len,
             padding=False,
             return_attention_mask=False,
+            return_token_type_ids=types,
         )
         self.input_ids: list[list[int]] = enc["input_ids"]
         # Some backbones (RoBERTa, DeBERTa-v3) have no segment embeddings worth feeding.
-        self.token_type_ids = enc.get("token_type_ids") if _uses_token_types(tokenizer) else None
+        self.token_type_ids = enc["token_type_ids"] if types else None
         self.lengths = np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64, count=len(self.input_ids))
         self.labels = None if labels is None else np.asarray(labels, dtype=np.float32)
         self.features = None if features is None else np.asarray(features, dtype=np.float32).reshape(len(self.input_ids), -1)
@@ -73,7 +75,10 @@ class PairEncodings:
 
 
 def _uses_token_types(tokenizer) -> bool:
-    return "token_type_ids" in getattr(tokenizer, "model_input_names", ())
+    # Funnel's attention reads the types (<cls> has its own, 2); transformers 5's Funnel tokenizer
+    # leaves them out of model_input_names, so a checkpoint saved without them would lose them.
+    names = getattr(tokenizer, "model_input_names", ())
+    return "token_type_ids" in names or type(tokenizer).__name__.startswith("Funnel")
 
 
 def predict_order(lengths: np.ndarray) -> np.ndarray:

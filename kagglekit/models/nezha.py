@@ -21,7 +21,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions
 
-__all__ = ["NezhaConfig", "NezhaModel", "build_tiny_nezha", "is_nezha_config", "register_nezha",
+__all__ = ["NezhaConfig", "NezhaModel", "is_nezha_config", "register_nezha",
            "relative_position_table"]
 
 
@@ -335,22 +335,3 @@ def register_nezha() -> bool:
     AutoConfig.register(NezhaConfig.model_type, NezhaConfig, exist_ok=True)
     AutoModel.register(NezhaConfig, NezhaModel, exist_ok=True)
     return True
-
-
-def build_tiny_nezha(work_dir: Path, seed: int) -> None:
-    """Write a tiny random NeZha folder (tokenizer, config.json, model.safetensors) into `work_dir`.
-
-    Same layout and sizes as the other tiny builders in `kagglekit.testing`; the same seed gives identical weights.
-    """
-    from kagglekit.testing import _DIMS, _wordpiece_tokenizer  # testing helpers stay a lazy import
-
-    work_dir = Path(work_dir)
-    tokenizer = _wordpiece_tokenizer(work_dir, "BertTokenizerFast")
-    tokenizer.save_pretrained(work_dir)
-    config = NezhaConfig(**_DIMS, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                         bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id)
-    # Forked RNG: seeding must not disturb the caller's own torch random stream.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = NezhaModel(config)
-    model.save_pretrained(work_dir)
