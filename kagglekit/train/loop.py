@@ -85,25 +85,66 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
 
 
-def train_step(model, batch, *, loss_fn, optimizer, scheduler, scaler, amp_dtype, max_grad_norm: float) -> float:
-    """One optimizer step on one batch; returns the loss value."""
-    labels = batch.pop("labels")
-    device_type = labels.device.type
-    with torch.autocast(device_type=device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        logits = model(**batch)  # (B,), or (S, B) when multi-sample dropout averages losses
+def compute_loss(model, batch: dict, labels: torch.Tensor, loss_fn, amp_dtype) -> torch.Tensor:
+    """Forward under autocast and the loss; multi-sample dropout's per-sample losses are averaged."""
+    with torch.autocast(device_type=labels.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        logits = model(**batch)  # (B,) or (B, C); (S, B[, C]) when multi-sample dropout averages losses
         if getattr(model, "returns_samples", False):
-            loss = torch.stack([loss_fn(sample, labels) for sample in logits]).mean()
-        else:
-            loss = loss_fn(logits, labels)
+            return torch.stack([loss_fn(sample, labels) for sample in logits]).mean()
+        return loss_fn(logits, labels)
+
+
+def train_step(
+    model, batch, *, loss_fn, optimizer, scheduler, scaler, amp_dtype, max_grad_norm: float,
+    accum_steps: int = 1, boundary: bool = True, adversary=None, ema=None,
+) -> float:
+    """One micro-step on one batch, and the optimizer step when `boundary` closes an accumulation.
+
+    The order is the one that makes mixed precision and adversarial training correct:
+    autocast forward → loss / accum_steps → scaled backward → adversarial step(s) (their losses
+    scaled the same way, their gradients added) → at the boundary: unscale → clip the real gradient
+    norm, once → optimizer step (the scaler skips it on inf/NaN) → scaler update → zero grad →
+    scheduler step → EMA update.
+
+    Args:
+        batch: tensors on the model's device, with ``labels`` (the loss's targets).
+        accum_steps: micro-steps per optimizer step; each loss is divided by it.
+        boundary: whether this micro-step ends an accumulation (the optimizer steps).
+        adversary: None, or an object with ``attack_backward(forward_loss, backward) -> float``
+            (`kagglekit.train.adversarial`): it perturbs, runs forward_loss, calls backward on the
+            loss and restores, once or more.
+        ema: None, or an object with ``update(model)`` called after each optimizer step.
+
+    Returns:
+        The batch's loss (not divided by accum_steps); NaN or inf when it was not finite, in which
+        case this micro-step's gradients are dropped.
+    """
+    labels = batch.pop("labels")
+
+    def forward_loss() -> torch.Tensor:
+        return compute_loss(model, batch, labels, loss_fn, amp_dtype) / accum_steps
+
+    loss = forward_loss()
+    value = loss.item() * accum_steps
+    if not math.isfinite(value):
+        # In fp32 nothing would catch it: the step would write NaN into the weights. Drop the
+        # gradients of this accumulation instead; the loop counts non-finite losses and stops.
+        optimizer.zero_grad(set_to_none=True)
+        return value
     scaler.scale(loss).backward()
-    scaler.unscale_(optimizer)  # clip what the optimizer will see, not the scaled gradient
-    if max_grad_norm > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-    scaler.step(optimizer)  # skipped when the gradient has inf/NaN (fp16 overflow)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-    scheduler.step()
-    return loss.item()
+    if adversary is not None:
+        adversary.attack_backward(forward_loss, lambda adv_loss: scaler.scale(adv_loss).backward())
+    if boundary:
+        scaler.unscale_(optimizer)  # clip what the optimizer will see, not the scaled gradient
+        if max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        scaler.step(optimizer)  # skipped when the gradient has inf/NaN (fp16 overflow)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        if ema is not None:
+            ema.update(model)
+    return value
 
 
 def train_fold(
