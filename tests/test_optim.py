@@ -1,4 +1,5 @@
-"""Optimizer groups and the training step: every parameter once, decay by module type, clipping unscaled."""
+"""Optimizer groups and the training step: every parameter once, decay by module type, layer-wise rates by
+hand, warmup schedules by hand, clipping unscaled."""
 
 import math
 
@@ -7,8 +8,12 @@ import torch
 from torch import nn
 
 from kagglekit.models.pair_model import build_model
+from kagglekit.models.surgery import _embedding_modules, encoder_layers, freeze
+from kagglekit.testing import TINY_ARCHS
 from kagglekit.train.loop import train_step
-from kagglekit.train.optim import build_scheduler, param_groups
+from kagglekit.train.optim import build_optimizer, build_scheduler, param_groups
+
+pytestmark = pytest.mark.compat  # also under transformers 4.x (make test): tiny models, seconds
 
 
 class OddHead(nn.Module):
@@ -56,6 +61,128 @@ def test_schedules_warm_up_then_follow_their_shape(name):
     assert lrs[:3] == [0.0, 0.5, 1.0]
     expected_mid = {"linear": 1 - 3 / 8, "cosine": 0.5 * (1 + math.cos(math.pi * 3 / 8)), "constant": 1.0}[name]
     assert lrs[5] == pytest.approx(expected_mid)
+
+
+def _ids(params):
+    return {id(p) for p in params}
+
+
+def _by_part(groups):
+    """{part: (lr, parameter ids)} with each part's decay and no-decay groups merged."""
+    parts = {}
+    for g in groups:
+        part = g["name"].removesuffix("_no_decay")
+        lr, ids = parts.get(part, (g["lr"], set()))
+        assert lr == g["lr"], f"{g['name']} has another rate than its twin"
+        parts[part] = (lr, ids | _ids(g["params"]))
+    return parts
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHS)
+def test_layer_decay_groups_every_parameter_once_at_its_layer_rate(tiny_models, arch):
+    model, _ = build_model(tiny_models(arch), head=OddHead)
+    lr, head_lr, decay = 1e-3, 5e-3, 0.5
+    groups = param_groups(model, lr=lr, head_lr=head_lr, weight_decay=0.01, layer_decay=decay)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters() if p.requires_grad) and len(set(ids)) == len(ids)
+    backbone = model.backbone
+    layers = encoder_layers(backbone)
+    count = len(layers)
+    parts = _by_part(groups)
+    for i, layer in enumerate(layers):  # the top layer lr, each one below half the one above
+        assert parts[f"layer_{i}"] == (pytest.approx(lr * 0.5 ** (count - 1 - i)), _ids(layer.parameters()))
+    embeddings = {id(p) for m in _embedding_modules(backbone) for p in m.parameters()}
+    assert parts["embeddings"] == (pytest.approx(lr * 0.5**count), embeddings)
+    if hasattr(backbone, "pooler"):  # bert, roberta, xlm-roberta, nezha
+        assert parts["pooler"] == (lr, _ids(backbone.pooler.parameters()))
+    if arch == "deberta-v2":  # the relative-position table every layer reads: the embeddings' rate
+        shared = _ids([backbone.encoder.rel_embeddings.weight, *backbone.encoder.LayerNorm.parameters()])
+        assert parts["encoder_shared"] == (pytest.approx(lr * 0.5**count), shared)
+    else:
+        assert "encoder_shared" not in parts
+    assert parts["head"] == (head_lr, _ids([*model.head.parameters(), *model.fc.parameters()]))
+    names = [g["name"] for g in groups]
+    assert names[:2] == ["embeddings", "embeddings_no_decay"] and names[-2:] == ["head", "head_no_decay"]
+    no_decay = {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]}
+    assert id(model.head.qq_norm.weight) in no_decay and id(model.head.zzz.weight) not in no_decay
+    assert all(id(m.weight) in no_decay for m in backbone.modules() if isinstance(m, nn.LayerNorm))
+
+
+def test_layer_rates_by_hand_and_frozen_parameters_left_out(tiny_bert):
+    model, _ = build_model(tiny_bert)
+    groups = param_groups(model, lr=0.1, head_lr=0, weight_decay=0.01, layer_decay=0.8)  # bert-tiny: 2 layers
+    rates = {g["name"]: g["lr"] for g in groups}
+    assert rates == pytest.approx({
+        "embeddings": 0.064, "embeddings_no_decay": 0.064,  # 0.1 * 0.8²
+        "layer_0": 0.08, "layer_0_no_decay": 0.08,  # 0.1 * 0.8
+        "layer_1": 0.1, "layer_1_no_decay": 0.1,
+        "pooler": 0.1, "pooler_no_decay": 0.1,
+        "head": 0.1, "head_no_decay": 0.1,  # head_lr 0: the backbone's lr
+    })
+    assert list(rates) == sorted(rates, key=list(rates).index)  # bottom to top, head last
+    freeze(model.backbone, embeddings=True, bottom_layers=1)
+    groups = param_groups(model, lr=0.1, head_lr=0, weight_decay=0.01, layer_decay=0.8)
+    assert {g["name"] for g in groups} == {"layer_1", "layer_1_no_decay", "pooler", "pooler_no_decay", "head", "head_no_decay"}
+    assert sum(len(g["params"]) for g in groups) == sum(1 for p in model.parameters() if p.requires_grad)
+    optimizer = build_optimizer(model, lr=0.1, head_lr=0.5, weight_decay=0.01, layer_decay=0.8, betas=(0.8, 0.99), eps=1e-7)
+    assert [(g["name"], g["lr"], g["betas"], g["eps"]) for g in optimizer.param_groups][:2] == [
+        ("layer_1", 0.1, (0.8, 0.99), 1e-7), ("layer_1_no_decay", 0.1, (0.8, 0.99), 1e-7),
+    ]
+    assert optimizer.param_groups[-1]["lr"] == 0.5
+
+
+def test_layer_decay_is_checked(tiny_bert):
+    model, _ = build_model(tiny_bert)
+    for bad in (0.0, 1.5, -0.9):
+        with pytest.raises(ValueError, match=rf"layer_decay must be in \(0, 1\] \(1.0 = off.*got layer_decay={bad}"):
+            param_groups(model, lr=1e-5, head_lr=0, weight_decay=0.0, layer_decay=bad)
+    with pytest.raises(ValueError, match=r"layer_decay=0.9 needs a model with a `backbone` attribute"):
+        param_groups(nn.Linear(2, 2), lr=1e-5, head_lr=0, weight_decay=0.0, layer_decay=0.9)
+    assert [g["name"] for g in param_groups(nn.Linear(2, 2), lr=1e-5, head_lr=0, weight_decay=0.1)] == ["head", "head_no_decay"]
+
+
+def _lrs(name, steps=10, **kwargs):
+    """The learning rate in use at each optimizer step 0..steps-1 (peak 1.0)."""
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = build_scheduler(opt, name, total_steps=steps, **kwargs)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    return lrs
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine", "constant"])
+def test_warmup_in_steps_or_as_a_ratio(name):
+    by_steps = _lrs(name, warmup_steps=3)
+    assert _lrs(name, warmup_ratio=0.3) == by_steps  # 10 * 0.3 is 3.0000000000000004 in floats: still 3 steps
+    assert by_steps[:4] == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0])
+    # step 6: 3 of the 7 steps after warmup done
+    expected = {"linear": 4 / 7, "cosine": 0.5 * (1 + math.cos(math.pi * 3 / 7)), "constant": 1.0}[name]
+    assert by_steps[6] == pytest.approx(expected)
+    assert _lrs(name, warmup_steps=4, warmup_ratio=0.2)[2] == pytest.approx(0.5)  # steps win: 2 / 4, not the peak
+    with pytest.raises(ValueError, match=r"warmup_steps=-1: warmup cannot be negative"):
+        _lrs(name, warmup_steps=-1)
+    with pytest.raises(ValueError, match=r"warmup_ratio=-0.1: warmup cannot be negative"):
+        _lrs(name, warmup_ratio=-0.1)
+    with pytest.warns(UserWarning, match=r"warmup of 12 steps is longer than the run's 10"):
+        _lrs(name, warmup_steps=12)
+
+
+def test_cosine_with_one_full_cycle_comes_back_up():
+    lrs = _lrs("cosine", warmup_steps=2, num_cycles=1.0)  # 8 steps after warmup
+    assert lrs[6] == pytest.approx(0.0, abs=1e-12)  # halfway: cos(pi) → 0
+    assert lrs[9] == pytest.approx(0.5 * (1 + math.cos(2 * math.pi * 7 / 8)))  # ≈ 0.854, back up
+    assert lrs[7] < lrs[8] < lrs[9]
+    with pytest.raises(ValueError, match=r"num_cycles=1.0 applies to the cosine scheduler only, not 'linear'"):
+        _lrs("linear", num_cycles=1.0)
+
+
+def test_unknown_scheduler_lists_the_valid_ones():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    with pytest.raises(ValueError, match=r"unknown scheduler 'cosin'; valid schedulers are \['constant', 'cosine', 'linear'\]"):
+        build_scheduler(opt, "cosin", total_steps=10)
 
 
 def test_clipping_sees_the_unscaled_gradient():
