@@ -1,7 +1,8 @@
 """Batching: tokenize pairs once, pad each batch only to its own longest row.
 
-Evaluation and prediction visit rows sorted by length, so batches hold rows of similar length and
-almost no padding is processed; `predict_order` gives the order and its inverse.
+Training draws length-bucketed batches (`bucketed_batches`): random, yet each batch holds rows of
+similar length. Evaluation and prediction visit rows sorted by length (`predict_order`,
+`sorted_batches`). Either way almost no padding is processed.
 """
 
 from __future__ import annotations
@@ -96,6 +97,56 @@ def shuffled_batches(n: int, batch_size: int, generator: np.random.Generator) ->
     """Training batches: a fresh random permutation each epoch, from the caller's seeded generator."""
     order = generator.permutation(n)
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def bucketed_batches(
+    lengths: np.ndarray, batch_size: int, generator: np.random.Generator, *, bucket_size: int = 100,
+) -> list[np.ndarray]:
+    """Training batches of rows of similar length, in random order: little padding, still random.
+
+    The rows are shuffled and cut into buckets of ``bucket_size * batch_size`` rows; each bucket is
+    sorted by length (stably, so equal lengths stay in random order) and cut into batches; then the
+    order of all batches is shuffled. Every row is in exactly one batch. Only the last batch may be
+    short (when ``batch_size`` does not divide N): it is kept, not dropped, so every row is trained
+    on each epoch, and it stays last, as in `shuffled_batches`. The number of batches is
+    ``ceil(N / batch_size)``, the same as `shuffled_batches`, so schedulers need no change.
+
+    Larger buckets pad less but make batches less random (a batch holds neighbours in length);
+    ``bucket_size=1`` gives batches with the same rows as plain shuffled batches (random lengths,
+    as much padding), only in another order.
+
+    Args:
+        lengths: tokens per row, shape (N,).
+        batch_size: rows per batch, 1 or more.
+        generator: the caller's seeded generator; two calls draw two different epochs.
+        bucket_size: batches per bucket, 1 or more (default 100: ~3,200 rows at batch 32).
+
+    Returns:
+        Arrays of row indices, one per batch.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> batches = bucketed_batches(encodings.lengths, 32, rng)
+        >>> padding_efficiency(encodings.lengths, batches)  # ~0.95 on USPPPM
+    """
+    lengths = np.asarray(lengths)
+    if lengths.ndim != 1:
+        raise ValueError(f"lengths must be one length per row, shape (N,), got shape {lengths.shape}.")
+    for name, value in (("batch_size", batch_size), ("bucket_size", bucket_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"bucketed_batches requires {name}=1 or more (an integer), got {name}={value!r}.")
+    n = len(lengths)
+    order = generator.permutation(n)
+    rows_per_bucket = bucket_size * batch_size  # a multiple of batch_size: only the final bucket can end short
+    batches = []
+    for start in range(0, n, rows_per_bucket):
+        bucket = order[start : start + rows_per_bucket]
+        bucket = bucket[np.argsort(lengths[bucket], kind="stable")]
+        batches.extend(bucket[i : i + batch_size] for i in range(0, len(bucket), batch_size))
+    # shuffle the full batches; a short one (at most one) stays last
+    full = len(batches) - (n % batch_size != 0)
+    order = generator.permutation(full)
+    return [batches[i] for i in order] + batches[full:]
 
 
 def padding_efficiency(lengths: np.ndarray, batches: Sequence[np.ndarray]) -> float:
