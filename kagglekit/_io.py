@@ -87,6 +87,22 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if missing): processes that share a run folder, such
+    as one fold per GPU, take turns to read-modify-write its shared files."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def read_csv(path: str | os.PathLike, *, what: str, required: Iterable[str] = (), **kwargs) -> pd.DataFrame:
     """Read a CSV and check it has the `required` columns.
 

@@ -21,9 +21,14 @@ def _cmd_tiny_model(args) -> int:
 def _cmd_train(args) -> int:
     from kagglekit.config import load_config
     from kagglekit.train import train_folds
+    from kagglekit.train.parallel import FoldsFailed
 
     cfg = load_config(args.config, args.set)
-    card = train_folds(cfg, folds=args.fold)
+    try:
+        card = train_folds(cfg, folds=args.fold, resume=args.resume)
+    except FoldsFailed as err:  # folds that failed in their own processes (one fold per GPU), named with their logs
+        print(f"kagglekit train: error: {err}", file=sys.stderr)
+        return 1
     print(f"run folder: {cfg.output_dir}\ncv ({card['metric']}, folds {card['cv_folds']}): {card['cv']:.4f}")
     return 0
 
@@ -57,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config file (keys: see kagglekit.config.Config)")
     p.add_argument("--fold", default="all", help="fold number, or 'all' (default)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.add_argument("--resume", action="store_true", help="skip complete folds; continue an interrupted fold from its saved state")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("predict", help="predict a test file with trained run folders; writes submission.csv")
@@ -78,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     set_offline_env()  # hubs are unreachable: fail fast instead of retrying for ~20 s per file
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError) as err:  # TrainingDiverged is a ValueError too
         print(f"kagglekit {args.command}: error: {err}", file=sys.stderr)
         return 2
 

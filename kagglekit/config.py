@@ -20,12 +20,28 @@ import yaml
 CHOICES = {
     "task": ("uspppm",),
     "scheduler": ("linear", "cosine", "constant"),
-    "adversary": ("none",),
+    "adversary": ("none", "fgm", "pgd", "awp"),
     "precision": ("auto", "fp32", "fp16", "bf16"),
     "device": ("auto", "cpu", "cuda"),
     "msd_average": ("logits", "loss"),
     "output": ("single", "classes", "bins"),
     "head_pool": ("", "cls", "mean", "max", "attention"),
+}
+
+
+# Keys that only one family of losses or adversaries reads: set for another, they would do nothing.
+ONLY_FOR = {
+    "huber_delta": ("huber",),
+    "adv_epsilon": ("fgm", "pgd"),
+    "adv_embedding": ("fgm", "pgd"),
+    "adv_alpha": ("pgd",),
+    "adv_steps": ("pgd",),
+    "awp_lr": ("awp",),
+    "awp_eps": ("awp",),
+    "awp_params": ("awp",),
+    "awp_steps": ("awp",),
+    "adv_start_epoch": ("fgm", "pgd", "awp"),
+    "adv_start_step": ("fgm", "pgd", "awp"),
 }
 
 
@@ -71,19 +87,44 @@ class Config:
     output_dir: str = "runs/run"  # the run folder: config, folds, fold{K}/, oof.csv, run.json
     seed: int = 42  # model init, data order, dropout
     epochs: int = 3  # passes over the training folds; the best epoch by the CV metric is kept
-    batch_size: int = 32  # training rows per optimizer step
+    batch_size: int = 32  # training rows per forward pass (per micro-step)
+    accum_steps: int = 1  # micro-steps per optimizer step: the effective batch is batch_size * accum_steps
+    bucket_size: int = 100  # training batches drawn from length-sorted buckets of this many batches (1: plain shuffle)
     eval_batch_size: int = 64  # evaluation needs no gradients, so it takes bigger batches
-    lr: float = 2e-5  # peak learning rate of the backbone
+    eval_every: int = 0  # evaluate every N optimizer steps as well as at each epoch's end (0: epoch ends only)
+    patience: int = 0  # stop the fold after N evaluations without improvement (0: never)
+    checkpoint_every: int = 0  # save the resumable state every N optimizer steps too (0: at evaluations only)
+    lr: float = 2e-5  # peak learning rate of the backbone's top layer
     head_lr: float = 1e-3  # peak learning rate of the freshly initialised head and output layer (0: same as lr)
+    layer_decay: float = 1.0  # layer-wise LR decay: each layer below the top gets lr * layer_decay**depth (1: off)
     weight_decay: float = 0.01  # not applied to biases and normalisation weights
     scheduler: str = "cosine"  # linear | cosine | constant, after warmup, stepped per optimizer step
     warmup_ratio: float = 0.1  # share of the optimizer steps spent warming up
+    warmup_steps: int = 0  # warm-up in optimizer steps instead of a ratio (0: use warmup_ratio)
+    num_cycles: float = 0.5  # cosine: 0.5 is one half-wave down to 0; 1.5 goes down, up and down again
     max_grad_norm: float = 1.0  # clip the unscaled gradient norm to this (0: no clipping)
+    ema: float = 0.0  # decay of an exponential moving average of the weights, e.g. 0.999 (0: off)
+    ema_eval: bool = True  # with ema > 0: evaluate and save the averaged weights, not the raw ones
+    ema_warmup: bool = False  # with ema > 0: decay min(ema, (1 + n) / (10 + n)) over the first updates
+    nonfinite_limit: int = 20  # stop the fold after this many NaN/inf losses in a row
+    deterministic: bool = False  # deterministic GPU kernels (slower); CPU runs repeat exactly anyway
     loss: str = "auto"  # auto | bce (logits; labels in [0, 1]) | mse | ce, kl (classes/bins); auto: bce or mse, ce
     metric: str = ""  # CV metric; empty: the recipe's own (pearson for uspppm)
-    adversary: str = "none"  # adversarial training; none for now
+    huber_delta: float = 1.0  # loss=huber: where the loss turns from quadratic to linear
+    adversary: str = "none"  # none | fgm | pgd (on the embeddings) | awp (on the weights)
+    adv_epsilon: float = 1.0  # fgm, pgd: L2 radius of the embedding perturbation
+    adv_alpha: float = 0.3  # pgd: step size of each attack step
+    adv_steps: int = 3  # pgd: attack steps K
+    adv_embedding: str = ""  # fgm, pgd: name of the embedding weight to perturb (empty: the backbone's input embeddings)
+    awp_lr: float = 1.0  # awp: step of the weight perturbation, relative to each weight's norm
+    awp_eps: float = 0.01  # awp: bound of the perturbation, relative to each weight
+    awp_params: str = "weight"  # awp: perturb the parameters whose names contain this
+    awp_steps: int = 1  # awp: perturbation steps
+    adv_start_epoch: int = 1  # attack from this epoch on (1: from the start; the USPPPM winner began AWP at 2)
+    adv_start_step: int = 0  # and from this optimizer step on
     precision: str = "auto"  # auto: fp16 + GradScaler on CUDA without bf16 (T4), bf16 where supported, fp32 on CPU
     device: str = "auto"  # auto | cpu | cuda
+    parallel_folds: bool = True  # with 2+ GPUs (Kaggle's T4 x2), train one fold per GPU in child processes
     num_workers: int = 0  # DataLoader workers; batches are pre-tokenized, so 0 is usually fastest
 
     def validate(self) -> "Config":
@@ -92,19 +133,21 @@ class Config:
             value = getattr(self, key)
             if value not in allowed:
                 raise ValueError(f"config key {key!r}: unknown value {value!r}; valid values are {list(allowed)}.")
-        from kagglekit.losses import LOSSES
         from kagglekit.metrics import METRICS
         from kagglekit.models.heads import HEADS
 
-        for key, registry in (("head", HEADS), ("loss", {"auto": None, **LOSSES})):
-            if getattr(self, key) not in registry:
-                raise ValueError(
-                    f"config key {key!r}: unknown value {getattr(self, key)!r}; valid values are {sorted(registry)}."
-                )
+        if self.head not in HEADS:
+            raise ValueError(f"config key 'head': unknown value {self.head!r}; valid values are {sorted(HEADS)}.")
         if self.loss != "auto":
-            from kagglekit.losses import check_loss_output
+            from kagglekit.losses import check_loss_output, get_loss
 
-            check_loss_output(LOSSES[self.loss], self.output)
+            try:
+                loss = get_loss(self.loss, huber_delta=self.huber_delta)
+            except ValueError as err:
+                raise ValueError(f"config key 'loss': {err} (or loss=auto)") from None
+            check_loss_output(loss, self.output)
+        if self.num_cycles != Config.num_cycles and self.scheduler != "cosine":
+            raise ValueError(f"config key 'num_cycles' ({self.num_cycles}) applies to scheduler='cosine' only, not {self.scheduler!r}.")
         if self.output == "bins" and self.num_bins < 2:
             raise ValueError(f"config key 'num_bins' must be 2 or more for output=bins, got {self.num_bins}.")
         from kagglekit.models.heads import head_options
@@ -120,6 +163,25 @@ class Config:
             value = getattr(self, key)
             if value != -1 and not 0 <= value < 1:
                 raise ValueError(f"config key {key!r} must be in [0, 1), or -1 to keep the checkpoint's own, got {value}.")
+        for key in ("accum_steps", "bucket_size", "nonfinite_limit", "adv_steps", "awp_steps", "adv_start_epoch"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"config key {key!r} must be 1 or more, got {getattr(self, key)!r}.")
+        if not 0 < self.layer_decay <= 1:
+            raise ValueError(f"config key 'layer_decay' must be in (0, 1], got {self.layer_decay}: 1 turns it off, 0.8-0.95 is usual.")
+        if self.ema == 0 and (self.ema_warmup or not self.ema_eval):
+            raise ValueError("config keys 'ema_warmup'/'ema_eval' do nothing with ema=0: set ema (e.g. 0.999) or leave them at their defaults.")
+        if self.ema >= 1:
+            raise ValueError(f"config key 'ema' must be in [0, 1), got {self.ema}: 0.999 is usual, 0 turns it off.")
+        if self.adv_epsilon <= 0 or self.huber_delta <= 0 or self.num_cycles <= 0:
+            raise ValueError("config keys 'adv_epsilon', 'huber_delta' and 'num_cycles' must be > 0, got "
+                             f"{self.adv_epsilon}, {self.huber_delta}, {self.num_cycles}.")
+        for key, users in ONLY_FOR.items():
+            kind = self.loss if key == "huber_delta" else self.adversary
+            terms = [t.strip() for t in kind.replace("*", "+").split("+")]
+            if getattr(self, key) != getattr(Config, key) and not any(u in terms for u in users):
+                what = "loss" if key == "huber_delta" else "adversary"
+                raise ValueError(f"config key {key!r} ({getattr(self, key)!r}) does nothing with {what}={kind!r}: it applies to "
+                                 f"{what} {list(users)}. Leave it at its default, or set {what}.")
         if not 0 <= self.mixout < 1:
             raise ValueError(f"config key 'mixout' must be in [0, 1), got {self.mixout}.")
         self.feature_list()
@@ -131,7 +193,8 @@ class Config:
                 raise ValueError(f"config key {key!r} must be > 0, got {getattr(self, key)!r}.")
         if self.n_folds < 2:
             raise ValueError(f"config key 'n_folds' must be 2 or more, got {self.n_folds}: use n_folds=2 for a quick run.")
-        for key in ("max_rows", "head_lr", "weight_decay", "max_grad_norm", "num_workers", "head_hidden", "reinit_layers", "freeze_layers"):
+        for key in ("max_rows", "head_lr", "weight_decay", "max_grad_norm", "num_workers", "head_hidden", "reinit_layers", "freeze_layers",
+                    "eval_every", "patience", "checkpoint_every", "warmup_steps", "ema", "adv_start_step", "adv_alpha", "awp_lr", "awp_eps"):
             if getattr(self, key) < 0:
                 raise ValueError(f"config key {key!r} must be >= 0, got {getattr(self, key)!r}.")
         if not 0 <= self.warmup_ratio < 1:

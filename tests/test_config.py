@@ -44,7 +44,7 @@ def test_unknown_key_names_the_closest_valid_key(tmp_path):
         ("epochs=1.5", r"expected int, got '1.5'"),
         ("lr=fast", r"expected float"),
         ("head=meen", r"'head': unknown value 'meen'; valid values are \['attention', 'cls', 'cls_pooler', 'cnn', 'concat_last_k', 'lstm', 'max', 'mean', 'weighted_layers'\]"),
-        ("loss=hinge", r"'loss': unknown value 'hinge'"),
+        ("loss=hinge", r"config key 'loss': loss 'hinge': unknown loss 'hinge'. Valid losses are \['bce', 'ce', 'huber'"),
         ("scheduler=step", r"'scheduler': unknown value 'step'"),
         ("task=squad", r"'task': unknown value 'squad'"),
         ("n_folds=1", r"'n_folds' must be 2 or more, got 1"),

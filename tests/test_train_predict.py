@@ -33,7 +33,8 @@ def run(tiny_models, tmp_path_factory):
 
 @pytest.mark.compat
 def test_run_folder_layout(run):
-    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "fold0", "fold1", "folds.csv", "oof.csv", "run.json"]
+    # (.lock: the run folder's lock file, which fold processes sharing the folder take turns on)
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "config.yaml", "fold0", "fold1", "folds.csv", "oof.csv", "run.json"]
     for fold in ("fold0", "fold1"):
         names = {p.name for p in (run / fold).iterdir()}
         assert {"config.json", "model.safetensors", "kagglekit.json", "tokenizer_config.json"} <= names

@@ -15,12 +15,17 @@ from typing import Iterable
 import pandas as pd
 import yaml
 
-from kagglekit._io import write_csv, write_json
+from kagglekit._io import file_lock, write_csv, write_json
 from kagglekit.config import Config
 from kagglekit.data.recipes import get_recipe
 from kagglekit.folds import add_fold_column
 from kagglekit.losses import check_loss_output, default_loss, get_loss
 from kagglekit.targets import make_target
+
+
+# Keys that say where a run trains, not what it is: folds of one run may differ in them (one fold
+# per GPU runs with device=cuda beside a run folder made with device=auto).
+MACHINE_KEYS = frozenset({"device", "num_workers", "eval_batch_size", "parallel_folds"})
 
 
 def parse_folds(folds: str | int | Iterable[int], n_folds: int) -> list[int]:
@@ -45,7 +50,7 @@ def _check_same_config(cfg: Config, out: Path) -> None:
         return
     old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     new = cfg.to_dict()
-    changed = sorted(k for k in new if k in old and old[k] != new[k])
+    changed = sorted(k for k in new if k in old and old[k] != new[k] and k not in MACHINE_KEYS)
     if changed:
         shown = ", ".join(f"{k}: {old[k]!r} → {new[k]!r}" for k in changed[:6])
         raise ValueError(
@@ -79,8 +84,13 @@ def _merge_oof(out: Path, new: pd.DataFrame, order: pd.Series) -> pd.DataFrame:
     return new
 
 
-def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all") -> dict:
+def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all", *, resume: bool = False) -> dict:
     """Train `folds` of the run described by `cfg`; returns the run card (also in ``run.json``).
+
+    Args:
+        cfg: the run configuration.
+        folds: ``"all"``, a fold number or a list of them.
+        resume: skip the folds already complete, and continue an interrupted one from its saved state.
 
     Example:
         >>> from kagglekit.config import load_config
@@ -91,6 +101,7 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all") -> dict:
     from kagglekit.kaggle import describe_device, library_versions, resolve_device, resolve_precision
     from kagglekit.metrics import get_metric
     from kagglekit.train.loop import train_fold
+    from kagglekit.train.parallel import default_launcher, plan, run_folds_parallel, visible_gpus
 
     start = time.time()
     cfg.validate()
@@ -104,7 +115,7 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all") -> dict:
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     metric = get_metric(cfg.metric or recipe.metric)
-    loss = get_loss(cfg.loss if cfg.loss != "auto" else default_loss(cfg.output, recipe.label_range))
+    loss = get_loss(cfg.loss if cfg.loss != "auto" else default_loss(cfg.output, recipe.label_range), huber_delta=cfg.huber_delta)
     check_loss_output(loss, cfg.output)
     # every fold gets the same outputs: class values / bin centres come from all training rows
     target = make_target(cfg.output, frame["label"], num_bins=cfg.num_bins, label_range=recipe.label_range)
@@ -125,25 +136,56 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all") -> dict:
     cfg.save(out / "config.yaml")
 
     card_path = out / "run.json"
-    card = json.loads(card_path.read_text()) if card_path.is_file() else {"folds": {}}
-    card.update(
-        {
-            "task": recipe.name,
-            "config": cfg.to_dict(),
-            "versions": library_versions(),
-            "device": describe_device(device),
-            "precision": precision,
-            "metric": metric.name,
-            "higher_is_better": metric.higher_is_better,
-            "loss": loss.name,
-            "output": target.to_meta(),
-        }
-    )
+    with file_lock(out / ".lock"):
+        card = json.loads(card_path.read_text()) if card_path.is_file() else {"folds": {}}
+        card.update(
+            {
+                "task": recipe.name,
+                "config": cfg.to_dict(),
+                "versions": library_versions(),
+                "device": describe_device(device),
+                "precision": precision,
+                "metric": metric.name,
+                "higher_is_better": metric.higher_is_better,
+                "loss": loss.name,
+                "output": target.to_meta(),
+            }
+        )
+        write_json(card_path, card)
+    if resume:
+        done = [f for f in fold_list if _fold_complete(out, f, card)]
+        if done:
+            print(f"kagglekit: --resume: fold(s) {done} are complete, skipping them", flush=True)
+        fold_list = [f for f in fold_list if f not in done]
+    gpus = visible_gpus() if device.type == "cuda" and len(fold_list) > 1 and cfg.parallel_folds else []
+    if len(gpus) >= 2:  # Kaggle's T4 x2: one fold per GPU, each in its own process with its own log
+        print(f"kagglekit: {len(frame)} rows, folds {fold_list} on {len(gpus)} GPUs, one fold each: {plan(fold_list, gpus)}; "
+              f"logs in {out / 'logs'}", flush=True)
+        run_folds_parallel(fold_list, gpus, default_launcher(str(out / "config.yaml"), [], resume=resume), out / "logs")
+        return json.loads(card_path.read_text())
     print(f"kagglekit: {len(frame)} rows, {cfg.n_folds} folds, training fold(s) {fold_list} on {card['device']} ({precision})", flush=True)
     for fold in fold_list:
-        result = train_fold(cfg, frame, fold, out / f"fold{fold}", device=device, precision=precision, meta=meta, metric_name=metric.name)
-        oof = _merge_oof(out, result.oof, frame["id"])
-        card["folds"][str(fold)] = {
+        result = train_fold(cfg, frame, fold, out / f"fold{fold}", device=device, precision=precision, meta=meta,
+                            metric_name=metric.name, resume=resume)
+        card = _record_fold(out, result, frame["id"], metric, start)
+        print(f"fold {fold}: {metric.name} {result.score:.4f} (epoch {result.best_epoch}); CV over folds {card['cv_folds']}: {card['cv']:.4f}", flush=True)
+    return json.loads(card_path.read_text())
+
+
+def _fold_complete(out: Path, fold: int, card: dict) -> bool:
+    """A fold is complete when the run card has its score, its model folder exists and no resume state is left."""
+    from kagglekit.train.state import state_path
+
+    return str(fold) in card.get("folds", {}) and (out / f"fold{fold}").is_dir() and not state_path(out, fold).is_file()
+
+
+def _record_fold(out: Path, result, order: pd.Series, metric, start: float) -> dict:
+    """Merge a finished fold into oof.csv and run.json, under the run folder's lock (other processes may
+    be finishing other folds of the same run at the same moment); returns the updated card."""
+    with file_lock(out / ".lock"):
+        oof = _merge_oof(out, result.oof, order)
+        card = json.loads((out / "run.json").read_text())
+        card["folds"][str(result.fold)] = {
             "score": result.score,
             "best_epoch": result.best_epoch,
             "rows": len(result.oof),
@@ -154,6 +196,5 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all") -> dict:
         card["cv"] = float(metric.fn(oof["label"].to_numpy(), oof["pred"].to_numpy())) if oof["fold"].nunique() > 1 else result.score
         card["cv_folds"] = sorted(int(f) for f in oof["fold"].unique())
         card["timings"] = {"last_call_seconds": round(time.time() - start, 1), "fold_seconds": {k: v["seconds"] for k, v in card["folds"].items()}}
-        write_json(card_path, card)
-        print(f"fold {fold}: {metric.name} {result.score:.4f} (epoch {result.best_epoch}); CV over folds {card['cv_folds']}: {card['cv']:.4f}", flush=True)
+        write_json(out / "run.json", card)
     return card
