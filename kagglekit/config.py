@@ -26,6 +26,7 @@ CHOICES = {
     "msd_average": ("logits", "loss"),
     "output": ("single", "classes", "bins"),
     "head_pool": ("", "cls", "mean", "max", "attention"),
+    "target_grouping_by": ("context", "section"),
 }
 
 
@@ -53,7 +54,14 @@ class Config:
     task: str = "uspppm"  # recipe that reads the competition files into one normalized frame
     train_csv: str = ""  # training file of the recipe's schema
     test_csv: str = ""  # test file, used by predict when --data is not given
-    cpc_dir: str = ""  # CPC title folder (CPCTitleList format); empty: the context code is the text
+    cpc_dir: str = ""  # CPC titles: a CPCTitleList folder or a titles.csv (code, title); empty: the context code is the text
+    cpc_levels: str = "section,class"  # which CPC titles make the context text: section, class, subclass
+    target_grouping: bool = False  # uspppm: add the other targets of the same anchor (and context) to each row
+    target_grouping_by: str = "context"  # context: same anchor and context code | section: same anchor and CPC section
+    group_max_words: int = 64  # target grouping: at most this many words of other targets per row
+    group_sep: str = ", "  # target grouping: between the other targets
+    template_a: str = "{anchor}"  # uspppm first text; placeholders {anchor} {target} {context} {code} {targets}
+    template_b: str = ""  # uspppm second text (empty: "{target}; {context}", plus "; {targets}" with grouping)
     max_rows: int = 0  # use only the first N training rows (0: all); for quick runs
     feature_columns: str = ""  # numeric columns of the train/test files fed to the model beside the text ("a,b")
     # --- folds ---
@@ -82,7 +90,7 @@ class Config:
     msd_samples: int = 1  # multi-sample dropout: dropout masks per row in training (1: plain dropout)
     msd_rates: str = ""  # one rate per sample, comma-separated ("0.1,0.2,0.3"); empty: `dropout` for all
     msd_average: str = "logits"  # logits | loss: what training averages over the samples
-    max_len: int = 128  # tokens per pair after truncation; batches are padded only to their longest
+    max_len: int = 128  # tokens per pair after truncation (0: the longest training pair, up to 512); batches pad only to their longest
     # --- training ---
     output_dir: str = "runs/run"  # the run folder: config, folds, fold{K}/, oof.csv, run.json
     seed: int = 42  # model init, data order, dropout
@@ -187,7 +195,7 @@ class Config:
         self.feature_list()
         if self.metric and self.metric not in METRICS:
             raise ValueError(f"config key 'metric': unknown value {self.metric!r}; valid values are {sorted(METRICS)}.")
-        positive = ("epochs", "batch_size", "eval_batch_size", "max_len", "lr")
+        positive = ("epochs", "batch_size", "eval_batch_size", "lr")
         for key in positive:
             if not getattr(self, key) > 0:
                 raise ValueError(f"config key {key!r} must be > 0, got {getattr(self, key)!r}.")
@@ -211,8 +219,19 @@ class Config:
             )
         if self.msd_samples < 1 or any(not 0 <= r < 1 for r in rates):
             raise ValueError(f"config keys 'msd_samples'/'msd_rates': need samples >= 1 and rates in [0, 1), got {self.msd_samples}, {rates}.")
-        if self.max_len < 8:
-            raise ValueError(f"config key 'max_len' must be at least 8 tokens, got {self.max_len}.")
+        if self.max_len != 0 and self.max_len < 8:
+            raise ValueError(f"config key 'max_len' must be at least 8 tokens, or 0 to take it from the data, got {self.max_len}.")
+        from kagglekit.data.cpc import parse_levels
+
+        parse_levels(self.cpc_levels)
+        if not self.cpc_dir and self.cpc_levels != Config.cpc_levels:
+            raise ValueError(f"config key 'cpc_levels' ({self.cpc_levels!r}) does nothing without cpc_dir: set cpc_dir to the CPC titles.")
+        grouping_keys = ("target_grouping_by", "group_max_words", "group_sep")
+        changed = [key for key in grouping_keys if getattr(self, key) != getattr(Config, key)]
+        if changed and not self.target_grouping:
+            raise ValueError(f"config key(s) {changed} do nothing with target_grouping=false: set target_grouping=true or leave them.")
+        if self.group_max_words < 1:
+            raise ValueError(f"config key 'group_max_words' must be 1 or more, got {self.group_max_words}.")
         return self
 
     def head_option_values(self) -> dict:

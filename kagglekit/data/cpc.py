@@ -1,7 +1,7 @@
 """CPC context titles: read the CPCTitleList folder format and turn a context code into text.
 
 USPPPM gives each pair a CPC class code such as ``A47``. Models score better with the words of the
-section ("HUMAN NECESSITIES") and class ("FURNITURE; ...") titles than with the bare code.
+section ("HUMAN NECESSITIES") and class ("FURNITURE; ...") titles than with the bare code; the subclass titles add detail.
 """
 
 from __future__ import annotations
@@ -10,34 +10,39 @@ import os
 import warnings
 from pathlib import Path
 
-# The levels the context text is built from, in order: section (1 char) and class (3 chars).
-_CODE_LENGTHS = (1, 3)
+# CPC levels by code length: section ("A"), class ("A47"), subclass ("A47B").
+LEVELS = {"section": 1, "class": 3, "subclass": 4}
+_CODE_LENGTHS = tuple(LEVELS.values())
 
 
-def read_cpc_titles(cpc_dir: str | os.PathLike) -> dict[str, str]:
-    """Read section and class titles from a CPCTitleList folder.
+def read_cpc_titles(source: str | os.PathLike) -> dict[str, str]:
+    """Read section, class and subclass titles from a CPCTitleList folder or a ``titles.csv`` file.
 
     The folder holds one file per section (``cpc-section-A_20220201.txt`` ...); each line is
-    ``code<TAB>level<TAB>title``. Only section and class codes are kept: deeper levels would make
-    a title table of 260k lines where the context text uses a few hundred.
+    ``code<TAB>level<TAB>title``. A CSV file has the columns ``code`` and ``title`` (e.g. the
+    "cpc-codes" Kaggle dataset's ``titles.csv``). Deeper levels (groups such as ``A47B1/00``) are
+    dropped: a title table of 260k lines where the context text uses a few hundred.
 
     Args:
-        cpc_dir: the folder (the ``cpc_dir`` config key).
+        source: the folder or the CSV file (the ``cpc_dir`` config key).
 
     Returns:
-        ``{code: title}`` for sections (``"A"``) and classes (``"A47"``).
+        ``{code: title}`` for sections (``"A"``), classes (``"A47"``) and subclasses (``"A47B"``).
     """
-    cpc_dir = Path(cpc_dir)
-    if not cpc_dir.is_dir():
+    source = Path(source)
+    if source.is_file():
+        return _read_titles_csv(source)
+    if not source.is_dir():
         raise FileNotFoundError(
-            f"cpc_dir: folder not found: {cpc_dir}. Attach the CPC title dataset and point cpc_dir at the folder "
-            "holding cpc-section-*.txt, or set cpc_dir to empty to use the context codes as text."
+            f"cpc_dir: not found: {source}. Attach the CPC title dataset and point cpc_dir at the folder "
+            "holding cpc-section-*.txt (or at a titles.csv with code and title columns), or set cpc_dir to "
+            "empty to use the context codes as text."
         )
-    files = sorted(cpc_dir.glob("cpc-section-*.txt"))
+    files = sorted(source.glob("cpc-section-*.txt"))
     if not files:
         raise FileNotFoundError(
-            f"cpc_dir: {cpc_dir} holds no cpc-section-*.txt files (found: {sorted(p.name for p in cpc_dir.iterdir())[:5]}). "
-            "Point cpc_dir at the CPCTitleList folder itself."
+            f"cpc_dir: {source} holds no cpc-section-*.txt files (found: {sorted(p.name for p in source.iterdir())[:5]}). "
+            "Point cpc_dir at the CPCTitleList folder itself, or at a titles.csv file."
         )
     titles: dict[str, str] = {}
     for path in files:
@@ -56,27 +61,52 @@ def read_cpc_titles(cpc_dir: str | os.PathLike) -> dict[str, str]:
     return titles
 
 
-def context_text(code: str, titles: dict[str, str] | None) -> str | None:
-    """Text for a context code: ``"section title; class title"`` in lower case.
+def _read_titles_csv(path: Path) -> dict[str, str]:
+    from kagglekit._io import read_csv
 
-    Returns None when `titles` is given but knows neither the section nor the class, so the
-    caller can warn once for all unknown codes.
+    frame = read_csv(path, what="cpc_dir", required=("code", "title"), dtype=str, keep_default_na=False)
+    codes, titles = frame["code"].str.strip(), frame["title"].str.strip()
+    keep = codes.str.len().isin(_CODE_LENGTHS) & titles.ne("")
+    return dict(zip(codes[keep], titles[keep]))
+
+
+def parse_levels(levels: str) -> list[str]:
+    """``"section,class"`` → ``["section", "class"]``, checked (the ``cpc_levels`` config key)."""
+    names = [name.strip() for name in levels.split(",") if name.strip()]
+    bad = [name for name in names if name not in LEVELS]
+    if bad or not names:
+        raise ValueError(f"config key 'cpc_levels': {levels!r}; use a comma-separated subset of {list(LEVELS)}, e.g. section,class.")
+    return names
+
+
+def context_text(code: str, titles: dict[str, str] | None, levels=("section", "class")) -> str | None:
+    """Text for a context code: the titles of the chosen levels, ``"; "``-joined, in lower case.
+
+    USPPPM's codes are classes (``A47``): ``section`` and ``class`` are their own titles, and
+    ``subclass`` is every subclass title under the class (``A47B``, ``A47C`` ...), in code order.
+    Returns None when `titles` is given but knows none of them, so the caller can warn once for
+    all unknown codes.
     """
     if not titles:
         return code
-    # section then class; a code that is itself a section gives one title
-    keys = dict.fromkeys((code[:1], code[:3]))
-    parts = [titles[key] for key in keys if key in titles]
+    parts = []
+    for level in levels:
+        if level == "subclass":
+            parts += [titles[key] for key in sorted(titles) if len(key) == 4 and key.startswith(code[:3])]
+        elif code[: LEVELS[level]] in titles and titles[code[: LEVELS[level]]] not in parts:
+            parts.append(titles[code[: LEVELS[level]]])  # a code that is itself a section gives one title
     if not parts:
         return None
     return "; ".join(parts).lower()
 
 
-def context_texts(codes, titles: dict[str, str] | None, *, what: str) -> list[str]:
+def context_texts(codes, titles: dict[str, str] | None, *, what: str, levels=("section", "class")) -> list[str]:
     """Map every code to its text; unknown codes warn (once, listing them) and fall back to the code."""
-    out, unknown = [], set()
+    out, unknown, cache = [], set(), {}
     for code in codes:
-        text = context_text(code, titles)
+        if code not in cache:
+            cache[code] = context_text(code, titles, levels)
+        text = cache[code]
         if text is None:
             unknown.add(code)
             text = code

@@ -1,7 +1,9 @@
 """USPPPM (U.S. Patent Phrase to Phrase Matching): anchor, target and CPC context → score in [0, 1].
 
-The pair is ``text_a = anchor`` and ``text_b = "target; context text"``, where the context text
-is the CPC section and class titles. Rows are grouped by anchor, because the hidden test's
+The pair is ``text_a = anchor`` and ``text_b = "target; context text"`` (templates, configurable),
+where the context text is the CPC section and class titles (levels configurable). With target
+grouping, ``text_b`` also lists the other targets of the same anchor and context: the USPPPM
+winner's largest single gain. Rows are grouped by anchor, because the hidden test's
 anchors are all new: folds that split an anchor leak and overstate CV.
 """
 
@@ -10,10 +12,55 @@ from __future__ import annotations
 import pandas as pd
 
 from kagglekit._io import read_csv
-from kagglekit.data.cpc import context_texts, read_cpc_titles
+from kagglekit.data.cpc import LEVELS, context_texts, parse_levels, read_cpc_titles
 from kagglekit.data.recipes import Recipe, check_ids, check_labels, check_text, numeric_features
 
 TEXT_COLUMNS = ("anchor", "target", "context")
+PLACEHOLDERS = ("anchor", "target", "context", "code", "targets")
+
+
+def check_templates(template_a: str, template_b: str, grouping: str) -> None:
+    """Templates use only the known placeholders, and ``{targets}`` exactly when grouping is on."""
+    import string
+
+    used = set()
+    for key, template in (("template_a", template_a), ("template_b", template_b)):
+        try:
+            names = {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+        except ValueError as err:
+            raise ValueError(f"config key {key!r}: {template!r} is not a valid template ({err}); write e.g. '{{target}}; {{context}}'.") from None
+        unknown = sorted(names - set(PLACEHOLDERS))
+        if unknown:
+            raise ValueError(f"config key {key!r}: unknown placeholder(s) {unknown} in {template!r}; use {list(PLACEHOLDERS)}.")
+        used |= names
+    if grouping and "targets" not in used:
+        raise ValueError("target_grouping is on but neither template names {targets}: add it, e.g. template_b='{target}; {context}; {targets}'.")
+    if not grouping and "targets" in used:
+        raise ValueError("a template names {targets} but target_grouping is off: set target_grouping=true or drop {targets}.")
+
+
+def grouped_targets(fields: pd.DataFrame, by: str, max_words: int, sep: str) -> list[str]:
+    """For each row, the other targets of its anchor and context (or anchor and CPC section).
+
+    The row's own target is left out; the others are unique, sorted, and added whole while their
+    words fit `max_words`, so the text stays within the model's length. Rows are grouped within the
+    file they come from: training folds are grouped by anchor, so no fold sees another's targets.
+    """
+    key = fields["code"] if by == "context" else fields["code"].str[:1]
+    groups = fields.assign(_key=key).groupby(["anchor", "_key"], sort=False)["target"].agg(lambda t: sorted(set(t)))
+    out = []
+    for anchor, code, own in zip(fields["anchor"], key, fields["target"]):
+        chosen, words = [], 0
+        for other in groups[(anchor, code)]:
+            if other == own:
+                continue
+            count = len(other.split())
+            if words + count > max_words:
+                break
+            chosen.append(other)
+            words += count
+        out.append(sep.join(chosen))
+    return out
 
 
 class UspppmRecipe(Recipe):
@@ -24,19 +71,46 @@ class UspppmRecipe(Recipe):
     label_range = (0.0, 1.0)
 
     def state(self, cfg) -> dict:
-        # Section and class titles only: a few hundred entries, small enough to ship in every model
-        # folder, so predict never needs the CPC dataset attached.
-        return {**super().state(cfg), "context_titles": read_cpc_titles(cfg.cpc_dir) if cfg.cpc_dir else None}
+        # Only the titles of the chosen levels: a few hundred entries, small enough to ship in every
+        # model folder, so predict never needs the CPC dataset attached.
+        levels = parse_levels(cfg.cpc_levels)
+        titles = read_cpc_titles(cfg.cpc_dir) if cfg.cpc_dir else None
+        if titles:
+            lengths = {LEVELS[level] for level in levels} | {LEVELS["section"]}  # a section code names itself
+            titles = {code: title for code, title in titles.items() if len(code) in lengths}
+        grouping = cfg.target_grouping_by if cfg.target_grouping else ""
+        template_b = cfg.template_b or ("{target}; {context}; {targets}" if grouping else "{target}; {context}")
+        check_templates(cfg.template_a, template_b, grouping)
+        return {
+            **super().state(cfg),
+            "context_titles": titles,
+            "cpc_levels": levels,
+            "target_grouping": grouping,
+            "group_max_words": cfg.group_max_words,
+            "group_sep": cfg.group_sep,
+            "template_a": cfg.template_a,
+            "template_b": template_b,
+        }
 
     def _frame(self, df: pd.DataFrame, state: dict, *, what: str, path) -> pd.DataFrame:
-        contexts = context_texts(df["context"].astype(str).str.strip(), state.get("context_titles"), what=what)
+        codes = df["context"].astype(str).str.strip()
+        contexts = context_texts(codes, state.get("context_titles"), what=what, levels=state.get("cpc_levels", ("section", "class")))
         features = numeric_features(df, state.get("feature_columns") or (), what=what, path=path)
+        fields = pd.DataFrame({
+            "anchor": df["anchor"].astype(str).str.strip(),
+            "target": df["target"].astype(str).str.strip(),
+            "context": contexts,
+            "code": codes,
+        })
+        grouping = state.get("target_grouping", "")
+        fields["targets"] = grouped_targets(fields, grouping, state.get("group_max_words", 64), state.get("group_sep", ", ")) if grouping else ""
+        template_a, template_b = state.get("template_a", "{anchor}"), state.get("template_b", "{target}; {context}")
         return pd.DataFrame(
             {
                 "id": df[self.id_col].astype(str).to_numpy(),
-                "text_a": df["anchor"].astype(str).str.strip().to_numpy(),
-                "text_b": [f"{t.strip()}; {c}" for t, c in zip(df["target"].astype(str), contexts)],
-                "group": df["anchor"].astype(str).str.strip().to_numpy(),
+                "text_a": [template_a.format(**row) for row in fields.to_dict("records")],
+                "text_b": [template_b.format(**row) for row in fields.to_dict("records")],
+                "group": fields["anchor"].to_numpy(),
                 **features,
             }
         )

@@ -187,15 +187,21 @@ def _encoder_class(folder: Path):
     return NezhaModel
 
 
-def load_backbone(path: str | os.PathLike):
-    """Load a pretrained encoder and its tokenizer from a local folder, never from a hub."""
+def load_tokenizer(path: str | os.PathLike):
+    """The tokenizer of a local model folder, never from a hub."""
     from transformers import AutoTokenizer
 
     path = Path(path)
     _check_backbone_dir(path)
-    cls = _encoder_class(path)  # first: it registers NeZha, which the tokenizer's config lookup may need
-    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    backbone = cls.from_pretrained(str(path), local_files_only=True)
+    _encoder_class(path)  # registers NeZha, which the tokenizer's config lookup may need
+    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+
+def load_backbone(path: str | os.PathLike):
+    """Load a pretrained encoder and its tokenizer from a local folder, never from a hub."""
+    path = Path(path)
+    tokenizer = load_tokenizer(path)
+    backbone = _encoder_class(path).from_pretrained(str(path), local_files_only=True)
     return backbone, tokenizer
 
 

@@ -7,6 +7,7 @@ separate processes or notebooks (``--fold 0``, then ``--fold 1`` ...) into the s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -73,6 +74,16 @@ def assign_folds(frame: pd.DataFrame, cfg: Config, out: Path) -> tuple[pd.DataFr
     return frame, True
 
 
+def derive_max_len(backbone: str, frame: pd.DataFrame, cap: int = 512) -> int:
+    """The token length of the longest training pair (with special tokens), at most `cap` and the model's limit."""
+    from kagglekit.models.pair_model import load_tokenizer
+
+    tokenizer = load_tokenizer(backbone)
+    lengths = [len(ids) for ids in tokenizer(list(frame["text_a"]), list(frame["text_b"]))["input_ids"]]
+    limit = min(cap, getattr(tokenizer, "model_max_length", cap) or cap)
+    return max(8, min(max(lengths), limit))
+
+
 def _merge_oof(out: Path, new: pd.DataFrame, order: pd.Series) -> pd.DataFrame:
     path = out / "oof.csv"
     if path.is_file():
@@ -112,6 +123,10 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all", *, resume
     frame = recipe.read_train(cfg.train_csv, state, max_rows=cfg.max_rows)
     _check_same_config(cfg, out)
     frame, new_folds = assign_folds(frame, cfg, out)  # before anything is written: bad input leaves no folder
+    user_cfg = cfg  # what config.yaml keeps: max_len=0 stays "from the data", the derived value goes to the folds
+    if cfg.max_len == 0:
+        cfg = dataclasses.replace(cfg, max_len=derive_max_len(cfg.backbone, frame))
+        print(f"kagglekit: max_len=0: the longest training pair has {cfg.max_len} tokens; using max_len={cfg.max_len}", flush=True)
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     metric = get_metric(cfg.metric or recipe.metric)
@@ -133,7 +148,7 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all", *, resume
     out.mkdir(parents=True, exist_ok=True)
     if new_folds:
         write_csv(out / "folds.csv", frame[["id", "fold"]])
-    cfg.save(out / "config.yaml")
+    user_cfg.save(out / "config.yaml")
 
     card_path = out / "run.json"
     with file_lock(out / ".lock"):
@@ -141,7 +156,8 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all", *, resume
         card.update(
             {
                 "task": recipe.name,
-                "config": cfg.to_dict(),
+                "config": user_cfg.to_dict(),
+                "max_len": cfg.max_len,
                 "versions": library_versions(),
                 "device": describe_device(device),
                 "precision": precision,
