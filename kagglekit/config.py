@@ -64,6 +64,11 @@ class Config:
     template_b: str = ""  # uspppm second text (empty: "{target}; {context}", plus "; {targets}" with grouping)
     max_rows: int = 0  # use only the first N training rows (0: all); for quick runs
     feature_columns: str = ""  # numeric columns of the train/test files fed to the model beside the text ("a,b")
+    cooccurrence: bool = False  # add co-occurrence features of the texts over train + test (frequency, degree, ...)
+    closure: bool = False  # 0/1 labels: add transitive-closure pairs to each fold's training rows
+    closure_max: int = 0  # closure: at most this many new pairs per fold (0: no cap)
+    closure_ratio: float = 0.0  # closure: at most this share of the training rows as new pairs (0: no cap)
+    swap: bool = False  # symmetric tasks: add each training pair with its texts swapped
     # --- folds ---
     n_folds: int = 5  # grouped, stratified folds
     fold_seed: int = 42  # folds depend only on this seed and the data, so separate fold runs agree
@@ -192,7 +197,13 @@ class Config:
                                  f"{what} {list(users)}. Leave it at its default, or set {what}.")
         if not 0 <= self.mixout < 1:
             raise ValueError(f"config key 'mixout' must be in [0, 1), got {self.mixout}.")
-        self.feature_list()
+        self.model_features()
+        if (self.closure_max or self.closure_ratio) and not self.closure:
+            raise ValueError("config keys 'closure_max'/'closure_ratio' do nothing with closure=false: set closure=true or leave them at 0.")
+        if self.closure_max < 0 or not 0 <= self.closure_ratio:
+            raise ValueError(f"config keys 'closure_max' and 'closure_ratio' must be >= 0, got {self.closure_max}, {self.closure_ratio}.")
+        if self.closure_max and self.closure_ratio:
+            raise ValueError("set one of 'closure_max' (a count) and 'closure_ratio' (a share of the training rows), not both.")
         if self.metric and self.metric not in METRICS:
             raise ValueError(f"config key 'metric': unknown value {self.metric!r}; valid values are {sorted(METRICS)}.")
         positive = ("epochs", "batch_size", "eval_batch_size", "lr")
@@ -258,6 +269,16 @@ class Config:
         if len(set(names)) != len(names):
             raise ValueError(f"config key 'feature_columns' names a column twice: {names}.")
         return names
+
+    def model_features(self) -> list[str]:
+        """Every numeric input of the model: the ``feature_columns``, then the co-occurrence features."""
+        from kagglekit.data.features import FEATURE_NAMES
+
+        names = self.feature_list()
+        clash = sorted(set(names) & set(FEATURE_NAMES)) if self.cooccurrence else []
+        if clash:
+            raise ValueError(f"config key 'feature_columns' names {clash}, which cooccurrence=true computes itself: rename the column(s).")
+        return names + (list(FEATURE_NAMES) if self.cooccurrence else [])
 
     def dropout_rates(self) -> list[float]:
         """One dropout rate per multi-sample-dropout sample."""

@@ -62,7 +62,13 @@ def predict_folder(folder: str | os.PathLike, data: str | os.PathLike, *, batch_
     dev = resolve_device(device)
     model, tokenizer, meta = load_model_folder(folder, device=dev)
     recipe = get_recipe(meta["task"])
-    frame = recipe.read_test(data, meta.get("recipe_state") or {})
+    state = meta.get("recipe_state") or {}
+    frame = recipe.read_test(data, state)
+    if state.get("cooccurrence_pairs"):  # the training graph plus this test file, as in training
+        from kagglekit.data.features import FEATURE_NAMES, CooccurrenceGraph
+
+        train_pairs = pd.DataFrame(state["cooccurrence_pairs"], columns=["text_a", "text_b"])
+        frame[list(FEATURE_NAMES)] = CooccurrenceGraph(train_pairs, frame).transform(frame).to_numpy()
     names = model.feature_names
     enc = PairEncodings(tokenizer, frame["text_a"], frame["text_b"], meta["max_len"], features=frame[names].to_numpy() if names else None)
     amp_dtype = to_amp_dtype(resolve_precision(precision, dev))

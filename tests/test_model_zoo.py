@@ -171,3 +171,32 @@ def test_backbone_surgery_from_the_config(tiny_models, tmp_path):
     assert not torch.equal(saved["backbone.encoder.layer.0.attention.self.query.weight"], source["encoder.layer.0.attention.self.query.weight"])
     config = json.loads((run / "fold0" / "config.json").read_text())
     assert config["hidden_dropout_prob"] == 0.0 and config["attention_probs_dropout_prob"] == 0.0
+
+
+def test_closure_swap_and_cooccurrence_features_end_to_end(tiny_models, tmp_path):
+    """Binary labels: closure and swap add rows to the training folds only; the co-occurrence features
+    are rebuilt at predict time from the training pairs kept in the model folder plus the test file."""
+    from kagglekit.data.features import FEATURE_NAMES
+
+    train = pd.read_csv(SAMPLE / "train.csv", dtype={"id": str}).iloc[:ROWS]
+    train["score"] = (train["score"] >= 0.5).astype(float)  # closure needs 0/1 labels
+    csv = tmp_path / "binary.csv"
+    train.to_csv(csv, index=False)
+    # the run's test file is fold 0's rows, so the graph at predict time is the graph of training
+    from kagglekit.data.recipes import get_recipe
+    from kagglekit.folds import add_fold_column
+
+    frame = get_recipe("uspppm").read_train(csv, {}, max_rows=ROWS)
+    fold0 = (add_fold_column(frame, n_folds=2, label_col="label", group_col="group", n_bins=5, seed=42)["fold"] == 0).to_numpy()
+    test = tmp_path / "test.csv"
+    train[fold0].drop(columns=["score"]).to_csv(test, index=False)
+    run, oof, sub = train_then_predict(tiny_models, tmp_path, "closure=true", "swap=true", "cooccurrence=true",
+                                       f"test_csv={test}", train_csv=csv)
+    assert_oof_reproduced(oof, sub)
+    card = json.loads((run / "run.json").read_text())
+    report = card["folds"]["0"]["augmentation"]
+    assert report["positives_added"] + report["negatives_added"] > 0 and report["swapped"] > 0
+    assert set(oof["id"]) == set(train[fold0]["id"])  # validation: the original rows only
+    meta = json.loads((run / "fold0" / "kagglekit.json").read_text())
+    assert meta["model"]["feature_names"] == list(FEATURE_NAMES)
+    assert len(meta["recipe_state"]["cooccurrence_pairs"]) == ROWS

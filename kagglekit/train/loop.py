@@ -21,7 +21,9 @@ import torch
 from tqdm import tqdm
 
 from kagglekit.config import Config
+from kagglekit.data.augment import augment_training_rows
 from kagglekit.data.batching import PairEncodings, bucketed_batches, shuffled_batches
+from kagglekit.data.features import FEATURE_NAMES
 from kagglekit.kaggle import amp_dtype as to_amp_dtype
 from kagglekit.losses import get_loss
 from kagglekit.metrics import get_metric, is_better
@@ -39,6 +41,7 @@ class FoldResult:
     oof: pd.DataFrame  # id, fold, label, pred of the best epoch
     history: list = field(default_factory=list)  # one dict per epoch
     surgery: dict = field(default_factory=dict)  # what was done to the backbone (see backbone_surgery)
+    augmentation: dict = field(default_factory=dict)  # rows added to the training folds (closure, swap)
     seconds: float = 0.0
 
 
@@ -72,7 +75,7 @@ def model_options(cfg: Config, num_outputs: int = 1) -> dict:
         "msd_samples": len(rates),
         "msd_average": cfg.msd_average,
         "head_options": cfg.head_option_values(),
-        "feature_names": cfg.feature_list(),
+        "feature_names": cfg.model_features(),
     }
 
 
@@ -191,6 +194,7 @@ def train_fold(
     meta: dict,
     metric_name: str,
     resume: bool = False,
+    feature_graph=None,
 ) -> FoldResult:
     """Train on every fold but `fold`, validate on `fold`, keep the best model in `fold_dir`.
 
@@ -208,6 +212,8 @@ def train_fold(
         meta: recipe state and settings stored in the model folder's kagglekit.json.
         metric_name: CV metric.
         resume: continue from the fold's saved state (`kagglekit.train.state`) when there is one.
+        feature_graph: with ``cfg.cooccurrence``, the `CooccurrenceGraph` of train + test, for the
+            features of augmented pairs.
     """
     from kagglekit.train.adversarial import create_adversary
     from kagglekit.train.curves import write_log
@@ -223,10 +229,17 @@ def train_fold(
     if len(valid_df) == 0:
         raise ValueError(f"fold {fold} has no rows: n_folds={cfg.n_folds} folds were made, use --fold 0..{cfg.n_folds - 1}.")
 
+    augmentation = {}
+    if cfg.closure or cfg.swap:  # the fold's training rows only: validation rows stay as they are
+        train_df, augmentation = augment_training_rows(train_df, valid_df, closure=cfg.closure, swap=cfg.swap,
+                                                       max_new=cfg.closure_max or None, ratio=cfg.closure_ratio or None, seed=cfg.seed)
+        if feature_graph is not None:  # new pairs get their co-occurrence features from the same graph
+            train_df[list(FEATURE_NAMES)] = feature_graph.transform(train_df).to_numpy()
+        print(f"fold {fold}: augmentation {augmentation}", flush=True)
     target = Target.from_meta(meta["output"])
     model, tokenizer = build_model(cfg.backbone, **model_options(cfg, target.num_outputs))
     surgery = backbone_surgery(model.backbone, cfg)
-    features = cfg.feature_list()
+    features = cfg.model_features()
     if features:
         model.set_feature_stats(train_df[features].to_numpy())  # training rows only: no validation leak
     model.to(device)
@@ -364,7 +377,7 @@ def train_fold(
     with contextlib.suppress(OSError):
         path.parent.rmdir()  # only when no other fold is mid-way
     oof = pd.DataFrame({"id": valid_df["id"], "fold": fold, "label": valid_df["label"], "pred": best["preds"]})
-    return FoldResult(fold, best["score"], best["epoch"], oof, history, surgery, time.time() - start)
+    return FoldResult(fold, best["score"], best["epoch"], oof, history, surgery, augmentation, time.time() - start)
 
 
 def make_batches(lengths: np.ndarray, cfg: Config, rng: np.random.Generator) -> list[np.ndarray]:

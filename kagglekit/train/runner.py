@@ -123,6 +123,16 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all", *, resume
     frame = recipe.read_train(cfg.train_csv, state, max_rows=cfg.max_rows)
     _check_same_config(cfg, out)
     frame, new_folds = assign_folds(frame, cfg, out)  # before anything is written: bad input leaves no folder
+    graph = None
+    if cfg.cooccurrence:
+        # over the texts of train + test (never the labels); predict rebuilds the same graph from the
+        # training pairs kept in the model folder and the test file it is given
+        from kagglekit.data.features import FEATURE_NAMES, CooccurrenceGraph
+
+        test = recipe.read_test(cfg.test_csv, state) if cfg.test_csv else None
+        graph = CooccurrenceGraph(frame, test)
+        frame[list(FEATURE_NAMES)] = graph.transform(frame).to_numpy()
+        state["cooccurrence_pairs"] = frame[["text_a", "text_b"]].to_numpy().tolist()
     user_cfg = cfg  # what config.yaml keeps: max_len=0 stays "from the data", the derived value goes to the folds
     if cfg.max_len == 0:
         cfg = dataclasses.replace(cfg, max_len=derive_max_len(cfg.backbone, frame))
@@ -182,7 +192,7 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all", *, resume
     print(f"kagglekit: {len(frame)} rows, {cfg.n_folds} folds, training fold(s) {fold_list} on {card['device']} ({precision})", flush=True)
     for fold in fold_list:
         result = train_fold(cfg, frame, fold, out / f"fold{fold}", device=device, precision=precision, meta=meta,
-                            metric_name=metric.name, resume=resume)
+                            metric_name=metric.name, resume=resume, feature_graph=graph)
         card = _record_fold(out, result, frame["id"], metric, start)
         print(f"fold {fold}: {metric.name} {result.score:.4f} (epoch {result.best_epoch}); CV over folds {card['cv_folds']}: {card['cv']:.4f}", flush=True)
     return json.loads(card_path.read_text())
@@ -208,6 +218,7 @@ def _record_fold(out: Path, result, order: pd.Series, metric, start: float) -> d
             "seconds": round(result.seconds, 1),
             "history": result.history,
             "surgery": result.surgery,
+            "augmentation": result.augmentation,
         }
         card["cv"] = float(metric.fn(oof["label"].to_numpy(), oof["pred"].to_numpy())) if oof["fold"].nunique() > 1 else result.score
         card["cv_folds"] = sorted(int(f) for f in oof["fold"].unique())
