@@ -38,6 +38,10 @@ class Recipe:
     def read_test(self, path, state: dict) -> pd.DataFrame:
         raise NotImplementedError
 
+    def postprocess(self, preds, state: dict):
+        """Predictions (N,) → the competition's scale for the submission; identity by default."""
+        return preds
+
 
 def check_text(df: pd.DataFrame, columns, *, what: str, path, id_col: str = "id") -> None:
     """Fail on NaN, empty or whitespace-only text, naming the file, column and first bad rows."""
@@ -105,9 +109,11 @@ def _bad_rows(df: pd.DataFrame, bad: pd.Series, id_col: str, value_col: str | No
 
 
 def _registry() -> dict[str, type[Recipe]]:
+    from kagglekit.data.ids import IdsRecipe
+    from kagglekit.data.pairs import PairsRecipe
     from kagglekit.data.uspppm import UspppmRecipe
 
-    return {"uspppm": UspppmRecipe}
+    return {"uspppm": UspppmRecipe, "pairs": PairsRecipe, "ids": IdsRecipe}
 
 
 def get_recipe(name: str | Recipe | type[Recipe]) -> Recipe:
