@@ -18,7 +18,7 @@ import yaml
 # Values a field may take, where the set is closed. Registries (heads, losses) grow with the kit,
 # so those fields are checked against the registries themselves in `validate`.
 CHOICES = {
-    "task": ("uspppm",),
+    "task": ("uspppm", "pairs", "ids"),
     "scheduler": ("linear", "cosine", "constant"),
     "adversary": ("none", "fgm", "pgd", "awp"),
     "precision": ("auto", "fp32", "fp16", "bf16"),
@@ -27,6 +27,14 @@ CHOICES = {
     "output": ("single", "classes", "bins"),
     "head_pool": ("", "cls", "mean", "max", "attention"),
     "target_grouping_by": ("context", "section"),
+    "quoting": ("minimal", "none"),
+    "label_type": ("auto", "regression", "binary"),
+}
+
+# Keys that only one recipe reads: set for another task, they would do nothing.
+TASK_KEYS = {
+    "pairs": ("text_cols", "label_col", "id_col", "sep", "header", "quoting", "keep_columns", "label_type", "label_scale", "group_col"),
+    "uspppm": ("cpc_dir", "cpc_levels", "target_grouping", "target_grouping_by", "group_max_words", "group_sep", "template_a", "template_b"),
 }
 
 
@@ -54,6 +62,18 @@ class Config:
     task: str = "uspppm"  # recipe that reads the competition files into one normalized frame
     train_csv: str = ""  # training file of the recipe's schema
     test_csv: str = ""  # test file, used by predict when --data is not given
+    # pairs recipe: any two-text-column CSV/TSV (STS-B, AFQMC ...)
+    text_cols: str = "sentence1,sentence2"  # pairs: the two text columns, by name or 0-based position
+    label_col: str = "label"  # pairs: the label column, by name or position
+    id_col: str = ""  # pairs: the id column (empty: the row number)
+    sep: str = ""  # pairs: field separator (empty: tab for .tsv/.txt, else comma)
+    header: bool = True  # pairs: the first line names the columns
+    quoting: str = "minimal"  # pairs: minimal | none (csv.QUOTE_NONE: quotes are text, as in STS-B)
+    keep_columns: int = 0  # pairs: keep the first N fields of each row (STS-B: 7); 0: every row has the header's width
+    label_type: str = "auto"  # pairs: auto | regression | binary (auto: binary when all labels are 0/1)
+    label_scale: float = 0.0  # pairs: divide labels by this for training, multiply predictions back (STS-B: 5)
+    group_col: str = ""  # pairs: fold groups (empty: text_a, so a sentence never sits on both sides of a fold)
+    # uspppm recipe
     cpc_dir: str = ""  # CPC titles: a CPCTitleList folder or a titles.csv (code, title); empty: the context code is the text
     cpc_levels: str = "section,class"  # which CPC titles make the context text: section, class, subclass
     target_grouping: bool = False  # uspppm: add the other targets of the same anchor (and context) to each row
@@ -188,6 +208,11 @@ class Config:
         if self.adv_epsilon <= 0 or self.huber_delta <= 0 or self.num_cycles <= 0:
             raise ValueError("config keys 'adv_epsilon', 'huber_delta' and 'num_cycles' must be > 0, got "
                              f"{self.adv_epsilon}, {self.huber_delta}, {self.num_cycles}.")
+        for task, keys in TASK_KEYS.items():
+            changed = [key for key in keys if getattr(self, key) != getattr(Config, key)]
+            if changed and self.task != task:
+                raise ValueError(f"config key(s) {changed} belong to task={task!r} and do nothing with task={self.task!r}: "
+                                 "leave them at their defaults, or set task.")
         for key, users in ONLY_FOR.items():
             kind = self.loss if key == "huber_delta" else self.adversary
             terms = [t.strip() for t in kind.replace("*", "+").split("+")]

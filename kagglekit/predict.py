@@ -122,6 +122,9 @@ def predict(
             print(f"predicted {len(frame)} rows with {folder}", flush=True)
         run_preds.append(np.mean(fold_preds, axis=0))
     preds = np.mean(run_preds, axis=0)
+    from kagglekit.data.recipes import get_recipe
+
+    preds = get_recipe(metas[0]["task"]).postprocess(preds, metas[0].get("recipe_state") or {})  # e.g. back to STS-B's 0-5
 
     id_col, target_col = metas[0].get("id_col", "id"), metas[0].get("target_col", "label")
     sub = pd.DataFrame({id_col: ids.to_numpy(), target_col: preds})
