@@ -1,4 +1,4 @@
-"""The command line: ``kagglekit tiny-model | train | predict`` (also ``python -m kagglekit``).
+"""The command line: ``kagglekit tiny-model | id-vocab | train | pretrain | predict`` (also ``python -m kagglekit``).
 
 Each command imports what it needs when it runs, so ``kagglekit --help`` is instant. Bad input
 exits with status 2 and one line that names the file, column or key and the fix.
@@ -33,6 +33,23 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_id_vocab(args) -> int:
+    from kagglekit.data.ids import build_id_vocab
+
+    path = build_id_vocab([str(f) for f in args.files], args.out, min_freq=args.min_freq)
+    print(f"wrote an id-text tokenizer folder: {path}")
+    return 0
+
+
+def _cmd_pretrain(args) -> int:
+    from kagglekit.pretrain import load_pretrain_config, run_pretraining
+
+    result = run_pretraining(load_pretrain_config(args.config, args.set), resume=args.resume)
+    print(f"pretrained {result['steps']} steps on {result['texts']} texts; final loss {result['final_loss']:.4f}\n"
+          f"backbone folder for kagglekit train: {result['last_dir']}")
+    return 0
+
+
 def _cmd_predict(args) -> int:
     from kagglekit.predict import predict
 
@@ -64,6 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
     p.add_argument("--resume", action="store_true", help="skip complete folds; continue an interrupted fold from its saved state")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("id-vocab", help="a tokenizer folder over desensitized id text (task ids), for pretraining from scratch")
+    p.add_argument("files", nargs="+", help="id-text files (tab-separated; train and test together)")
+    p.add_argument("--out", required=True, help="destination folder")
+    p.add_argument("--min-freq", type=int, default=1, help="rarer ids become [UNK]")
+    p.set_defaults(func=_cmd_id_vocab)
+
+    p = sub.add_parser("pretrain", help="MLM further pretraining (n-gram masking); checkpoints are backbones for train")
+    p.add_argument("--config", help="YAML file of pretraining keys (see kagglekit.pretrain.PretrainConfig)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue from the saved state in output_dir/resume")
+    p.set_defaults(func=_cmd_pretrain)
 
     p = sub.add_parser("predict", help="predict a test file with trained run folders; writes submission.csv")
     p.add_argument("--models", nargs="+", required=True, help="run folders (or model folders)")
