@@ -227,6 +227,9 @@ class Config:
             raise ValueError("config keys 'closure_max'/'closure_ratio' do nothing with closure=false: set closure=true or leave them at 0.")
         if self.closure_max < 0 or not 0 <= self.closure_ratio:
             raise ValueError(f"config keys 'closure_max' and 'closure_ratio' must be >= 0, got {self.closure_max}, {self.closure_ratio}.")
+        if self.closure and self.feature_list():
+            raise ValueError(f"closure=true with feature_columns={self.feature_columns!r}: the new pairs have no values for those "
+                             "columns. Drop feature_columns, or use cooccurrence=true (computed for new pairs too).")
         if self.closure_max and self.closure_ratio:
             raise ValueError("set one of 'closure_max' (a count) and 'closure_ratio' (a share of the training rows), not both.")
         if self.metric and self.metric not in METRICS:

@@ -70,3 +70,8 @@ def test_keys_of_another_task_are_refused():
         load_config(None, ["label_scale=5"])
     with pytest.raises(ValueError, match=r"\['cpc_dir'\] belong to task='uspppm' and do nothing with task='pairs'"):
         load_config(None, ["task=pairs", "cpc_dir=x"])
+
+
+def test_closure_refuses_file_features_it_cannot_fill():
+    with pytest.raises(ValueError, match=r"closure=true with feature_columns='overlap': the new pairs have no values"):
+        load_config(None, ["task=pairs", "closure=true", "feature_columns=overlap"])
