@@ -1,8 +1,9 @@
-"""Train one fold: the loop, its single step function, evaluation every epoch, best checkpoint kept.
+"""Train one fold: the step function, the loop around it, and the model options from the config.
 
-The step runs in the order that makes mixed precision correct: autocast forward and loss → scaled
-backward → unscale → clip the *real* gradient norm → optimizer step (skipped by the scaler on
-inf/NaN) → scaler update → zero grad → scheduler step.
+The step runs in the order that makes mixed precision and adversarial training correct (see
+`train_step`). The loop adds accumulation, evaluation every N steps and at each epoch's end, early
+stopping, EMA, the adversary from its start epoch, the step log, the stop on non-finite losses, and
+a resumable state saved at every evaluation (`kagglekit.train.state`).
 """
 
 from __future__ import annotations
