@@ -356,6 +356,7 @@ def train_fold(
             log_rows.append({"step": step, "epoch": round(epoch + (index + 1) / len(batches), 4), "loss": step_loss,
                              "lr": scheduler.get_last_lr()[0], "score": float("nan")})
             bar.set_postfix(loss=f"{np.nanmean(since_eval[-50:]):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
+                            score=f"{history[-1]['score']:.4f}" if history else "-",
                             best=f"{best['score']:.4f}" if best["score"] is not None else "-", refresh=False)
             last_batch = index + 1 == len(batches)
             if cfg.eval_every and step % cfg.eval_every == 0 and not last_batch:
