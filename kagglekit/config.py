@@ -392,28 +392,43 @@ def load_config(
         >>> cfg.epochs
         1
     """
+    values = read_values(path, overrides, names=set(field_names()), coerce=_coerce, unknown=_unknown_key)
+    return Config(**values).validate()
+
+
+def read_values(path, overrides, *, names: set, coerce, unknown, what: str = "config") -> dict[str, Any]:
+    """Key-value pairs from an optional YAML file, then ``--set`` overrides, each checked and typed.
+
+    Shared by every config of the kit (`load_config`, `kagglekit.pretrain.load_pretrain_config`).
+
+    Args:
+        path: YAML file holding a mapping, or None.
+        overrides: a mapping, or ``key=value`` strings.
+        names: the valid keys.
+        coerce: ``(key, value, source) -> value`` of the key's type.
+        unknown: ``(key, source) -> ValueError`` naming the closest valid key.
+        what: how errors name the file ("config", "pretrain config").
+    """
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}. Pass the YAML file given to --config.")
+            raise FileNotFoundError(f"{what} file not found: {path}. Pass the YAML file given to --config.")
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as err:
-            raise ValueError(f"config file {path} is not valid YAML: {err}") from err
+            raise ValueError(f"{what} file {path} is not valid YAML: {err}") from err
         if not isinstance(loaded, dict):
-            raise ValueError(f"config file {path} must hold a mapping of key: value, got {type(loaded).__name__}.")
-        names = set(field_names())
+            raise ValueError(f"{what} file {path} must hold a mapping of key: value, got {type(loaded).__name__}.")
         for key, value in loaded.items():
             if key not in names:
-                raise _unknown_key(str(key), str(path))
-            values[key] = _coerce(key, value, str(path))
+                raise unknown(str(key), str(path))
+            values[key] = coerce(key, value, str(path))
     if overrides is not None:
         if not isinstance(overrides, Mapping):
             overrides = parse_overrides(overrides)
-        names = set(field_names())
         for key, value in overrides.items():
             if key not in names:
-                raise _unknown_key(key, "--set")
-            values[key] = _coerce(key, value, "--set")
-    return Config(**values).validate()
+                raise unknown(key, "--set")
+            values[key] = coerce(key, value, "--set")
+    return values

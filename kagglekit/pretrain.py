@@ -171,31 +171,10 @@ def load_pretrain_config(path: str | os.PathLike | None = None,
         >>> cfg = load_pretrain_config("configs/pretrain.yaml", ["steps=2000", "files=a.tsv,b.tsv"])
         >>> summary = run_pretraining(cfg)
     """
-    from kagglekit.config import parse_overrides
+    from kagglekit.config import read_values
 
     names = {f.name for f in fields(PretrainConfig)}
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"pretrain config file not found: {path}. Pass the YAML file given to --config.")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise ValueError(f"pretrain config file {path} is not valid YAML: {err}") from err
-        if not isinstance(loaded, dict):
-            raise ValueError(f"pretrain config file {path} must hold a mapping of key: value, got {type(loaded).__name__}.")
-        for key, value in loaded.items():
-            if key not in names:
-                raise _unknown_key(str(key), str(path))
-            values[key] = _coerce(key, value, str(path))
-    if overrides is not None:
-        if not isinstance(overrides, Mapping):
-            overrides = parse_overrides(overrides)
-        for key, value in overrides.items():
-            if key not in names:
-                raise _unknown_key(key, "--set")
-            values[key] = _coerce(key, value, "--set")
+    values = read_values(path, overrides, names=names, coerce=_coerce, unknown=_unknown_key, what="pretrain config")
     return PretrainConfig(**values).validate()
 
 
