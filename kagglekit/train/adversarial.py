@@ -247,6 +247,15 @@ class _EmbeddingAttack(_Adversary):
         fresh = self._fresh.pop(name, None)
         return param.grad if fresh is None else fresh
 
+    def _usable(self):
+        """(name, parameter, gradient, 1 / ||gradient||) of each embedding parameter whose gradient
+        is usable (present, finite, non-zero)."""
+        for name, p in self.params:
+            grad = self._gradient(name, p)
+            inv_norm = _inv_norm(grad)
+            if inv_norm is not None:
+                yield name, p, grad, inv_norm
+
     def restore(self) -> None:
         """Put the embedding weights back bit for bit."""
         super().restore()
@@ -293,11 +302,7 @@ class FGM(_EmbeddingAttack):
     def attack(self) -> bool:
         """Add epsilon · g / ||g|| to each embedding parameter; False when no gradient was usable."""
         moved = False
-        for name, p in self.params:
-            grad = self._gradient(name, p)
-            inv_norm = _inv_norm(grad)
-            if inv_norm is None:
-                continue
+        for name, p, grad, inv_norm in self._usable():
             saved, _ = self._keep(name, p, grad, by_rows=True)
             moved_part = saved.part(p)
             moved_part.add_(saved.part(grad), alpha=self.epsilon * inv_norm)
@@ -335,11 +340,7 @@ class PGD(_EmbeddingAttack):
     def attack(self) -> bool:
         """One step: add alpha · g / ||g||, then project the total perturbation onto the epsilon ball."""
         moved = False
-        for name, p in self.params:
-            grad = self._gradient(name, p)
-            inv_norm = _inv_norm(grad)
-            if inv_norm is None:
-                continue
+        for name, p, grad, inv_norm in self._usable():
             saved, added = self._keep(name, p, grad, by_rows=True)
             step = self.alpha * inv_norm
             delta = self._delta.get(name)  # the total perturbation of the kept part, fp32
