@@ -103,6 +103,17 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def check_file(path: str | os.PathLike, what: str) -> Path:
+    """The path as a Path when it names an existing file; else an error naming the config key and the fix."""
+    path = Path(path)
+    if not str(path) or str(path) == ".":
+        raise ValueError(f"{what} is not set: pass the path of the data file, e.g. --set {what}=data/train.csv")
+    if not path.is_file():
+        hint = " (it is a folder: give the file inside it)" if path.is_dir() else ""
+        raise FileNotFoundError(f"{what}: file not found: {path}{hint}. Check the path, or attach the dataset that holds it.")
+    return path
+
+
 def read_csv(path: str | os.PathLike, *, what: str, required: Iterable[str] = (), **kwargs) -> pd.DataFrame:
     """Read a CSV and check it has the `required` columns.
 
@@ -112,12 +123,7 @@ def read_csv(path: str | os.PathLike, *, what: str, required: Iterable[str] = ()
         required: columns that must be present.
         **kwargs: passed to `pandas.read_csv`.
     """
-    path = Path(path)
-    if not str(path) or str(path) == ".":
-        raise ValueError(f"{what} is not set: pass the path of the CSV file, e.g. --set {what}=data/train.csv")
-    if not path.is_file():
-        hint = " (it is a folder: give the CSV file inside it)" if path.is_dir() else ""
-        raise FileNotFoundError(f"{what}: file not found: {path}{hint}. Check the path, or attach the dataset that holds it.")
+    path = check_file(path, what)
     try:
         df = pd.read_csv(path, **kwargs)
     except UnicodeDecodeError as err:

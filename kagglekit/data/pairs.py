@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kagglekit._io import check_file
 from kagglekit.data.recipes import Recipe, check_ids, numeric_features
 
 LABEL_TYPES = ("auto", "regression", "binary")
@@ -78,12 +79,7 @@ def read_table(path, s: dict, *, what: str) -> tuple[pd.DataFrame, np.ndarray]:
     A csv.reader rather than pandas: with quoting "none" pandas cannot keep the first N fields of
     ragged rows, and the line numbers let every later error point at the line to fix.
     """
-    path = Path(path)
-    if not str(path) or str(path) == ".":
-        raise ValueError(f"{what} is not set: pass the path of the data file, e.g. --set {what}=data/train.csv")
-    if not path.is_file():
-        hint = " (it is a folder: give the file inside it)" if path.is_dir() else ""
-        raise FileNotFoundError(f"{what}: file not found: {path}{hint}. Check the path, or attach the dataset that holds it.")
+    path = check_file(path, what)
     sep = s["sep"] or ("\t" if path.suffix.lower() in (".tsv", ".txt") else ",")
     rows, lines, width, names = [], [], s["keep_columns"], None
     try:
