@@ -17,7 +17,7 @@ def run(*args, env=None):
 def test_help_and_version():
     result = run("--help")
     assert result.returncode == 0
-    for command in ("tiny-model", "train", "predict"):
+    for command in ("tiny-model", "id-vocab", "train", "pretrain", "predict"):
         assert command in result.stdout
     assert run("--version").stdout.strip() == f"kagglekit {kagglekit.__version__}"
 
@@ -55,3 +55,27 @@ def test_predict_on_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert code == 2
     assert "holds no trained fold" in capsys.readouterr().err
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_id_vocab_then_pretrain_from_scratch_then_train(tmp_path, capsys):
+    """The GAIIC chain through the command line: an id vocabulary, MLM from scratch, a fine-tune on the checkpoint."""
+    import json
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    lines = [(" ".join(map(str, rng.integers(1, 60, 6))), " ".join(map(str, rng.integers(1, 60, 5))), int(rng.integers(0, 2))) for _ in range(80)]
+    data = tmp_path / "train.tsv"
+    data.write_text("".join(f"{a}\t{b}\t{y}\n" for a, b, y in lines), encoding="utf-8")
+    assert main(["id-vocab", str(data), "--out", str(tmp_path / "vocab")]) == 0
+    scratch = json.dumps({"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                          "intermediate_size": 64, "max_position_embeddings": 64})
+    assert main(["pretrain", "--set", f"files={data}", "--set", "columns=0,1", "--set", "header=false",
+                 "--set", f"tokenizer_dir={tmp_path / 'vocab'}", "--set", f"from_scratch_config={scratch}", "--set", "steps=4",
+                 "--set", "save_every=2", "--set", "batch_size=8", "--set", f"output_dir={tmp_path / 'mlm'}"]) == 0
+    assert "pretrained 4 steps" in capsys.readouterr().out
+    assert main(["train", "--set", "task=ids", "--set", f"train_csv={data}", "--set", f"backbone={tmp_path / 'mlm' / 'last'}",
+                 "--set", f"output_dir={tmp_path / 'run'}", "--set", "n_folds=2", "--set", "epochs=1", "--set", "max_len=32",
+                 "--fold", "0"]) == 0
+    card = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert card["metric"] == "roc_auc" and "0" in card["folds"]
