@@ -16,6 +16,7 @@ import torch
 
 from kagglekit._io import read_csv, write_csv
 from kagglekit.data.batching import PairEncodings, sorted_batches
+from kagglekit.data.recipes import get_recipe
 from kagglekit.losses import activate
 
 
@@ -55,7 +56,6 @@ def find_fold_dirs(path: str | os.PathLike) -> list[Path]:
 
 def predict_folder(folder: str | os.PathLike, data: str | os.PathLike, *, batch_size: int = 64, device: str = "auto", precision: str = "auto") -> tuple[pd.DataFrame, dict]:
     """Predictions of one model folder on a test file: a frame (id, pred) in test order, and the model's meta."""
-    from kagglekit.data.recipes import get_recipe
     from kagglekit.kaggle import amp_dtype as to_amp_dtype, resolve_device, resolve_precision
     from kagglekit.models.pair_model import load_model_folder
 
@@ -122,8 +122,6 @@ def predict(
             print(f"predicted {len(frame)} rows with {folder}", flush=True)
         run_preds.append(np.mean(fold_preds, axis=0))
     preds = np.mean(run_preds, axis=0)
-    from kagglekit.data.recipes import get_recipe
-
     preds = get_recipe(metas[0]["task"]).postprocess(preds, metas[0].get("recipe_state") or {})  # e.g. back to STS-B's 0-5
 
     id_col, target_col = metas[0].get("id_col", "id"), metas[0].get("target_col", "label")
