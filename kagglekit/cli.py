@@ -1,4 +1,4 @@
-"""The command line: ``kagglekit tiny-model | id-vocab | train | pretrain | predict`` (also ``python -m kagglekit``).
+"""The command line: ``kagglekit tiny-model | id-vocab | train | pretrain | predict | report`` (also ``python -m kagglekit``).
 
 Each command imports what it needs when it runs, so ``kagglekit --help`` is instant. Bad input
 exits with status 2 and one line that names the file, column or key and the fix.
@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     p.set_defaults(func=_cmd_predict)
+
+    from kagglekit.report import add_parser as add_report_parser
+
+    add_report_parser(sub)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""The machine the kit runs on: device and precision choice, offline environment, versions."""
+"""The machine the kit runs on: device and precision choice, offline environment, versions, GPU, git commit."""
 
 from __future__ import annotations
 
@@ -78,3 +78,68 @@ def library_versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+def git_commit(path: str | os.PathLike = ".") -> str | None:
+    """The HEAD commit of the git work tree holding `path`, for the run card.
+
+    A ``-dirty`` suffix says tracked files differ from that commit (untracked files do not count), so
+    the commit alone would not reproduce the code.
+
+    Args:
+        path: any file or folder inside the work tree (default: the working directory).
+
+    Returns:
+        The full commit hash, e.g. ``"3f2c...e1"`` or ``"3f2c...e1-dirty"``; None outside a git work
+        tree, for a path the repository ignores, in a repository with no commit yet, or where the
+        ``git`` binary is missing or fails.
+    """
+    import shutil
+    import subprocess
+
+    git = shutil.which("git")
+    folder = os.fspath(path)
+    if not os.path.isdir(folder):
+        folder = os.path.dirname(folder) or "."
+    if git is None or not os.path.isdir(folder):
+        return None
+
+    def run(*args: str) -> str | None:
+        try:
+            done = subprocess.run([git, "-C", folder, *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = run("rev-parse", "--verify", "--quiet", "HEAD")
+    # an ignored path (a package installed into a .venv inside some repository) is not that repository's code
+    if not commit or run("check-ignore", "-q", os.path.abspath(path)) is not None:
+        return None
+    changes = run("status", "--porcelain", "--untracked-files=no")
+    return f"{commit}-dirty" if changes else commit
+
+
+def gpu_info(device) -> dict | None:
+    """The CUDA GPU a run uses, for the run card: None for any other device.
+
+    Args:
+        device: a ``torch.device`` (as `resolve_device` returns).
+
+    Returns:
+        ``{"name", "memory_gib", "capability", "count", "cuda"}``: the device's name, its total memory
+        in GiB (two decimals), its compute capability (``"sm_75"`` for a T4), how many CUDA devices are
+        visible (folds may run one per GPU) and the CUDA version torch was built with.
+    """
+    import torch
+
+    if device.type != "cuda":
+        return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    props = torch.cuda.get_device_properties(index)
+    return {
+        "name": props.name,
+        "memory_gib": round(props.total_memory / 2**30, 2),
+        "capability": f"sm_{props.major}{props.minor}",
+        "count": torch.cuda.device_count(),
+        "cuda": torch.version.cuda,
+    }

@@ -129,6 +129,29 @@ TRAIN_NEXT = """\
 `run.json` holds this fold's score, epoch history, device and library versions; `oof.csv` its
 out-of-fold predictions."""
 
+TRAIN_REPORT_INTRO = """\
+## Report
+
+The leaderboard of the runs under `OUTPUT_DIR` (each fold's score, the CV, and the public LB once you
+store it with `kagglekit report RUNS_DIR --lb RUN=SCORE`) and their plots: the learning curve of each
+fold, the out-of-fold predictions against the labels, the score per fold. They are written to
+`report/` beside the run folder, not into it: `kaggle datasets create -p run` leaves them out."""
+
+TRAIN_REPORT = '''\
+from pathlib import Path
+from IPython.display import Image, Markdown, display
+from kagglekit.report import write_report
+
+report = write_report(OUTPUT_DIR, Path(OUTPUT_DIR).parent / "report")
+for message in report.skipped:
+    print(message)
+display(Markdown(report.markdown.read_text()))'''
+
+TRAIN_PLOTS = '''\
+for plot in report.plots:
+    print(plot.relative_to(report.markdown.parent))
+    display(Image(filename=str(plot)))'''
+
 # ---------------------------------------------------------------------------------------------
 # inference.ipynb
 
@@ -207,6 +230,9 @@ def build() -> dict[str, nbformat.NotebookNode]:
         _code("train", TRAIN_RUN),
         _code("dataset", TRAIN_DATASET),
         _md("next", TRAIN_NEXT),
+        _md("report-intro", TRAIN_REPORT_INTRO),
+        _code("report", TRAIN_REPORT),
+        _code("plots", TRAIN_PLOTS),
     ])
     inference = _notebook([
         _md("intro", INFERENCE_INTRO),

@@ -248,3 +248,14 @@ def test_inference_notebook_averages_both_folds(setup, submission):
     nb, _ = submission
     text = text_output(nb)
     assert "fold0" in text and "fold1" in text and f"wrote {setup['tmp'] / 'submission.csv'}" in text
+
+
+def test_train_notebook_shows_the_report(setup, trained):
+    report = setup["tmp"] / "report"
+    outputs = [o for cell in trained[1].cells for o in cell.get("outputs", [])]
+    markdown = [o["data"]["text/markdown"] for o in outputs if "text/markdown" in o.get("data", {})]
+    assert len(markdown) == 1 and "| 1 | **run** (best) |" in markdown[0]
+    assert markdown[0] == (report / "leaderboard.md").read_text()
+    names = ["run/curve_fold0.png", "run/curve_fold1.png", "run/oof.png", "run/folds.png"]
+    assert all(name in text_output(trained[1]) and (report / name).is_file() for name in names)
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == len(names)

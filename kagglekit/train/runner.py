@@ -16,6 +16,7 @@ from typing import Iterable
 import pandas as pd
 import yaml
 
+import kagglekit
 from kagglekit._io import file_lock, write_csv, write_json
 from kagglekit.config import Config
 from kagglekit.data.recipes import get_recipe
@@ -109,7 +110,7 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all", *, resume
         >>> card = train_folds(cfg, folds=0)
         >>> card["cv"]
     """
-    from kagglekit.kaggle import describe_device, library_versions, resolve_device, resolve_precision
+    from kagglekit.kaggle import describe_device, git_commit, gpu_info, library_versions, resolve_device, resolve_precision
     from kagglekit.metrics import get_metric
     from kagglekit.train.loop import train_fold
     from kagglekit.train.parallel import default_launcher, plan, run_folds_parallel, visible_gpus
@@ -133,6 +134,7 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all", *, resume
         graph = CooccurrenceGraph(frame, test)
         frame[list(FEATURE_NAMES)] = graph.transform(frame).to_numpy()
         state["cooccurrence_pairs"] = frame[["text_a", "text_b"]].to_numpy().tolist()
+    extra = read_extra(cfg, recipe, state, frame, graph)
     user_cfg = cfg  # what config.yaml keeps: max_len=0 stays "from the data", the derived value goes to the folds
     if cfg.max_len == 0:
         cfg = dataclasses.replace(cfg, max_len=derive_max_len(cfg.backbone, frame))
@@ -170,6 +172,9 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all", *, resume
                 "max_len": cfg.max_len,
                 "versions": library_versions(),
                 "device": describe_device(device),
+                "gpu": gpu_info(device),  # name, memory_gib, capability, count, cuda; None off CUDA
+                "git_commit": git_commit(),  # the working directory's repository; None outside one
+                "kagglekit_commit": git_commit(Path(kagglekit.__file__).parent),  # the kit's source, when a checkout
                 "precision": precision,
                 "metric": metric.name,
                 "higher_is_better": metric.higher_is_better,
@@ -192,10 +197,47 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all", *, resume
     print(f"kagglekit: {len(frame)} rows, {cfg.n_folds} folds, training fold(s) {fold_list} on {card['device']} ({precision})", flush=True)
     for fold in fold_list:
         result = train_fold(cfg, frame, fold, out / f"fold{fold}", device=device, precision=precision, meta=meta,
-                            metric_name=metric.name, resume=resume, feature_graph=graph)
+                            metric_name=metric.name, resume=resume, feature_graph=graph, extra=extra)
         card = _record_fold(out, result, frame["id"], metric, start)
         print(f"fold {fold}: {metric.name} {result.score:.4f} (epoch {result.best_epoch}); CV over folds {card['cv_folds']}: {card['cv']:.4f}", flush=True)
     return json.loads(card_path.read_text())
+
+
+def read_extra(cfg: Config, recipe, state: dict, frame: pd.DataFrame, graph=None) -> pd.DataFrame | None:
+    """The rows of ``extra_train_csv`` (pseudo labels, external data), read like train_csv, or None.
+
+    Labels may be soft (e.g. pseudo-label probabilities for a 0/1 task) but must lie in the task's
+    label range. Their ids must not be ids of train_csv: a row is either labelled data (with a fold)
+    or an extra (training folds only). With ``cooccurrence`` they get their features from the graph
+    of train + test.
+    """
+    if not cfg.extra_train_csv:
+        return None
+    extra_state = dict(state)
+    binary = getattr(recipe, "label_type", None) == "binary"
+    if binary:
+        extra_state["label_type"] = "regression"  # soft labels are welcome; the range is checked below
+    extra = get_recipe(cfg.task).read_train(cfg.extra_train_csv, extra_state)  # its own reader: settings stay the train file's
+    low, high = recipe.label_range
+    bad = ~extra["label"].between(low, high)
+    if bad.any():
+        raise ValueError(
+            f"extra_train_csv: {cfg.extra_train_csv}: {int(bad.sum())} label(s) outside train_csv's range [{low:g}, {high:g}], "
+            f"e.g. id {extra.loc[bad, 'id'].iloc[0]!r} with {float(extra.loc[bad, 'label'].iloc[0]):g}. Use labels in that range "
+            "(probabilities for a 0/1 task)."
+        )
+    clash = sorted(set(extra["id"]) & set(frame["id"]))
+    if clash:
+        raise ValueError(
+            f"extra_train_csv: {cfg.extra_train_csv}: {len(clash)} id(s) are also train_csv ids, e.g. {clash[:3]}. "
+            "Extra rows must be new rows: give them their own ids (e.g. 'pseudo:<id>'), or drop those already in train_csv."
+        )
+    if graph is not None:
+        from kagglekit.data.features import FEATURE_NAMES
+
+        extra[list(FEATURE_NAMES)] = graph.transform(extra).to_numpy()
+    print(f"kagglekit: extra_train_csv: {len(extra)} rows with loss weight {cfg.extra_weight:g}, for the training folds", flush=True)
+    return extra
 
 
 def _fold_complete(out: Path, fold: int, card: dict) -> bool:

@@ -1,0 +1,455 @@
+"""Compare run folders: a leaderboard (CSV and markdown) with CV beside the public LB, and plots.
+
+``kagglekit report RUNS_DIR`` finds every run folder (a folder with ``run.json``) under RUNS_DIR and
+writes into ``--out`` (default ``RUNS_DIR/report``): ``leaderboard.csv``, ``leaderboard.md``, and per
+run ``<run>/curve_fold{K}.png``, ``<run>/oof.png``, ``<run>/folds.png``; a ``blend_*.png`` per
+``weights.json``. Runs of different tasks or metrics are never ranked together: each (task, metric)
+pair gets its own table, ranked in that metric's direction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from kagglekit._io import atomic_path, read_csv, write_csv, write_json, write_text
+
+LB_FILE = "lb.json"
+WEIGHTS_FILE = "weights.json"
+RUN_FILE = "run.json"
+_FOLD_DIR = re.compile(r"fold(\d+)$")
+_GENERIC_NAMES = {"model", "last", "best", "final"}  # a backbone folder named so is shown with its parent
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run folder: its name in the report, its path, its run card and its stored public LB score."""
+
+    name: str
+    path: Path
+    card: dict
+    lb: float | None = None
+
+
+@dataclass
+class Report:
+    """What `write_report` wrote: the leaderboard table, its files, the plots and the folders skipped."""
+
+    table: pd.DataFrame
+    csv: Path
+    markdown: Path
+    plots: list[Path] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding runs, public LB scores
+
+
+def find_runs(root: str | os.PathLike, *, exclude: str | os.PathLike | None = None) -> tuple[list[Run], list[str], list[Path]]:
+    """Every run folder under `root` (`root` itself may be one), sorted by name.
+
+    Args:
+        root: the folder to search.
+        exclude: a folder not to search (the report's own output).
+
+    Returns:
+        The runs; one message per folder skipped (a run-like folder without ``run.json``, a card
+        that is not JSON, a run with no finished fold); the ``weights.json`` files seen on the way.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"RUNS_DIR: folder not found: {root}. Pass the folder that holds your run folders.")
+    excluded = Path(exclude).resolve() if exclude is not None else None
+    runs, skipped, weights = [], [], []
+    for folder, subdirs, files in os.walk(root):
+        here = Path(folder)
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith(".") and (here / d).resolve() != excluded)
+        if WEIGHTS_FILE in files:
+            weights.append(here / WEIGHTS_FILE)
+        if RUN_FILE in files:
+            name = here.resolve().name if here == root else here.relative_to(root).as_posix()
+            run, reason = _load_run(name, here)
+            if run is None:
+                skipped.append(f"skipped {here}: {reason}")
+            else:
+                runs.append(run)
+            subdirs[:] = []  # fold folders hold no other runs
+        elif _looks_like_run(files, subdirs):
+            skipped.append(f"skipped {here}: no {RUN_FILE} (not written by kagglekit train, or copied without it)")
+            subdirs[:] = []
+    return sorted(runs, key=lambda r: r.name), skipped, weights
+
+
+def _looks_like_run(files: list[str], subdirs: list[str]) -> bool:
+    return "oof.csv" in files or "folds.csv" in files or any(_FOLD_DIR.match(d) for d in subdirs)
+
+
+def _load_run(name: str, folder: Path) -> tuple[Run | None, str]:
+    try:
+        card = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        return None, f"{RUN_FILE} is not valid JSON ({err})"
+    if not isinstance(card, dict) or card.get("cv") is None or not card.get("folds"):
+        return None, f"{RUN_FILE} has no finished fold yet (no cv)"
+    return Run(name, folder, card, read_lb(folder)), ""
+
+
+def read_lb(run_dir: str | os.PathLike) -> float | None:
+    """The public LB score stored in a run folder, or None."""
+    path = Path(run_dir) / LB_FILE
+    if not path.is_file():
+        return None
+    return float(json.loads(path.read_text(encoding="utf-8"))["lb"])
+
+
+def store_lb(run_dir: str | os.PathLike, score: float) -> Path:
+    """Store (or replace) the public LB score of a run in ``lb.json``, atomically."""
+    if not math.isfinite(score):
+        raise ValueError(f"--lb: the score must be a finite number, got {score!r}.")
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return write_json(Path(run_dir) / LB_FILE, {"lb": float(score), "updated": stamp})
+
+
+def parse_lb(text: str) -> tuple[str, float]:
+    """``"RUN=0.8376"`` → ``("RUN", 0.8376)``; bad syntax raises ValueError showing the form."""
+    name, sep, value = text.rpartition("=")
+    try:
+        score = float(value)
+    except ValueError:
+        score = math.nan
+    if not sep or not name.strip() or not math.isfinite(score):
+        raise ValueError(f"--lb {text!r}: expected RUN=SCORE with a run name and a finite number, e.g. --lb demo=0.8376.")
+    return name.strip(), score
+
+
+def resolve_run(runs: Iterable[Run], name: str) -> Run:
+    """The run called `name` (its path under RUNS_DIR, or its folder name when that is unique)."""
+    runs = list(runs)
+    matches = [r for r in runs if r.name == name] or [r for r in runs if r.path.name == name]
+    if len(matches) != 1:
+        why = "matches several runs" if matches else "is not a run found"
+        raise ValueError(f"--lb {name}=...: {name!r} {why}; the runs are: {', '.join(r.name for r in runs)}.")
+    return matches[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# The leaderboard
+
+
+def leaderboard(runs: Iterable[Run]) -> pd.DataFrame:
+    """One row per run, grouped by (task, metric), each group ranked by CV in its metric's direction.
+
+    Columns: ``rank, run, best, task, metric, backbone, head, loss, adversary, folds, fold{K}...,
+    cv, lb, time_s`` (``fold{K}``: that fold's score; ``folds``: trained/total; ``time_s``: the sum
+    of the folds' training seconds).
+    """
+    rows = [_row(run) for run in runs]
+    if not rows:
+        raise ValueError("leaderboard: no runs to rank.")
+    frame = pd.DataFrame(rows)
+    fold_cols = sorted((c for c in frame.columns if _FOLD_DIR.match(c)), key=lambda c: int(c[4:]))
+    groups = []
+    for (_, _, higher), group in frame.groupby(["task", "metric", "higher_is_better"], sort=True):
+        group = group.sort_values(["cv", "run"], ascending=[not higher, True], kind="stable")
+        groups.append(group.assign(rank=range(1, len(group) + 1), best=[True] + [False] * (len(group) - 1)))
+    columns = ["rank", "run", "best", "task", "metric", "backbone", "head", "loss", "adversary", "folds",
+               *fold_cols, "cv", "lb", "time_s"]
+    return pd.concat(groups, ignore_index=True)[columns]
+
+
+def _row(run: Run) -> dict:
+    card, config = run.card, run.card.get("config", {})
+    folds = card.get("folds", {})
+    row = {
+        "run": run.name,
+        "task": card.get("task", config.get("task", "")),
+        "metric": card.get("metric", ""),
+        "higher_is_better": bool(card.get("higher_is_better", True)),
+        "backbone": short_backbone(config.get("backbone", "")),
+        "head": config.get("head", ""),
+        "loss": card.get("loss", config.get("loss", "")),
+        "adversary": config.get("adversary", ""),
+        "folds": f"{len(folds)}/{config.get('n_folds', len(folds))}",
+        "cv": float(card["cv"]),
+        "lb": run.lb,
+        "time_s": round(sum(float(f.get("seconds", 0.0)) for f in folds.values()), 1),
+    }
+    row.update({f"fold{k}": float(f["score"]) for k, f in folds.items()})
+    return row
+
+
+def short_backbone(path: str) -> str:
+    """A model folder's name (``.../deberta-v3-large`` → ``deberta-v3-large``); generic names keep their parent."""
+    parts = Path(path).parts
+    if len(parts) >= 2 and (parts[-1] in _GENERIC_NAMES or parts[-1].startswith("checkpoint-")):
+        return "/".join(parts[-2:])
+    return parts[-1] if parts else ""
+
+
+def to_markdown(table: pd.DataFrame, blends: Iterable[tuple[str, dict]] = ()) -> str:
+    """The leaderboard as markdown: one section per (task, metric), the best run in bold; then the blends."""
+    lines = ["# Leaderboard", ""]
+    for (task, metric), group in table.groupby(["task", "metric"], sort=False):
+        folds = [c for c in group.columns if _FOLD_DIR.match(c) and group[c].notna().any()]
+        head = ["rank", "run", "backbone", "head", "loss", "adversary", "folds", *folds, "CV", "LB", "time"]
+        lines += [f"## {task}: {metric}", "", _md_row(head), _md_row(["---"] * len(head))]
+        for _, r in group.iterrows():
+            run = f"**{r['run']}** (best)" if r["best"] else r["run"]
+            cells = [r["rank"], run, r["backbone"], r["head"], r["loss"], r["adversary"], r["folds"],
+                     *(_num(r[c]) for c in folds), _num(r["cv"]), _num(r["lb"]), _duration(r["time_s"])]
+            lines.append(_md_row(cells))
+        lines.append("")
+    blends = list(blends)
+    if blends:
+        lines += ["## Blends", "", _md_row(["weights", "method", "metric", "CV", "runs"]), _md_row(["---"] * 5)]
+        for label, spec in blends:
+            parts = ", ".join(f"{r['name']} {float(r['weight']):.3f}" for r in spec["runs"])
+            lines.append(_md_row([label, spec.get("method", ""), spec.get("metric", ""), _num(spec.get("cv")), parts]))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _md_row(cells: Iterable) -> str:
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
+def _num(value) -> str:
+    return "" if value is None or pd.isna(value) else f"{float(value):.4f}"
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)  # headless: notebooks and CI have no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    _pyplot().close(fig)
+    return path
+
+
+def plot_learning_curves(run: Run, out_dir: Path) -> list[Path]:
+    """``curve_fold{K}.png`` for each fold with a ``train_log.csv`` (loss and validation score per step)."""
+    from kagglekit.train.curves import LOG_FILE, plot_curve
+
+    paths = []
+    for log in sorted(run.path.glob(f"fold*/{LOG_FILE}"), key=lambda p: p.parent.name):
+        match = _FOLD_DIR.match(log.parent.name)
+        if match:
+            frame = read_csv(log, what=f"{run.name}/{log.parent.name}/{LOG_FILE}", required=("step", "loss", "score"))
+            paths.append(plot_curve(frame, out_dir / f"curve_fold{match.group(1)}.png",
+                                    metric=run.card.get("metric", "score"), title=f"{run.name}: fold {match.group(1)}"))
+    return paths
+
+
+def plot_oof(run: Run, out_dir: Path) -> Path | None:
+    """``oof.png``: out-of-fold predictions against labels (scatter, mean per label) and both histograms."""
+    path = run.path / "oof.csv"
+    if not path.is_file():
+        return None
+    oof = read_csv(path, what=f"{run.name}/oof.csv", required=("label", "pred"))
+    label, pred = oof["label"].to_numpy(float), oof["pred"].to_numpy(float)
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    values = np.unique(label)
+    x = label
+    if 1 < len(values) <= 20:  # discrete labels: spread the points sideways so the columns show their density
+        gap = float(np.diff(values).min())
+        x = label + np.random.default_rng(0).uniform(-0.15, 0.15, len(label)) * gap
+        means = [pred[label == v].mean() for v in values]
+        left.plot(values, means, "D-", color="tab:red", label="mean pred per label")
+        left.legend(fontsize=8, loc="upper left")
+    left.scatter(x, pred, s=6, alpha=0.3, color="tab:blue")
+    left.set_xlabel("label")
+    left.set_ylabel("OOF prediction")
+    left.set_title(f"{run.name}: OOF {run.card.get('metric', '')} {float(run.card['cv']):.4f}")
+    bins = np.histogram_bin_edges(np.concatenate([label, pred]), bins=40)
+    right.hist(label, bins=bins, alpha=0.5, color="tab:green", label="label")
+    right.hist(pred, bins=bins, alpha=0.5, color="tab:blue", label="prediction")
+    right.set_xlabel("value")
+    right.set_ylabel("rows")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out_dir / "oof.png")
+
+
+def plot_fold_scores(run: Run, out_dir: Path) -> Path:
+    """``folds.png``: each fold's score as a bar, the CV as a dashed line."""
+    folds = sorted(run.card["folds"].items(), key=lambda kv: int(kv[0]))
+    scores = [float(f["score"]) for _, f in folds]
+    cv = float(run.card["cv"])
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    low, high = min(scores + [cv]), max(scores + [cv])
+    pad = max(0.15 * (high - low), 0.01)
+    floor = low - pad  # bars rise from just below the lowest score, not from 0: folds differ in the third decimal
+    bars = ax.bar([f"fold {k}" for k, _ in folds], [s - floor for s in scores], bottom=floor, color="tab:blue")
+    ax.bar_label(bars, labels=[f"{s:.4f}" for s in scores], fontsize=8)
+    ax.axhline(cv, color="tab:red", linestyle="--", label=f"CV {cv:.4f}")
+    ax.set_ylim(floor, high + pad)
+    ax.set_ylabel(run.card.get("metric", "score"))
+    ax.set_title(f"{run.name}: score per fold")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return _save(fig, out_dir / "folds.png")
+
+
+def read_weights(path: str | os.PathLike) -> dict:
+    """A blend's ``weights.json`` (written by ``kagglekit ensemble``), checked for the fields the plot needs."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--weights: file not found: {path}. Pass the weights.json written by kagglekit ensemble.")
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"--weights: {path} is not valid JSON ({err}); pass the weights.json written by kagglekit ensemble.") from err
+    runs = spec.get("runs") if isinstance(spec, dict) else None
+    if not runs or not all(isinstance(r, dict) and "name" in r and isinstance(r.get("weight"), (int, float)) for r in runs):
+        raise ValueError(f"--weights: {path} needs a 'runs' list of {{'name': ..., 'weight': number}}; "
+                         "pass the weights.json written by kagglekit ensemble.")
+    return spec
+
+
+def plot_weights(spec: dict, path: Path, *, title: str) -> Path:
+    """A blend's weights as bars, largest first, each run's own CV under its name."""
+    runs = sorted(spec["runs"], key=lambda r: -float(r["weight"]))
+    names = [r["name"] + (f"\nCV {float(r['cv']):.4f}" if r.get("cv") is not None else "") for r in runs]
+    weights = [float(r["weight"]) for r in runs]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(runs) + 2), 4), dpi=100)
+    bars = ax.bar(names, weights, color="tab:purple")
+    ax.bar_label(bars, labels=[f"{w:.3f}" for w in weights], fontsize=8)
+    ax.set_ylim(0, max(weights) * 1.15)
+    ax.set_ylabel("weight")
+    cv = f", {spec.get('metric', '')} CV {float(spec['cv']):.4f}" if spec.get("cv") is not None else ""
+    ax.set_title(f"{title}: {spec.get('method', '')}{cv}")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+
+
+def write_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
+                 lb: Mapping[str, float] | None = None, weights: Iterable[str | os.PathLike] = ()) -> Report:
+    """Store LB scores, then write the leaderboard and every plot for the runs under `runs_dir`.
+
+    Args:
+        runs_dir: a folder of run folders, or one run folder.
+        out: the report folder (default ``runs_dir/report``); it is never searched for runs.
+        lb: public LB scores by run name (``{"demo": 0.8376}``), stored in each run's ``lb.json``
+            first; a name that is not a run found is an error listing the runs.
+        weights: ``weights.json`` files to plot besides those found under `runs_dir`.
+
+    Returns:
+        A `Report`: the table, the CSV and markdown paths, the plots, the folders skipped.
+
+    Example:
+        >>> report = write_report("runs", lb={"deberta-v3": 0.8376})
+        >>> print(report.markdown.read_text())
+    """
+    runs_dir = Path(runs_dir)
+    out = Path(out) if out is not None else runs_dir / "report"
+    runs, skipped, found_weights = find_runs(runs_dir, exclude=out)
+    if not runs:
+        raise ValueError(f"RUNS_DIR: no run folder (a folder with {RUN_FILE}) under {runs_dir}. "
+                         "Pass the output_dir of kagglekit train, or the folder that holds several.")
+    for run, score in [(resolve_run(runs, name), score) for name, score in (lb or {}).items()]:  # all names checked first
+        store_lb(run.path, score)
+    runs = [Run(r.name, r.path, r.card, read_lb(r.path)) for r in runs]
+    table = leaderboard(runs)
+
+    blends, plots = [], []
+    explicit = [Path(p) for p in weights]
+    for path in _unique_paths(explicit + found_weights):
+        try:
+            spec = read_weights(path)
+        except ValueError as err:
+            if path in explicit:
+                raise
+            skipped.append(f"skipped {path}: {err}")
+            continue
+        label = _weights_label(path, runs_dir)
+        blends.append((label, spec))
+        plots.append(plot_weights(spec, out / f"blend_{re.sub(r'[^A-Za-z0-9_.-]+', '_', label)}.png", title=label))
+    for run in runs:
+        run_out = out / run.name
+        plots += plot_learning_curves(run, run_out)
+        plots += [p for p in (plot_oof(run, run_out), plot_fold_scores(run, run_out)) if p is not None]
+
+    csv = write_csv(out / "leaderboard.csv", table)
+    markdown = write_text(out / "leaderboard.md", to_markdown(table, blends))
+    return Report(table, csv, markdown, plots, skipped)
+
+
+def _unique_paths(paths: Iterable[Path]) -> list[Path]:
+    seen, out = set(), []
+    for path in paths:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            out.append(path)
+    return out
+
+
+def _weights_label(path: Path, runs_dir: Path) -> str:
+    """The blend's name: its folder under RUNS_DIR (``ensemble``), or the folder's own name outside it."""
+    try:
+        rel = path.parent.resolve().relative_to(runs_dir.resolve()).as_posix()
+    except ValueError:
+        rel = path.parent.resolve().name
+    return rel if rel != "." else "blend"
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    lb = dict(parse_lb(text) for text in args.lb)
+    report = write_report(args.runs_dir, args.out, lb=lb, weights=args.weights)
+    for message in report.skipped:
+        print(f"kagglekit report: {message}")
+    print(report.markdown.read_text(encoding="utf-8"))
+    print(f"wrote {report.csv}, {report.markdown} and {len(report.plots)} plots under {report.markdown.parent}")
+    return 0
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``kagglekit report RUNS_DIR [--lb RUN=SCORE ...] [--weights FILE ...] [--out DIR]``."""
+    p = subparsers.add_parser("report", help="leaderboard (CSV + markdown, CV beside LB) and plots of the run folders under RUNS_DIR")
+    p.add_argument("runs_dir", metavar="RUNS_DIR", help="a folder of run folders (those with run.json), or one run folder")
+    p.add_argument("--lb", action="append", default=[], metavar="RUN=SCORE",
+                   help="store a run's public LB score in its lb.json (repeatable; a later call replaces it)")
+    p.add_argument("--weights", action="append", default=[], metavar="FILE",
+                   help="a blend's weights.json to plot besides those found under RUNS_DIR (repeatable)")
+    p.add_argument("--out", help="report folder (default RUNS_DIR/report)")
+    p.set_defaults(func=_cmd_report)
+    return p
