@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -89,6 +90,8 @@ class Config:
     closure_max: int = 0  # closure: at most this many new pairs per fold (0: no cap)
     closure_ratio: float = 0.0  # closure: at most this share of the training rows as new pairs (0: no cap)
     swap: bool = False  # symmetric tasks: add each training pair with its texts swapped
+    extra_train_csv: str = ""  # extra labelled rows (pseudo labels, external data) in train_csv's schema: training folds only
+    extra_weight: float = 1.0  # extra_train_csv: the loss weight of its rows (e.g. 0.5 for pseudo labels)
     # --- folds ---
     n_folds: int = 5  # grouped, stratified folds
     fold_seed: int = 42  # folds depend only on this seed and the data, so separate fold runs agree
@@ -223,6 +226,11 @@ class Config:
         if not 0 <= self.mixout < 1:
             raise ValueError(f"config key 'mixout' must be in [0, 1), got {self.mixout}.")
         self.model_features()
+        if self.extra_weight != 1.0 and not self.extra_train_csv:
+            raise ValueError(f"config key 'extra_weight' ({self.extra_weight!r}) does nothing without extra_train_csv: set "
+                             "extra_train_csv to the file of extra rows, or leave extra_weight at 1.")
+        if not (isinstance(self.extra_weight, (int, float)) and math.isfinite(self.extra_weight) and self.extra_weight > 0):
+            raise ValueError(f"config key 'extra_weight' must be a number > 0, got {self.extra_weight!r} (e.g. 0.5 for pseudo labels).")
         if (self.closure_max or self.closure_ratio) and not self.closure:
             raise ValueError("config keys 'closure_max'/'closure_ratio' do nothing with closure=false: set closure=true or leave them at 0.")
         if self.closure_max < 0 or not 0 <= self.closure_ratio:

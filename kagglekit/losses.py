@@ -5,6 +5,11 @@ predictions and `predict` agree with what was trained, and which output kinds it
 (`kagglekit.targets`): ``bce``/``mse``/``huber``/``pearson`` a single score, ``ce``/``kl`` the
 distributions of ``classes`` and ``bins`` outputs. Weighted sums are named by a spec string:
 ``get_loss("bce+0.5*pearson")``.
+
+Every loss also takes optional per-row sample weights, ``fn(logits, targets, weights)``: the
+per-row losses times their weights, averaged over the batch's rows, so a row of weight 0.5 (a
+pseudo label, say) pulls half as hard as a labelled one, whatever else its batch holds; ``pearson``
+becomes the weighted correlation. Without weights each is the plain batch mean.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import torch.nn.functional as F
 @dataclass(frozen=True)
 class Loss:
     name: str
-    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, targets) -> scalar
+    fn: Callable[..., torch.Tensor]  # (logits, targets, weights=None) -> scalar
     activation: str  # "sigmoid", "identity" or "expected": logits -> predictions in the label's space
     outputs: tuple[str, ...] = ("single",)  # the output kinds it trains
 
@@ -30,49 +35,58 @@ class Loss:
 # Losses are computed in fp32: under fp16 autocast the logits may be half precision.
 
 
-def _bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+def _mean(per_row: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """The batch mean of per-row losses (B,), each times its sample weight when there are weights."""
+    if weights is None:
+        return per_row.mean()
+    return (per_row * weights.float().reshape(per_row.shape)).mean()
 
 
-def _mse(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.mse_loss(logits.float(), labels.float())
+def _bce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    return _mean(F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="none"), weights)
 
 
-def _soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def _mse(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    return _mean(F.mse_loss(logits.float(), labels.float(), reduction="none"), weights)
+
+
+def _soft_ce(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy against a target distribution: logits (B, C), target (B, C) rows summing to 1."""
-    return -(target * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
+    return _mean(-(target * F.log_softmax(logits.float(), dim=-1)).sum(-1), weights)
 
 
-def _kl(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def _kl(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """KL(target || softmax(logits)), averaged over rows; zero when the prediction equals the target."""
-    return F.kl_div(F.log_softmax(logits.float(), dim=-1), target.float(), reduction="batchmean")
+    return _mean(F.kl_div(F.log_softmax(logits.float(), dim=-1), target.float(), reduction="none").sum(-1), weights)
 
 
-def _huber(logits: torch.Tensor, labels: torch.Tensor, delta: float = 1.0) -> torch.Tensor:
+def _huber(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None, delta: float = 1.0) -> torch.Tensor:
     """0.5 d² where |d| <= delta, delta (|d| - delta / 2) beyond: mse near the label, robust to outliers."""
-    return F.huber_loss(logits.float(), labels.float(), delta=delta)
+    return _mean(F.huber_loss(logits.float(), labels.float(), delta=delta, reduction="none"), weights)
 
 
-def _centred(values: torch.Tensor) -> torch.Tensor:
-    """(B,) → deviations from the mean; exactly zero for a constant batch (not the mean's rounding noise)."""
+def _centred(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """(B,) → deviations from the weighted mean; exactly zero for a constant batch (not rounding noise)."""
     varies = (values.amax() != values.amin()).to(values.dtype)
-    return (values - values.mean()) * varies
+    return (values - (values * weights).sum() / weights.sum()) * varies
 
 
-def _pearson_r(preds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation over the batch in fp32; 0 where it is undefined (either side constant)."""
-    x, y = _centred(preds.float().reshape(-1)), _centred(labels.float().reshape(-1))  # (B,), (B,)
-    sxx, syy = (x * x).sum(), (y * y).sum()
+def _pearson_r(preds: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """(Weighted) Pearson correlation over the batch in fp32; 0 where it is undefined (either side constant)."""
+    p, t = preds.float().reshape(-1), labels.float().reshape(-1)  # (B,), (B,)
+    w = torch.ones_like(p) if weights is None else weights.float().reshape(-1)
+    x, y = _centred(p, w), _centred(t, w)
+    sxx, syy = (w * x * x).sum(), (w * y * y).sum()
     one = torch.ones_like(sxx)
     # A zero sum of squares (its numerator is 0 then) is divided as 1: r = 0 and finite gradients,
     # where sqrt(0) in the denominator would put inf and NaN into backward.
-    return (x * y).sum() / (torch.where(sxx > 0, sxx, one).sqrt() * torch.where(syy > 0, syy, one).sqrt())
+    return (w * x * y).sum() / (torch.where(sxx > 0, sxx, one).sqrt() * torch.where(syy > 0, syy, one).sqrt())
 
 
-def _pearson(preds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def _pearson(preds: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """1 - Pearson r over the batch, in [0, 2]. A constant batch (all labels equal, a batch of one
     row, or all predictions equal) gives 1 and a zero gradient: no signal rather than NaN."""
-    return 1 - _pearson_r(preds, labels)
+    return 1 - _pearson_r(preds, labels, weights)
 
 
 LOSSES: dict[str, Loss] = {
@@ -131,13 +145,13 @@ def _parse(spec: str) -> list[tuple[float, str]]:
     return terms
 
 
-def _on_predictions(fn: Callable, activation: str, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def _on_predictions(fn: Callable, activation: str, logits: torch.Tensor, targets: torch.Tensor, weights=None) -> torch.Tensor:
     assert activation in ("identity", "sigmoid"), activation  # single-output activations only
-    return fn(activate(logits, activation), targets)
+    return fn(activate(logits, activation), targets, weights)
 
 
-def _weighted_sum(terms: tuple, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return sum(weight * fn(logits, targets) for weight, fn in terms)
+def _weighted_sum(terms: tuple, logits: torch.Tensor, targets: torch.Tensor, weights=None) -> torch.Tensor:
+    return sum(weight * fn(logits, targets, weights) for weight, fn in terms)
 
 
 def _combine(spec: str, terms: list[tuple[float, Loss]]) -> Loss:

@@ -23,9 +23,10 @@ class PairEncodings:
         max_len: pairs longer than this are truncated, the longer text first.
         labels: optional float labels, length N.
         features: optional numeric features per row, shape (N, K); batches carry them as ``features``.
+        weights: optional per-row loss weights, length N; batches carry them as ``weights``.
     """
 
-    def __init__(self, tokenizer, text_a: Sequence[str], text_b: Sequence[str], max_len: int, labels=None, features=None):
+    def __init__(self, tokenizer, text_a: Sequence[str], text_b: Sequence[str], max_len: int, labels=None, features=None, weights=None):
         types = _uses_token_types(tokenizer)
         enc = tokenizer(
             list(text_a),
@@ -42,6 +43,7 @@ class PairEncodings:
         self.lengths = np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64, count=len(self.input_ids))
         self.labels = None if labels is None else np.asarray(labels, dtype=np.float32)
         self.features = None if features is None else np.asarray(features, dtype=np.float32).reshape(len(self.input_ids), -1)
+        self.weights = None if weights is None else np.asarray(weights, dtype=np.float32).reshape(len(self.input_ids))
         self.pad_id = tokenizer.pad_token_id
         if self.pad_id is None:
             raise ValueError(
@@ -72,6 +74,8 @@ class PairEncodings:
             out["features"] = torch.as_tensor(self.features[list(indices)])  # (B, K)
         if self.labels is not None:
             out["labels"] = torch.as_tensor(self.labels[list(indices)])
+        if self.weights is not None:
+            out["weights"] = torch.as_tensor(self.weights[list(indices)])  # (B,)
         return out
 
 

@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from kagglekit.config import Config
-from kagglekit.data.augment import augment_training_rows
+from kagglekit.data.augment import augment_training_rows, merge_extra
 from kagglekit.data.batching import PairEncodings, bucketed_batches, shuffled_batches
 from kagglekit.data.features import FEATURE_NAMES
 from kagglekit.kaggle import amp_dtype as to_amp_dtype
@@ -118,13 +118,14 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
 
 
-def compute_loss(model, batch: dict, labels: torch.Tensor, loss_fn, amp_dtype) -> torch.Tensor:
-    """Forward under autocast and the loss; multi-sample dropout's per-sample losses are averaged."""
+def compute_loss(model, batch: dict, labels: torch.Tensor, loss_fn, amp_dtype, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Forward under autocast and the loss (with per-row sample `weights`, if any); multi-sample
+    dropout's per-sample losses are averaged."""
     with torch.autocast(device_type=labels.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         logits = model(**batch)  # (B,) or (B, C); (S, B[, C]) when multi-sample dropout averages losses
         if getattr(model, "returns_samples", False):
-            return torch.stack([loss_fn(sample, labels) for sample in logits]).mean()
-        return loss_fn(logits, labels)
+            return torch.stack([loss_fn(sample, labels, weights) for sample in logits]).mean()
+        return loss_fn(logits, labels, weights)
 
 
 def train_step(
@@ -140,7 +141,8 @@ def train_step(
     scheduler step → EMA update.
 
     Args:
-        batch: tensors on the model's device, with ``labels`` (the loss's targets).
+        batch: tensors on the model's device, with ``labels`` (the loss's targets) and optionally
+            ``weights`` (per-row loss weights: extra rows such as pseudo labels).
         accum_steps: micro-steps per optimizer step; each loss is divided by it.
         boundary: whether this micro-step ends an accumulation (the optimizer steps).
         adversary: None, or an object with ``attack_backward(forward_loss, backward) -> float``
@@ -153,9 +155,10 @@ def train_step(
         case this micro-step's gradients are dropped.
     """
     labels = batch.pop("labels")
+    weights = batch.pop("weights", None)
 
     def forward_loss() -> torch.Tensor:
-        return compute_loss(model, batch, labels, loss_fn, amp_dtype) / accum_steps
+        return compute_loss(model, batch, labels, loss_fn, amp_dtype, weights) / accum_steps
 
     loss = forward_loss()
     value = loss.item() * accum_steps
@@ -196,6 +199,7 @@ def train_fold(
     metric_name: str,
     resume: bool = False,
     feature_graph=None,
+    extra: pd.DataFrame | None = None,
 ) -> FoldResult:
     """Train on every fold but `fold`, validate on `fold`, keep the best model in `fold_dir`.
 
@@ -215,6 +219,9 @@ def train_fold(
         resume: continue from the fold's saved state (`kagglekit.train.state`) when there is one.
         feature_graph: with ``cfg.cooccurrence``, the `CooccurrenceGraph` of train + test, for the
             features of augmented pairs.
+        extra: rows of ``extra_train_csv`` (`kagglekit.train.runner.read_extra`): added to the
+            training rows with loss weight ``cfg.extra_weight``, never to the validation fold; those
+            that repeat a validation pair (either order) are left out of this fold.
     """
     from kagglekit.train.adversarial import create_adversary
     from kagglekit.train.curves import write_log
@@ -237,6 +244,12 @@ def train_fold(
         if feature_graph is not None:  # new pairs get their co-occurrence features from the same graph
             train_df[list(FEATURE_NAMES)] = feature_graph.transform(train_df).to_numpy()
         print(f"fold {fold}: augmentation {augmentation}", flush=True)
+    if extra is not None:
+        kept = extra[~_repeats_pairs(extra, valid_df)]
+        train_df = merge_extra(train_df, kept, weight=cfg.extra_weight)
+        augmentation = {**augmentation, "extra_rows": len(kept), "extra_left_out": len(extra) - len(kept)}
+        if len(kept) < len(extra):
+            print(f"fold {fold}: {len(extra) - len(kept)} extra row(s) repeat a validation pair of this fold: left out", flush=True)
     target = Target.from_meta(meta["output"])
     model, tokenizer = build_model(cfg.backbone, **model_options(cfg, target.num_outputs))
     surgery = backbone_surgery(model.backbone, cfg)
@@ -244,7 +257,9 @@ def train_fold(
     if features:
         model.set_feature_stats(train_df[features].to_numpy())  # training rows only: no validation leak
     model.to(device)
-    train_enc = PairEncodings(tokenizer, train_df["text_a"], train_df["text_b"], cfg.max_len, train_df["label"], _features(train_df, features))
+    weights = train_df["weight"] if "weight" in train_df else None  # extra rows: their own loss weight
+    train_enc = PairEncodings(tokenizer, train_df["text_a"], train_df["text_b"], cfg.max_len, train_df["label"],
+                              _features(train_df, features), weights)
     valid_enc = PairEncodings(tokenizer, valid_df["text_a"], valid_df["text_b"], cfg.max_len, valid_df["label"], _features(valid_df, features))
 
     loss = get_loss(meta["loss"], **loss_options(cfg))
@@ -380,6 +395,12 @@ def train_fold(
         path.parent.rmdir()  # only when no other fold is mid-way
     oof = pd.DataFrame({"id": valid_df["id"], "fold": fold, "label": valid_df["label"], "pred": best["preds"]})
     return FoldResult(fold, best["score"], best["epoch"], oof, history, surgery, augmentation, time.time() - start)
+
+
+def _repeats_pairs(rows: pd.DataFrame, others: pd.DataFrame) -> pd.Series:
+    """Whether each row's pair (text_a, text_b), in either order, is also a pair of `others`."""
+    seen = set(zip(others["text_a"], others["text_b"])) | set(zip(others["text_b"], others["text_a"]))
+    return pd.Series([pair in seen for pair in zip(rows["text_a"], rows["text_b"])], index=rows.index, dtype=bool)
 
 
 def make_batches(lengths: np.ndarray, cfg: Config, rng: np.random.Generator) -> list[np.ndarray]:
