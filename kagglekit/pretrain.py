@@ -301,6 +301,7 @@ def build_mlm_model(cfg: PretrainConfig):
     from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
 
     from kagglekit.models.nezha import is_nezha_config, register_nezha
+    from kagglekit.models.pair_model import fp32_load_options
 
     source = Path(cfg.backbone or cfg.tokenizer_dir)
     key = "backbone" if cfg.backbone else "tokenizer_dir"
@@ -314,9 +315,10 @@ def build_mlm_model(cfg: PretrainConfig):
     if cfg.backbone:
         if not (source / "config.json").is_file():
             raise FileNotFoundError(f"pretrain config key 'backbone': {source} has no config.json: point it at the model folder itself.")
+        options = fp32_load_options()  # an fp16 checkpoint trains with fp32 master weights
         if is_nezha_config(source):
-            return NezhaForMaskedLM.from_pretrained(str(source), local_files_only=True), tokenizer
-        return AutoModelForMaskedLM.from_pretrained(str(source), local_files_only=True), tokenizer
+            return NezhaForMaskedLM.from_pretrained(str(source), local_files_only=True, **options), tokenizer
+        return AutoModelForMaskedLM.from_pretrained(str(source), local_files_only=True, **options), tokenizer
     options = _scratch_config_dict(cfg)
     model_type = options.pop("model_type")
     options.setdefault("vocab_size", len(tokenizer))

@@ -43,3 +43,29 @@ def test_model_folder_round_trip_is_bit_identical(arch, tiny_models, tmp_path):
     assert torch.equal(after, before)
     state, loaded_state = model.state_dict(), loaded.state_dict()
     assert state.keys() == loaded_state.keys() and all(torch.equal(state[k], loaded_state[k]) for k in state)
+
+
+@pytest.mark.parametrize("arch", ["bert", "nezha"])
+def test_half_precision_checkpoints_load_as_fp32(arch, tiny_models, tmp_path):
+    """transformers 5 keeps a checkpoint's dtype by default; training needs fp32 master weights (and
+    GradScaler refuses fp16 gradients), so an fp16 folder must load as fp32, under both majors."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from kagglekit.models.pair_model import load_backbone
+    from kagglekit.pretrain import PretrainConfig, build_mlm_model
+
+    folder = tmp_path / "half"
+    shutil.copytree(tiny_models(arch), folder)
+    weights = load_file(folder / "model.safetensors")
+    half = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
+    save_file(half, folder / "model.safetensors", metadata={"format": "pt"})
+    backbone, _ = load_backbone(folder)
+    assert {p.dtype for p in backbone.parameters()} == {torch.float32}
+    loaded = backbone.state_dict()
+    for name, value in half.items():
+        if name in loaded:  # exact: fp16 values widened, nothing else
+            assert torch.equal(loaded[name], value.float()), name
+    mlm, _ = build_mlm_model(PretrainConfig(files=["x"], columns=["a"], backbone=str(folder)))
+    assert {p.dtype for p in mlm.parameters()} == {torch.float32}

@@ -197,11 +197,24 @@ def load_tokenizer(path: str | os.PathLike):
     return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
 
 
+def fp32_load_options() -> dict:
+    """from_pretrained options that load the weights in fp32 whatever dtype the checkpoint was saved in.
+
+    transformers 5 keeps a checkpoint's own dtype by default (an fp16 or bf16 ``model.safetensors``
+    loads as fp16/bf16), where 4.x loaded fp32. Training needs fp32 master weights: autocast supplies
+    the half precision, and GradScaler refuses fp16 gradients.
+    """
+    import transformers
+
+    key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    return {key: torch.float32}
+
+
 def load_backbone(path: str | os.PathLike):
-    """Load a pretrained encoder and its tokenizer from a local folder, never from a hub."""
+    """Load a pretrained encoder (in fp32) and its tokenizer from a local folder, never from a hub."""
     path = Path(path)
     tokenizer = load_tokenizer(path)
-    backbone = _encoder_class(path).from_pretrained(str(path), local_files_only=True)
+    backbone = _encoder_class(path).from_pretrained(str(path), local_files_only=True, **fp32_load_options())
     return backbone, tokenizer
 
 
