@@ -1,4 +1,4 @@
-"""The command line: ``kagglekit tiny-model | id-vocab | train | pretrain | predict | report`` (also ``python -m kagglekit``).
+"""The command line: ``kagglekit tiny-model | id-vocab | train | pretrain | predict | report | doctor`` (also ``python -m kagglekit``).
 
 Each command imports what it needs when it runs, so ``kagglekit --help`` is instant. Bad input
 exits with status 2 and one line that names the file, column or key and the fix.
@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     from kagglekit.report import add_parser as add_report_parser
 
     add_report_parser(sub)
+
+    from kagglekit.doctor import add_parser as add_doctor_parser
+
+    add_doctor_parser(sub)
     return parser
 
 

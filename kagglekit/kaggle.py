@@ -29,6 +29,17 @@ def resolve_device(name: str = "auto"):
     return torch.device(name)
 
 
+def native_bf16() -> bool:
+    """bf16 in hardware (A100, H100), not the emulation that torch >= 2.4 counts by default: asked
+    plainly, a T4 answers True, and auto precision would pick a slow emulated bf16 there."""
+    import torch
+
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch < 2.4: no such argument, and no emulation counted
+        return torch.cuda.is_bf16_supported()
+
+
 def resolve_precision(name: str, device) -> str:
     """Pick fp32, fp16 or bf16 for `device`.
 
@@ -40,10 +51,10 @@ def resolve_precision(name: str, device) -> str:
     if name == "auto":
         if device.type != "cuda":
             return "fp32"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if native_bf16() else "fp16"
     if name in ("fp16", "bf16") and device.type != "cuda":
         raise ValueError(f"precision={name!r} needs a CUDA device, but the device is {device}: use precision=auto or fp32.")
-    if name == "bf16" and not torch.cuda.is_bf16_supported():
+    if name == "bf16" and not native_bf16():
         raise ValueError("precision='bf16' is not supported on this GPU (T4 and P100 have no bf16): use precision=fp16 or auto.")
     return name
 

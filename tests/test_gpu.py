@@ -118,7 +118,7 @@ def test_fp16_overflow_skips_the_step_and_lowers_the_scale(tiny_bert):
 def test_auto_precision_on_this_gpu():
     from kagglekit.kaggle import resolve_precision
 
-    expected = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    expected = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
     assert resolve_precision("auto", torch.device("cuda")) == expected
 
 
@@ -126,7 +126,7 @@ def test_auto_precision_on_this_gpu():
 def test_train_and_predict_on_the_gpu(tmp_path, tiny_bert, precision):
     """A whole run on CUDA (AWP + EMA + accumulation) and predict on CUDA equal predict on CPU in fp32,
     within what half precision allows."""
-    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+    if precision == "bf16" and not torch.cuda.is_bf16_supported(including_emulation=False):
         pytest.skip("no bf16 on this GPU")
     from kagglekit.config import load_config
     from kagglekit.predict import predict

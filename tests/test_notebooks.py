@@ -225,7 +225,7 @@ def test_train_notebook_writes_the_dataset_metadata(setup, trained):
 def test_train_notebook_reports_the_fold(trained):
     for fold, nb in enumerate(trained):
         text = text_output(nb)
-        assert "kagglekit 0." in text and "device: cpu" in text  # install cell skipped, kit imported
+        assert "kagglekit 0." in text and "warn  gpu: no CUDA device visible" in text  # install skipped, kit imported, doctor ran
         assert f"fold {fold}: pearson" in text
         assert "model.safetensors" in text  # the output listing
 
@@ -259,3 +259,11 @@ def test_train_notebook_shows_the_report(setup, trained):
     names = ["run/curve_fold0.png", "run/curve_fold1.png", "run/oof.png", "run/folds.png"]
     assert all(name in text_output(trained[1]) and (report / name).is_file() for name in names)
     assert sum("image/png" in o.get("data", {}) for o in outputs) == len(names)
+
+
+def test_both_notebooks_run_doctor_first(trained, submission):
+    """The first code cells after the install print kagglekit doctor's lines; a failing check would stop the run."""
+    for nb in (trained[0], submission[0]):
+        text = text_output(nb)
+        assert "ok    HF_HUB_OFFLINE: 1" in text and "torch: " in text
+    assert "inference time: ~" in text_output(submission[0])  # the inference notebook times its model folders
