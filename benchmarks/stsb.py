@@ -4,7 +4,8 @@ then score sts-test (Pearson and Spearman against the gold 0-5 scores).
 It runs `configs/stsb.yaml` as written (mean pooling, swap augmentation, 4 epochs, lr 5e-5,
 labels / 5 with bce), trains the folds asked for on sts-train (each validated and early-stopped on its
 own held-out fifth of sts-train; sts-dev and sts-test are never seen in training), predicts sts-test
-with `kagglekit predict` (the folds averaged) and scores it. The published reference: a cross-encoder
+with `kagglekit predict` (the folds averaged) and scores it; sts-dev is scored too, to choose between
+settings without looking at sts-test. The published reference: a cross-encoder
 from TinyBERT-L-4 reaches 85.5 Spearman on sts-test.
 
     python benchmarks/stsb.py                   # fold 0 of 5, all-MiniLM-L6-v2 on CPU (~25 min on 2 cores)
@@ -68,16 +69,22 @@ def main() -> None:
         start = time.time()
         card = train_folds(cfg, folds=args.folds)
         trained = time.time() - start
-        sub = predict([out], test)
-        # the gold scores, read the way the recipe reads the file (quoting none, 7 fields)
-        gold, _ = read_table(test, {"sep": "\t", "header": False, "quoting": "none", "keep_columns": 7}, what="sts-test")
-        truth = gold.iloc[:, 4].astype(float).to_numpy()
-        preds = sub.iloc[:, 1].to_numpy()
-        r, rho = pearson(truth, preds), spearman(truth, preds)
         print(f"folds {card['cv_folds']}: validation pearson per fold "
               f"{ {k: round(v['score'], 4) for k, v in card['folds'].items()} }, trained in {trained / 60:.1f} min")
-        print(f"sts-test ({len(truth)} pairs): pearson {r:.4f}, spearman {rho:.4f}")
+        # sts-dev is never trained on: it chooses between settings, so sts-test stays unseen until the end
+        scores = {name: score(predict([out], folder / f"sts-{name}.csv"), folder / f"sts-{name}.csv", read_table, pearson, spearman)
+                  for name in ("dev", "test")}
+        for name, (r, rho, n) in scores.items():
+            print(f"sts-{name} ({n} pairs): pearson {r:.4f}, spearman {rho:.4f}")
+        r, rho, _ = scores["test"]
         print(f"stsb: pearson {r:.4f} spearman {rho:.4f}")
+
+
+def score(sub, path: Path, read_table, pearson, spearman) -> tuple[float, float, int]:
+    """Pearson and Spearman of a submission against the gold scores of an STS-B file (read as the recipe reads it)."""
+    gold, _ = read_table(path, {"sep": "\t", "header": False, "quoting": "none", "keep_columns": 7}, what=path.name)
+    truth, preds = gold.iloc[:, 4].astype(float).to_numpy(), sub.iloc[:, 1].to_numpy()
+    return pearson(truth, preds), spearman(truth, preds), len(truth)
 
 
 if __name__ == "__main__":
