@@ -39,15 +39,20 @@ def run_logits(model, encodings: PairEncodings, *, batch_size: int, device: torc
         float32 logits, shape (N,) for one output, (N, C) for ``classes`` and ``bins`` outputs.
     """
     model.eval()
-    out = None
+    parts, order = [], []
+    pinned = device.type == "cuda"  # page-locked host batches copy asynchronously, overlapping the previous forward
     for indices in sorted_batches(encodings.lengths, batch_size):
-        batch = {k: v.to(device) for k, v in encodings.collate(indices).items() if k != "labels"}
+        batch = {k: (v.pin_memory() if pinned else v).to(device, non_blocking=pinned)
+                 for k, v in encodings.collate(indices).items() if k != "labels"}
         with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(**batch).float().cpu().numpy()  # (B,) or (B, C)
-        if out is None:
-            out = np.empty((len(encodings), *logits.shape[1:]), dtype=np.float32)
-        out[indices] = logits
-    return out if out is not None else np.empty(0, dtype=np.float32)
+            parts.append(model(**batch).float())  # (B,) or (B, C), left on the device: no sync per batch
+        order.append(np.asarray(indices))
+    if not parts:
+        return np.empty(0, dtype=np.float32)
+    logits = torch.cat(parts).cpu().numpy()  # one copy back
+    out = np.empty_like(logits)
+    out[np.concatenate(order)] = logits
+    return out
 
 
 def run_inference(model, encodings: PairEncodings, *, batch_size: int, device: torch.device, amp_dtype=None, activation: str = "identity", values=()) -> np.ndarray:
