@@ -7,6 +7,7 @@ into place, so a crash, a full disk or a killed notebook never leaves a half-wri
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -17,25 +18,58 @@ from typing import Iterable, Iterator
 import pandas as pd
 
 
+# errno values that mean "this disk takes no more writes", whatever the kit was writing
+_STORAGE_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+                   errno.EROFS: "the file system is read-only"}
+
+
+class StorageError(OSError):
+    """A write failed because the disk is full, over quota or read-only. Its message names the
+    destination and the fix; ``errno`` is the original one and ``__cause__`` the original error."""
+
+
+@contextlib.contextmanager
+def _clear_storage_errors(path: Path, kind: str) -> Iterator[None]:
+    """Re-raise a full-disk, over-quota or read-only error inside the block as a StorageError that
+    names `path` (the `kind` of thing written there) and the fix, with the original error as its cause.
+
+    Nested writes (a file inside a model folder) are named by the outermost destination.
+    """
+    try:
+        yield
+    except OSError as err:
+        original = err.__cause__ if isinstance(err, StorageError) else err
+        if original.errno not in _STORAGE_ERRNOS:
+            raise
+        raise StorageError(
+            original.errno,
+            f"could not write the {kind} {path}: {_STORAGE_ERRNOS[original.errno]} ({original.strerror}). "
+            f"The previous {path.name} (if any) is unchanged. Free space on that disk (delete old runs or "
+            "checkpoints), or write to another disk (another output_dir, or --out).",
+        ) from original
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is renamed onto `path`.
 
-    On any exception the temporary file is removed and `path` is left exactly as it was.
+    On any exception the temporary file is removed and `path` is left exactly as it was. A full disk
+    (or a quota, or a read-only file system) raises `StorageError` naming `path` and the fix.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        yield tmp
-        # mkstemp makes the file private (0600); give it the permissions a plain open() would
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with _clear_storage_errors(path, "file"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp)
+        try:
+            yield tmp
+            # mkstemp makes the file private (0600); give it the permissions a plain open() would
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
 
 
 def _umask() -> int:
@@ -65,26 +99,28 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; on success it replaces `path` as a whole.
 
     The old folder is moved aside before the new one is renamed in, and deleted only after, so at
-    every instant either the complete old folder or the complete new one is at `path`.
+    every instant either the complete old folder or the complete new one is at `path`. A full disk
+    (or a quota, or a read-only file system) raises `StorageError` naming `path` and the fix.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes the folder private (0700)
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with _clear_storage_errors(path, "folder"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        try:
+            yield tmp
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes the folder private (0700)
+            old = None
+            if path.exists():
+                old = path.with_name(f".{path.name}.old")
+                if old.exists():
+                    shutil.rmtree(old)
+                os.replace(path, old)
+            os.replace(tmp, path)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from kagglekit._io import StorageError
     from kagglekit.kaggle import set_offline_env
 
     args = build_parser().parse_args(argv)
@@ -135,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:  # TrainingDiverged is a ValueError too
         print(f"kagglekit {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except StorageError as err:  # full disk, quota or read-only file system: where, and what to do
+        print(f"kagglekit {args.command}: error: {err.strerror}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -371,7 +371,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             return "" if value is None else text
     except ValueError:
         pass
-    raise ValueError(f"config key {key!r} in {source}: expected {kind.__name__}, got {value!r}.")
+    example = str(default).lower() if kind is bool else default
+    raise ValueError(f"config key {key!r} in {source}: expected {kind.__name__}, got {value!r}; write e.g. {key}={example} (its default).")
 
 
 def parse_overrides(items: Iterable[str] | None) -> dict[str, str]:

@@ -199,6 +199,7 @@ def predict_run(run: str | os.PathLike, inputs: InputCache, *, average: str = "p
     if tta not in TTAS:
         raise ValueError(f"tta={tta!r} is unknown: use 'none' or 'swap' (both text orders, for symmetric tasks).")
     folders = find_fold_dirs(run)
+    _read_test_for(run, folders[0], inputs)
     if tta == "swap":
         check_symmetric(run, folders[0])
     dev = resolve_device(device)
@@ -219,6 +220,20 @@ def predict_run(run: str | os.PathLike, inputs: InputCache, *, average: str = "p
     preds = average_outputs(outputs, activation=first["activation"], values=(first.get("output") or {}).get("values", ()), average=average)
     preds = np.asarray(recipe.postprocess(preds, state), dtype=np.float64)  # e.g. back to STS-B's 0-5
     return RunPrediction(run_name(run), str(run), frame["id"].to_numpy(), preds, first, value_range(recipe, state))
+
+
+def _read_test_for(run: str | os.PathLike, folder: Path, inputs: InputCache) -> None:
+    """Read the test file with the run's own recipe before any model loads; an error names the run and its task."""
+    from kagglekit.models.pair_model import read_meta
+
+    meta = read_meta(folder)
+    try:
+        inputs.frame(meta)
+    except ValueError as err:
+        raise ValueError(
+            f"--models {run} (trained with task={meta.get('task')!r}) cannot read --data: {err} A run reads the test file with "
+            "its training settings: pass a test file of its task, or leave the run out."
+        ) from None
 
 
 def _check_same_output(meta: dict, first: dict, folder: Path) -> None:

@@ -166,15 +166,19 @@ def test_notebooks_match_their_generator():
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.parametrize("bundled", [False, True], ids=["kit-only", "with-deps"])
 @pytest.mark.parametrize("name", ["train.ipynb", "inference.ipynb"])
-def test_install_cell_installs_the_wheel_offline_when_kagglekit_is_missing(name, tmp_path, monkeypatch):
+def test_install_cell_installs_the_wheel_offline_when_kagglekit_is_missing(name, bundled, tmp_path, monkeypatch):
     """Run the install cell's code here, with kagglekit made unimportable and pip replaced by a recorder."""
     source = cell_source(read(name), "install")
-    assert "--no-index" in source and "--no-deps" in source and "kagglekit-*.whl" in source
     wheel_dir = tmp_path / "kagglekit"
-    (wheel_dir / "wheels").mkdir(parents=True)
+    (wheel_dir / "wheels").mkdir(parents=True)  # an empty wheels/ changes nothing
     wheel = wheel_dir / "kagglekit-0.1.0-py3-none-any.whl"
     wheel.write_bytes(b"")
+    deps = [wheel_dir / "wheels" / "b_dep-2.0-py3-none-any.whl", wheel_dir / "wheels" / "a_dep-1.0-py3-none-any.whl"]
+    if bundled:
+        for dep in deps:
+            dep.write_bytes(b"")
     calls = []
 
     def fake_check_call(cmd, *args, **kwargs):
@@ -185,8 +189,12 @@ def test_install_cell_installs_the_wheel_offline_when_kagglekit_is_missing(name,
     monkeypatch.setitem(sys.modules, "kagglekit", None)  # `import kagglekit` raises ImportError
     monkeypatch.setattr(subprocess, "check_call", fake_check_call)
     exec(compile(source, "install", "exec"), {"WHEEL_DIR": str(wheel_dir)})
-    assert calls == [[sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", str(wheel),
-                      "--find-links", str(wheel_dir / "wheels")]]
+    pip = [sys.executable, "-m", "pip", "install", "--no-index"]
+    if bundled:  # every bundled wheel, named so it is installed even over an older copy; the kit's requirements resolved
+        expected = pip + ["--find-links", str(wheel_dir / "wheels"), str(wheel), str(deps[1]), str(deps[0])]
+    else:  # the image has the dependencies: the kit alone
+        expected = pip + ["--no-deps", str(wheel)]
+    assert calls == [expected]
 
 
 def test_install_cell_names_the_fix_when_the_wheel_is_missing(tmp_path, monkeypatch):

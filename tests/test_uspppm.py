@@ -115,11 +115,14 @@ def test_non_utf8_and_empty_files(tmp_path):
         get_recipe("uspppm").read_test(empty, {})
 
 
-def test_unknown_context_code_warns_and_falls_back(tmp_path):
+def test_unknown_context_code_warns_in_test_files_and_fails_in_training_files(tmp_path):
     df = frame(context=["A47", "Z99", "Z98"])
     with pytest.warns(UserWarning, match=r"2 context code\(s\) not in the CPC titles, e.g. \['Z98', 'Z99'\]"):
-        out = read(tmp_path, df, state={"context_titles": TITLES})
+        out = read(tmp_path, df.drop(columns="score"), test=True, state={"context_titles": TITLES})
     assert out["text_b"].tolist()[1] == "pollution control; Z99"
+    with pytest.raises(ValueError, match=r"column 'context' has 2 code\(s\) with no title in cpc_dir: "
+                                         r"line 3 \(id 'a2'\): 'Z99', line 4 \(id 'b1'\): 'Z98'"):
+        read(tmp_path, df, state={"context_titles": TITLES})
 
 
 def test_test_file_needs_no_score(tmp_path):

@@ -49,7 +49,7 @@ def check_text(df: pd.DataFrame, columns, *, what: str, path, id_col: str = "id"
         values = df[column]
         bad = values.isna() | values.astype(str).str.strip().eq("")
         if bad.any():
-            count, shown = _bad_rows(df, bad, id_col)
+            count, shown = _bad_rows(df, bad, id_col, value_col=column)
             raise ValueError(
                 f"{what}: {path} column {column!r} has {count} empty or missing value(s): {shown}. "
                 "Fill or drop these rows before training."

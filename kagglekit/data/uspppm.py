@@ -12,8 +12,8 @@ from __future__ import annotations
 import pandas as pd
 
 from kagglekit._io import read_csv
-from kagglekit.data.cpc import LEVELS, context_texts, parse_levels, read_cpc_titles
-from kagglekit.data.recipes import Recipe, check_ids, check_labels, check_text, numeric_features
+from kagglekit.data.cpc import LEVELS, context_text, context_texts, parse_levels, read_cpc_titles
+from kagglekit.data.recipes import Recipe, _bad_rows, check_ids, check_labels, check_text, numeric_features
 
 TEXT_COLUMNS = ("anchor", "target", "context")
 PLACEHOLDERS = ("anchor", "target", "context", "code", "targets")
@@ -61,6 +61,27 @@ def grouped_targets(fields: pd.DataFrame, by: str, max_words: int, sep: str) -> 
             words += count
         out.append(sep.join(chosen))
     return out
+
+
+def check_context_codes(df: pd.DataFrame, state: dict, *, what: str, path) -> None:
+    """Training rows: every context code must have a title when CPC titles are given.
+
+    A typo or a partial CPCTitleList folder would otherwise train on bare codes where the test rows
+    get titles. Test files only warn (`context_texts`): a submission must not fail on one new code.
+    """
+    titles = state.get("context_titles")
+    if not titles:
+        return
+    levels = state.get("cpc_levels", ("section", "class"))
+    codes = df["context"].astype(str).str.strip()
+    known = {code: context_text(code, titles, levels) is not None for code in codes.unique()}
+    bad = ~codes.map(known).astype(bool)
+    if bad.any():
+        count, shown = _bad_rows(df, bad, "id", value_col="context")
+        raise ValueError(
+            f"{what}: {path} column 'context' has {count} code(s) with no title in cpc_dir: {shown}. Fix the codes, point "
+            "cpc_dir at the full CPCTitleList folder (or a titles.csv that has them), or set cpc_dir= (empty) to use the codes as text."
+        )
 
 
 class UspppmRecipe(Recipe):
@@ -124,6 +145,7 @@ class UspppmRecipe(Recipe):
         check_ids(df, what=what, path=path)
         check_text(df, TEXT_COLUMNS, what=what, path=path)
         check_labels(df, self.target_col, *self.label_range, what=what, path=path)
+        check_context_codes(df, state, what=what, path=path)
         frame = self._frame(df, state, what=what, path=path)
         frame["label"] = pd.to_numeric(df[self.target_col]).astype(float).to_numpy()
         return frame

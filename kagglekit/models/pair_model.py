@@ -28,6 +28,8 @@ FEATURE_DIM = 32  # width of the projected numeric features fused with the poole
 # Vocabulary files of the slow (Python) tokenizers. transformers 5 saves only tokenizer.json, but
 # 4.x needs these to load some tokenizers (DeBERTa-v3 needs spm.model), so model folders keep them.
 VOCAB_FILES = ("spm.model", "sentencepiece.bpe.model", "vocab.txt", "vocab.json", "merges.txt")
+# Files that hold a checkpoint's weights (one of them, or a sharded index).
+BACKBONE_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
 class PairModel(nn.Module):
@@ -174,6 +176,44 @@ def _check_backbone_dir(path: Path) -> None:
         raise FileNotFoundError(f"backbone: {path} has no config.json: point backbone at the model folder itself.")
 
 
+def _check_tokenizer_files(folder: Path, what: str) -> None:
+    """transformers 5 builds an empty tokenizer (special tokens only) from a folder without vocabulary
+    files instead of failing, and every word then becomes [UNK]: refuse such a folder."""
+    if not any((folder / name).is_file() for name in ("tokenizer.json", *VOCAB_FILES)):
+        raise FileNotFoundError(
+            f"{what} {folder} has no tokenizer vocabulary (tokenizer.json or one of {list(VOCAB_FILES)}): copy the tokenizer "
+            "files that came with the model into it."
+        )
+
+
+def check_tokenizer_fits(tokenizer, vocab_size: int, folder: Path, what: str) -> None:
+    """Every token id must have an embedding row, or the first batch fails deep inside torch (index out of range)."""
+    if len(tokenizer) > vocab_size:
+        raise ValueError(
+            f"{what} {folder}: the tokenizer has {len(tokenizer)} ids but the embedding has {vocab_size} rows (config.json "
+            "vocab_size): the tokenizer files belong to another model. Use the tokenizer files saved with these weights."
+        )
+
+
+def check_backbone(path: str | os.PathLike) -> None:
+    """Fail before a run writes anything when the backbone folder lacks weights or tokenizer files, or its
+    tokenizer has more ids than its embedding has rows. Loads the tokenizer and config, not the weights."""
+    path = Path(path)
+    _check_backbone_dir(path)
+    if not any((path / name).is_file() for name in BACKBONE_WEIGHTS):
+        raise FileNotFoundError(
+            f"backbone {path} has no weights (none of {list(BACKBONE_WEIGHTS)}): point backbone at the folder of a "
+            "complete checkpoint, or re-download the model dataset."
+        )
+    _check_tokenizer_files(path, "backbone")
+    tokenizer = load_tokenizer(path)
+    cls = _encoder_class(path)
+    from transformers import AutoConfig, AutoModel
+
+    config = (AutoConfig if cls is AutoModel else cls.config_class).from_pretrained(str(path), local_files_only=True)
+    check_tokenizer_fits(tokenizer, config.vocab_size, path, "backbone")
+
+
 def _encoder_class(folder: Path):
     """The class that loads the encoder in `folder`: the kit's NeZha for NeZha folders (transformers 5
     has none, and under 4.x the kit's own keeps results independent of the major), else AutoModel."""
@@ -302,6 +342,7 @@ def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "c
     load_model(model, str(folder / WEIGHTS_FILE), strict=True, device=str(device))
     model.source_dir = folder
     model.to(device).eval()
+    _check_tokenizer_files(folder, "model folder")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError) as err:
@@ -309,4 +350,5 @@ def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "c
             f"model folder {folder}: the tokenizer does not load ({err}). The folder must hold the tokenizer "
             "files saved by kagglekit train; re-download the model dataset."
         ) from err
+    check_tokenizer_fits(tokenizer, config.vocab_size, folder, "model folder")
     return model, tokenizer, meta

@@ -112,6 +112,7 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all", *, resume
     """
     from kagglekit.kaggle import describe_device, git_commit, gpu_info, library_versions, resolve_device, resolve_precision
     from kagglekit.metrics import get_metric
+    from kagglekit.models.pair_model import check_backbone
     from kagglekit.train.loop import train_fold
     from kagglekit.train.parallel import default_launcher, plan, run_folds_parallel, visible_gpus
 
@@ -122,6 +123,7 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all", *, resume
     recipe = get_recipe(cfg.task)
     state = recipe.state(cfg)
     frame = recipe.read_train(cfg.train_csv, state, max_rows=cfg.max_rows)
+    check_backbone(cfg.backbone)  # weights, tokenizer files, tokenizer ids vs embedding rows: before anything is written
     _check_same_config(cfg, out)
     frame, new_folds = assign_folds(frame, cfg, out)  # before anything is written: bad input leaves no folder
     graph = None
