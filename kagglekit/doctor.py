@@ -251,20 +251,13 @@ def time_inference(model, encodings, *, batch_size: int, device, amp_dtype, acti
 def _test_sample(model, meta: dict, data: Path, size: int):
     """`size` rows from the start of the test file as the model sees them (texts and features), and the file's row count.
 
-    Reads and featurises the test file as `kagglekit.predict.predict_folder` does.
+    Reads and featurises the test file as `kagglekit.predict` does (`InputCache`).
     """
     import numpy as np
-    import pandas as pd
 
-    from kagglekit.data.recipes import get_recipe
+    from kagglekit.predict import InputCache
 
-    state = meta.get("recipe_state") or {}
-    frame = get_recipe(meta["task"]).read_test(data, state)
-    if state.get("cooccurrence_pairs"):
-        from kagglekit.data.features import FEATURE_NAMES, CooccurrenceGraph
-
-        train_pairs = pd.DataFrame(state["cooccurrence_pairs"], columns=["text_a", "text_b"])
-        frame[list(FEATURE_NAMES)] = CooccurrenceGraph(train_pairs, frame).transform(frame).to_numpy()
+    frame = InputCache(data).frame(meta)[1]
     # a test file shorter than the sample is cycled, so the timed batches are as full as the real run's
     head, names = frame.iloc[np.arange(size) % len(frame)], model.feature_names
     features = head[names].to_numpy() if names else None
