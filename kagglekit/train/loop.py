@@ -121,11 +121,14 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 def compute_loss(model, batch: dict, labels: torch.Tensor, loss_fn, amp_dtype, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Forward under autocast and the loss (with per-row sample `weights`, if any); multi-sample
     dropout's per-sample losses are averaged."""
+    def loss_of(logits: torch.Tensor) -> torch.Tensor:  # a plain (logits, targets) loss works while there are no weights
+        return loss_fn(logits, labels) if weights is None else loss_fn(logits, labels, weights)
+
     with torch.autocast(device_type=labels.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         logits = model(**batch)  # (B,) or (B, C); (S, B[, C]) when multi-sample dropout averages losses
         if getattr(model, "returns_samples", False):
-            return torch.stack([loss_fn(sample, labels, weights) for sample in logits]).mean()
-        return loss_fn(logits, labels, weights)
+            return torch.stack([loss_of(sample) for sample in logits]).mean()
+        return loss_of(logits)
 
 
 def train_step(
