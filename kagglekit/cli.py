@@ -126,10 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from kagglekit._io import StorageError
     from kagglekit.kaggle import set_offline_env
 
     args = build_parser().parse_args(argv)
+    from kagglekit._io import StorageError  # after parsing: --help stays instant
+
     set_offline_env()  # hubs are unreachable: fail fast instead of retrying for ~20 s per file
     try:
         return args.func(args)

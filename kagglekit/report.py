@@ -17,12 +17,12 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Mapping
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 from kagglekit._io import atomic_path, read_csv, write_csv, write_json, write_text
+
+if TYPE_CHECKING:  # numpy and pandas load when a report is made, not when the command line builds its parser
+    import pandas as pd
 
 LB_FILE = "lb.json"
 WEIGHTS_FILE = "weights.json"
@@ -154,6 +154,8 @@ def leaderboard(runs: Iterable[Run]) -> pd.DataFrame:
     cv, lb, time_s`` (``fold{K}``: that fold's score; ``folds``: trained/total; ``time_s``: the sum
     of the folds' training seconds).
     """
+    import pandas as pd
+
     rows = [_row(run) for run in runs]
     if not rows:
         raise ValueError("leaderboard: no runs to rank.")
@@ -225,7 +227,7 @@ def _md_row(cells: Iterable) -> str:
 
 
 def _num(value) -> str:
-    return "" if value is None or pd.isna(value) else f"{float(value):.4f}"
+    return "" if value is None or math.isnan(float(value)) else f"{float(value):.4f}"
 
 
 def _duration(seconds: float) -> str:
@@ -273,6 +275,8 @@ def plot_oof(run: Run, out_dir: Path) -> Path | None:
     path = run.path / "oof.csv"
     if not path.is_file():
         return None
+    import numpy as np
+
     oof = read_csv(path, what=f"{run.name}/oof.csv", required=("label", "pred"))
     label, pred = oof["label"].to_numpy(float), oof["pred"].to_numpy(float)
     plt = _pyplot()
@@ -318,22 +322,6 @@ def plot_fold_scores(run: Run, out_dir: Path) -> Path:
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return _save(fig, out_dir / "folds.png")
-
-
-def read_weights(path: str | os.PathLike) -> dict:
-    """A blend's ``weights.json`` (written by ``kagglekit ensemble``), checked for the fields the plot needs."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--weights: file not found: {path}. Pass the weights.json written by kagglekit ensemble.")
-    try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"--weights: {path} is not valid JSON ({err}); pass the weights.json written by kagglekit ensemble.") from err
-    runs = spec.get("runs") if isinstance(spec, dict) else None
-    if not runs or not all(isinstance(r, dict) and "name" in r and isinstance(r.get("weight"), (int, float)) for r in runs):
-        raise ValueError(f"--weights: {path} needs a 'runs' list of {{'name': ..., 'weight': number}}; "
-                         "pass the weights.json written by kagglekit ensemble.")
-    return spec
 
 
 def plot_weights(spec: dict, path: Path, *, title: str) -> Path:
@@ -386,11 +374,13 @@ def write_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
     runs = [Run(r.name, r.path, r.card, read_lb(r.path)) for r in runs]
     table = leaderboard(runs)
 
+    from kagglekit.ensemble import read_weights
+
     blends, plots = [], []
     explicit = [Path(p) for p in weights]
     for path in _unique_paths(explicit + found_weights):
         try:
-            spec = read_weights(path)
+            spec = read_weights(path)  # kagglekit.ensemble's reader: the checks predict applies
         except ValueError as err:
             if path in explicit:
                 raise

@@ -33,6 +33,17 @@ def test_import_has_no_side_effects():
     assert result.stdout.strip() == "ok", result.stderr
 
 
+def test_building_the_parser_loads_no_heavy_library():
+    """`kagglekit --help` and argument errors answer at once: the subcommands load their libraries when they run."""
+    code = (
+        "import sys; from kagglekit.cli import build_parser; build_parser(); "
+        "heavy = sorted(m for m in ('torch', 'transformers', 'pandas', 'scipy', 'matplotlib') if m in sys.modules); "
+        "print(heavy)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "[]", result.stderr or result.stdout
+
+
 def test_tiny_model_command_writes_an_offline_loadable_folder(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     result = run("tiny-model", "--arch", "electra", "--out", str(tmp_path / "m"), env=env)

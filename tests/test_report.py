@@ -244,7 +244,7 @@ def test_plots_of_every_kind_are_valid_pngs(runs, tmp_path):
 def test_bad_weights_file_is_an_error_when_given_and_skipped_when_found(runs, tmp_path):
     bad = tmp_path / "weights.json"
     bad.write_text(json.dumps({"method": "hill", "runs": [{"name": "a"}]}))
-    with pytest.raises(ValueError, match=r"needs a 'runs' list"):
+    with pytest.raises(ValueError, match=r"runs\[0\] lacks \['path', 'weight'\]: each run needs name, path and weight"):
         write_report(runs, weights=[bad])
     (runs / "ens").mkdir()
     (runs / "ens" / "weights.json").write_text("[]")
