@@ -247,8 +247,7 @@ def augment_training_rows(train_df: pd.DataFrame, valid_df: pd.DataFrame, *, clo
         new, report = closure_pairs(train_df, max_new=max_new, ratio=ratio, seed=seed)
         known = pd.unique(train_df[["text_a", "text_b"]].to_numpy().ravel())
         assert new["text_a"].isin(known).all() and new["text_b"].isin(known).all(), "closure rows use training texts only"
-        valid_pairs = set(zip(valid_df["text_a"], valid_df["text_b"])) | set(zip(valid_df["text_b"], valid_df["text_a"]))
-        report["valid_pairs_inferred"] = sum(p in valid_pairs for p in zip(new["text_a"], new["text_b"]))
+        report["valid_pairs_inferred"] = int(repeats_pairs(new, valid_df).sum())
         parts.append(new)
     if swap:
         swapped = swap_pairs(pd.concat(parts, ignore_index=True))
@@ -260,6 +259,12 @@ def augment_training_rows(train_df: pd.DataFrame, valid_df: pd.DataFrame, *, clo
 
 
 # ----------------------------------------------------------------------------------------- helpers
+
+
+def repeats_pairs(rows: pd.DataFrame, others: pd.DataFrame) -> pd.Series:
+    """Whether each row's pair (text_a, text_b), in either order, is also a pair of `others`."""
+    seen = set(zip(others["text_a"], others["text_b"])) | set(zip(others["text_b"], others["text_a"]))
+    return pd.Series([pair in seen for pair in zip(rows["text_a"], rows["text_b"])], index=rows.index, dtype=bool)
 
 
 def _check_columns(frame: pd.DataFrame, columns, what: str) -> None:

@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from kagglekit.config import Config
-from kagglekit.data.augment import augment_training_rows, merge_extra
+from kagglekit.data.augment import augment_training_rows, merge_extra, repeats_pairs
 from kagglekit.data.batching import PairEncodings, bucketed_batches, shuffled_batches
 from kagglekit.data.features import FEATURE_NAMES
 from kagglekit.kaggle import amp_dtype as to_amp_dtype
@@ -248,7 +248,7 @@ def train_fold(
             train_df[list(FEATURE_NAMES)] = feature_graph.transform(train_df).to_numpy()
         print(f"fold {fold}: augmentation {augmentation}", flush=True)
     if extra is not None:
-        kept = extra[~_repeats_pairs(extra, valid_df)]
+        kept = extra[~repeats_pairs(extra, valid_df)]
         train_df = merge_extra(train_df, kept, weight=cfg.extra_weight)
         augmentation = {**augmentation, "extra_rows": len(kept), "extra_left_out": len(extra) - len(kept)}
         if len(kept) < len(extra):
@@ -398,12 +398,6 @@ def train_fold(
         path.parent.rmdir()  # only when no other fold is mid-way
     oof = pd.DataFrame({"id": valid_df["id"], "fold": fold, "label": valid_df["label"], "pred": best["preds"]})
     return FoldResult(fold, best["score"], best["epoch"], oof, history, surgery, augmentation, time.time() - start)
-
-
-def _repeats_pairs(rows: pd.DataFrame, others: pd.DataFrame) -> pd.Series:
-    """Whether each row's pair (text_a, text_b), in either order, is also a pair of `others`."""
-    seen = set(zip(others["text_a"], others["text_b"])) | set(zip(others["text_b"], others["text_a"]))
-    return pd.Series([pair in seen for pair in zip(rows["text_a"], rows["text_b"])], index=rows.index, dtype=bool)
 
 
 def make_batches(lengths: np.ndarray, cfg: Config, rng: np.random.Generator) -> list[np.ndarray]:
