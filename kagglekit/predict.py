@@ -102,14 +102,25 @@ def find_fold_dirs(path: str | os.PathLike) -> list[Path]:
     return folds
 
 
-def read_test_frame(recipe: Recipe, data: str | os.PathLike, state: dict) -> pd.DataFrame:
-    """The test file as the recipe's normalized frame, with co-occurrence features as in training."""
-    frame = recipe.read_test(data, state)
-    if state.get("cooccurrence_pairs"):  # the training graph plus this test file, as in training
-        from kagglekit.data.features import FEATURE_NAMES, CooccurrenceGraph
+def read_test_frame(recipe: Recipe, data: str | os.PathLike, state: dict, folder: str | os.PathLike | None = None,
+                    device="cpu") -> pd.DataFrame:
+    """The test file as the recipe's normalized frame, with the computed features as in training:
+    co-occurrence over the training pairs plus this file, and the cosine of the run's embedding model
+    (found beside `folder`, the model folder; see `kagglekit.data.embeddings.find_embedder`)."""
+    from kagglekit.data.features import ComputedFeatures, CooccurrenceGraph
 
-        train_pairs = pd.DataFrame(state["cooccurrence_pairs"], columns=["text_a", "text_b"])
-        frame[list(FEATURE_NAMES)] = CooccurrenceGraph(train_pairs, frame).transform(frame).to_numpy()
+    frame = recipe.read_test(data, state)
+    graph = embedder = None
+    if state.get("cooccurrence_pairs"):
+        graph = CooccurrenceGraph(pd.DataFrame(state["cooccurrence_pairs"], columns=["text_a", "text_b"]), frame)
+    if state.get("embedding_model"):
+        from kagglekit.data.embeddings import find_embedder
+
+        if folder is None:
+            raise ValueError("this model was trained with embedding_model: pass its model folder to read_test_frame.")
+        embedder = find_embedder(folder, state["embedding_model"], device=device)
+    if graph is not None or embedder is not None:
+        ComputedFeatures(graph, embedder).add(frame)
     return frame
 
 
@@ -134,24 +145,26 @@ def value_range(recipe: Recipe, state: dict) -> tuple[float, float]:
 class InputCache:
     """The test file, read once per recipe state and tokenized once per tokenizer, max_len and view."""
 
-    def __init__(self, data: str | os.PathLike):
+    def __init__(self, data: str | os.PathLike, device="cpu"):
         self.data = data
+        self.device = device  # where features that need a model (embedding_model) are computed
         self._frames: dict[str, tuple[Recipe, pd.DataFrame]] = {}
         self._encodings: dict[tuple, PairEncodings] = {}
 
-    def frame(self, meta: dict) -> tuple[Recipe, pd.DataFrame]:
-        """(the recipe that read it, the normalized test frame) for a model folder's meta."""
+    def frame(self, meta: dict, folder: str | os.PathLike | None = None) -> tuple[Recipe, pd.DataFrame]:
+        """(the recipe that read it, the normalized test frame) for a model folder's meta; `folder`
+        (the model folder) locates the run's embedding model when it has one."""
         key = _state_key(meta)
         if key not in self._frames:
             recipe = get_recipe(meta["task"])
-            self._frames[key] = (recipe, read_test_frame(recipe, self.data, meta.get("recipe_state") or {}))
+            self._frames[key] = (recipe, read_test_frame(recipe, self.data, meta.get("recipe_state") or {}, folder, self.device))
         return self._frames[key]
 
     def encodings(self, meta: dict, tokenizer, folder: Path, feature_names: Sequence[str], *, swap: bool = False) -> PairEncodings:
         """The tokenized test pairs for a model folder (its tokenizer files and max_len); `swap`: texts exchanged."""
         key = (_state_key(meta), _tokenizer_key(folder), meta["max_len"], tuple(feature_names), swap)
         if key not in self._encodings:
-            frame = self.frame(meta)[1]
+            frame = self.frame(meta, folder)[1]
             frame = swapped(frame) if swap else frame
             features = frame[list(feature_names)].to_numpy() if feature_names else None
             self._encodings[key] = PairEncodings(tokenizer, frame["text_a"], frame["text_b"], meta["max_len"], features=features)
@@ -215,7 +228,7 @@ def predict_run(run: str | os.PathLike, inputs: InputCache, *, average: str = "p
             outputs.append(run_logits(model, enc, batch_size=batch_size, device=dev, amp_dtype=amp_dtype))
         print(f"predicted {len(enc)} rows with {folder} (max_len {meta['max_len']}{', both text orders' if tta == 'swap' else ''})", flush=True)
         del model
-    recipe, frame = inputs.frame(first)
+    recipe, frame = inputs.frame(first, first["folder"])
     state = first.get("recipe_state") or {}
     preds = average_outputs(outputs, activation=first["activation"], values=(first.get("output") or {}).get("values", ()), average=average)
     preds = np.asarray(recipe.postprocess(preds, state), dtype=np.float64)  # e.g. back to STS-B's 0-5
@@ -227,8 +240,13 @@ def _read_test_for(run: str | os.PathLike, folder: Path, inputs: InputCache) -> 
     from kagglekit.models.pair_model import read_meta
 
     meta = read_meta(folder)
+    embedding = (meta.get("recipe_state") or {}).get("embedding_model")
+    if embedding:  # a missing or changed embedding-model copy is no test-file problem: say so as it is
+        from kagglekit.data.embeddings import locate_embedder
+
+        locate_embedder(folder, embedding)
     try:
-        inputs.frame(meta)
+        inputs.frame(meta, folder)
     except ValueError as err:
         raise ValueError(
             f"--models {run} (trained with task={meta.get('task')!r}) cannot read --data: {err} A run reads the test file with "
@@ -324,7 +342,9 @@ def predict(
     if average not in AVERAGES:
         raise ValueError(f"--average {average!r} is unknown: use 'prob' or 'logit'.")
     blend_weights, rank = match_weights(models, weights) if weights is not None else (None, False)  # fail before inference
-    inputs = InputCache(data)
+    from kagglekit.kaggle import resolve_device
+
+    inputs = InputCache(data, device=resolve_device(device))
     runs = [predict_run(m, inputs, average=average, tta=tta, batch_size=batch_size, device=device, precision=precision) for m in models]
     _check_runs_agree(runs)
     low, high = max(r.value_range[0] for r in runs), min(r.value_range[1] for r in runs)
@@ -449,9 +469,9 @@ def predict_folder(folder: str | os.PathLike, data: str | os.PathLike, *, batch_
 
     dev = resolve_device(device)
     model, tokenizer, meta = load_model_folder(folder, device=dev)
-    inputs = InputCache(data)
+    inputs = InputCache(data, device=dev)
     enc = inputs.encodings(meta, tokenizer, Path(folder), model.feature_names)
     amp_dtype = to_amp_dtype(resolve_precision(precision, dev))
     values = (meta.get("output") or {}).get("values", ())
     preds = run_inference(model, enc, batch_size=batch_size, device=dev, amp_dtype=amp_dtype, activation=meta["activation"], values=values)
-    return pd.DataFrame({"id": inputs.frame(meta)[1]["id"].to_numpy(), "pred": preds}), meta
+    return pd.DataFrame({"id": inputs.frame(meta, folder)[1]["id"].to_numpy(), "pred": preds}), meta

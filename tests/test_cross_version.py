@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from kagglekit.data.embeddings import TextEmbedder
 from kagglekit.testing import TINY_ARCHS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,14 +61,20 @@ def build_and_save(arch: str, root: Path) -> dict:
     torch.manual_seed(0)
     model, tokenizer = build_model(backbone)
     save_model_folder(model, tokenizer, root / arch / "model", {"task": "uspppm", "max_len": MAX_LEN, "activation": "sigmoid"})
-    return _predict(model.eval(), tokenizer)
+    TextEmbedder(backbone).save(root / arch / "embedder")  # a run's copy of its embedding model (embedding_model)
+    return {**_predict(model.eval(), tokenizer), "cosine": _cosine(root / arch / "embedder")}
 
 
 def load_and_predict(folder: Path) -> dict:
     from kagglekit.models.pair_model import load_model_folder
 
     model, tokenizer, _ = load_model_folder(folder)
-    return _predict(model, tokenizer)
+    return {**_predict(model, tokenizer), "cosine": _cosine(folder.parent / "embedder")}
+
+
+def _cosine(embedder_folder: Path) -> list:
+    """embedding_cosine of PAIRS from an embedding-model copy."""
+    return TextEmbedder(embedder_folder).cosine(*PAIRS).tolist()
 
 
 def _versions() -> dict:
@@ -141,6 +148,7 @@ def _assert_same(saved: dict, loaded: dict) -> None:
     assert loaded["input_ids"] == saved["input_ids"]  # the tokenizer encodes the same under both majors
     assert loaded["token_type_ids"] == saved["token_type_ids"]
     np.testing.assert_allclose(loaded["logits"], saved["logits"], rtol=0, atol=ATOL)
+    np.testing.assert_allclose(loaded["cosine"], saved["cosine"], rtol=0, atol=ATOL)  # the embedding feature too
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHS)

@@ -130,3 +130,30 @@ def _check_columns(frame: pd.DataFrame, what: str) -> None:
     missing = [c for c in ("text_a", "text_b") if c not in frame.columns]
     if missing:
         raise ValueError(f"{what} lacks column(s) {missing}; it has {list(frame.columns)}: pass a normalized frame.")
+
+
+class ComputedFeatures:
+    """The numeric features the kit computes for any pair, so that new pairs (closure, swap, extra
+    rows, test rows) get them exactly as the training rows did.
+
+    Args:
+        graph: a `CooccurrenceGraph` (``cooccurrence=true``), or None.
+        embedder: a `kagglekit.data.embeddings.TextEmbedder` (``embedding_model``), or None.
+    """
+
+    def __init__(self, graph: CooccurrenceGraph | None = None, embedder=None):
+        from kagglekit.data.embeddings import EMBEDDING_FEATURES
+
+        self.graph, self.embedder = graph, embedder
+        self.names = (list(FEATURE_NAMES) if graph is not None else []) + (list(EMBEDDING_FEATURES) if embedder is not None else [])
+
+    def add(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Set the feature columns of `frame` in place (and return it)."""
+        _check_columns(frame, "frame")
+        if self.graph is not None:
+            frame[list(FEATURE_NAMES)] = self.graph.transform(frame).to_numpy()
+        if self.embedder is not None:
+            from kagglekit.data.embeddings import EMBEDDING_FEATURES
+
+            frame[list(EMBEDDING_FEATURES)] = self.embedder.transform(frame)
+        return frame

@@ -24,7 +24,6 @@ from tqdm import tqdm
 from kagglekit.config import Config
 from kagglekit.data.augment import augment_training_rows, merge_extra, repeats_pairs
 from kagglekit.data.batching import PairEncodings, bucketed_batches, shuffled_batches
-from kagglekit.data.features import FEATURE_NAMES
 from kagglekit.kaggle import amp_dtype as to_amp_dtype
 from kagglekit.losses import get_loss
 from kagglekit.metrics import get_metric, is_better
@@ -201,7 +200,7 @@ def train_fold(
     meta: dict,
     metric_name: str,
     resume: bool = False,
-    feature_graph=None,
+    featurize=None,
     extra: pd.DataFrame | None = None,
 ) -> FoldResult:
     """Train on every fold but `fold`, validate on `fold`, keep the best model in `fold_dir`.
@@ -220,8 +219,8 @@ def train_fold(
         meta: recipe state and settings stored in the model folder's kagglekit.json.
         metric_name: CV metric.
         resume: continue from the fold's saved state (`kagglekit.train.state`) when there is one.
-        feature_graph: with ``cfg.cooccurrence``, the `CooccurrenceGraph` of train + test, for the
-            features of augmented pairs.
+        featurize: the run's `kagglekit.data.features.ComputedFeatures` (co-occurrence, embedding
+            cosine) when it has any: augmented pairs get their features from it.
         extra: rows of ``extra_train_csv`` (`kagglekit.train.runner.read_extra`): added to the
             training rows with loss weight ``cfg.extra_weight``, never to the validation fold; those
             that repeat a validation pair (either order) are left out of this fold.
@@ -244,8 +243,8 @@ def train_fold(
     if cfg.closure or cfg.swap:  # the fold's training rows only: validation rows stay as they are
         train_df, augmentation = augment_training_rows(train_df, valid_df, closure=cfg.closure, swap=cfg.swap,
                                                        max_new=cfg.closure_max or None, ratio=cfg.closure_ratio or None, seed=cfg.seed)
-        if feature_graph is not None:  # new pairs get their co-occurrence features from the same graph
-            train_df[list(FEATURE_NAMES)] = feature_graph.transform(train_df).to_numpy()
+        if featurize is not None:  # new pairs get their features as the file's rows did
+            featurize.add(train_df)
         print(f"fold {fold}: augmentation {augmentation}", flush=True)
     if extra is not None:
         kept = extra[~repeats_pairs(extra, valid_df)]

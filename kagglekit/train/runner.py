@@ -126,22 +126,15 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all", *, resume
     check_backbone(cfg.backbone)  # weights, tokenizer files, tokenizer ids vs embedding rows: before anything is written
     _check_same_config(cfg, out)
     frame, new_folds = assign_folds(frame, cfg, out)  # before anything is written: bad input leaves no folder
-    graph = None
-    if cfg.cooccurrence:
-        # over the texts of train + test (never the labels); predict rebuilds the same graph from the
-        # training pairs kept in the model folder and the test file it is given
-        from kagglekit.data.features import FEATURE_NAMES, CooccurrenceGraph
-
-        test = recipe.read_test(cfg.test_csv, state) if cfg.test_csv else None
-        graph = CooccurrenceGraph(frame, test)
-        frame[list(FEATURE_NAMES)] = graph.transform(frame).to_numpy()
-        state["cooccurrence_pairs"] = frame[["text_a", "text_b"]].to_numpy().tolist()
-    extra = read_extra(cfg, recipe, state, frame, graph)
+    device = resolve_device(cfg.device)
+    featurize = computed_features(cfg, recipe, state, frame, out, device)
+    extra = read_extra(cfg, recipe, state, frame, featurize)
+    if featurize is not None and featurize.embedder is not None:
+        featurize.embedder.release()  # every text of train and extra is embedded; augmented pairs reuse them
     user_cfg = cfg  # what config.yaml keeps: max_len=0 stays "from the data", the derived value goes to the folds
     if cfg.max_len == 0:
         cfg = dataclasses.replace(cfg, max_len=derive_max_len(cfg.backbone, frame))
         print(f"kagglekit: max_len=0: the longest training pair has {cfg.max_len} tokens; using max_len={cfg.max_len}", flush=True)
-    device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     metric = get_metric(cfg.metric or recipe.metric)
     loss = get_loss(cfg.loss if cfg.loss != "auto" else default_loss(cfg.output, recipe.label_range), huber_delta=cfg.huber_delta)
@@ -199,19 +192,58 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all", *, resume
     print(f"kagglekit: {len(frame)} rows, {cfg.n_folds} folds, training fold(s) {fold_list} on {card['device']} ({precision})", flush=True)
     for fold in fold_list:
         result = train_fold(cfg, frame, fold, out / f"fold{fold}", device=device, precision=precision, meta=meta,
-                            metric_name=metric.name, resume=resume, feature_graph=graph, extra=extra)
+                            metric_name=metric.name, resume=resume, featurize=featurize, extra=extra)
         card = _record_fold(out, result, frame["id"], metric, start)
         print(f"fold {fold}: {metric.name} {result.score:.4f} (epoch {result.best_epoch}); CV over folds {card['cv_folds']}: {card['cv']:.4f}", flush=True)
     return json.loads(card_path.read_text())
 
 
-def read_extra(cfg: Config, recipe, state: dict, frame: pd.DataFrame, graph=None) -> pd.DataFrame | None:
+def computed_features(cfg: Config, recipe, state: dict, frame: pd.DataFrame, out: Path, device):
+    """Add the features the kit computes (co-occurrence, embedding cosine) to `frame` and record in
+    `state` what predict needs to compute them again; returns the `ComputedFeatures`, or None.
+
+    Co-occurrence counts the texts of train + test (never the labels); predict rebuilds the same graph
+    from the training pairs kept in the model folder and the test file it is given. The embedding
+    model is copied once into ``<run>/embedding_model`` and the features come from that copy, so
+    training and predict use the very same weights.
+    """
+    from kagglekit.data.features import ComputedFeatures, CooccurrenceGraph
+
+    if not cfg.computed_features():
+        return None
+    graph = embedder = None
+    if cfg.cooccurrence:
+        test = recipe.read_test(cfg.test_csv, state) if cfg.test_csv else None
+        graph = CooccurrenceGraph(frame, test)
+        state["cooccurrence_pairs"] = frame[["text_a", "text_b"]].to_numpy().tolist()
+    if cfg.embedding_model:
+        from kagglekit.data.embeddings import EMBEDDER_DIR, EMBEDDER_FILE, TextEmbedder
+
+        source = TextEmbedder(cfg.embedding_model, cfg.embedding_pooling, max_len=cfg.embedding_max_len, device=device)  # checks the folder
+        copy = out / EMBEDDER_DIR
+        out.mkdir(parents=True, exist_ok=True)
+        with file_lock(out / ".lock"):  # folds on other GPUs may get here at the same moment
+            if not (copy / EMBEDDER_FILE).is_file():
+                print(f"kagglekit: embedding_model: copying {cfg.embedding_model} to {copy} (predict reads it from there)", flush=True)
+                source.save(copy)
+        embedder = TextEmbedder(copy, source.pooling, max_len=cfg.embedding_max_len, device=device)
+        state["embedding_model"] = embedder.state(copy)
+        del source
+    featurize = ComputedFeatures(graph, embedder)
+    featurize.add(frame)
+    if embedder is not None:
+        cos = frame["embedding_cosine"].to_numpy()
+        print(f"kagglekit: embedding_cosine of {len(frame)} training pairs: mean {cos.mean():.3f}, std {cos.std():.3f}", flush=True)
+    return featurize
+
+
+def read_extra(cfg: Config, recipe, state: dict, frame: pd.DataFrame, featurize=None) -> pd.DataFrame | None:
     """The rows of ``extra_train_csv`` (pseudo labels, external data), read like train_csv, or None.
 
     Labels may be soft (e.g. pseudo-label probabilities for a 0/1 task) but must lie in the task's
     label range. Their ids must not be ids of train_csv: a row is either labelled data (with a fold)
-    or an extra (training folds only). With ``cooccurrence`` they get their features from the graph
-    of train + test.
+    or an extra (training folds only). Computed features (`computed_features`) are added to them as
+    to the training rows.
     """
     if not cfg.extra_train_csv:
         return None
@@ -234,10 +266,8 @@ def read_extra(cfg: Config, recipe, state: dict, frame: pd.DataFrame, graph=None
             f"extra_train_csv: {cfg.extra_train_csv}: {len(clash)} id(s) are also train_csv ids, e.g. {clash[:3]}. "
             "Extra rows must be new rows: give them their own ids (e.g. 'pseudo:<id>'), or drop those already in train_csv."
         )
-    if graph is not None:
-        from kagglekit.data.features import FEATURE_NAMES
-
-        extra[list(FEATURE_NAMES)] = graph.transform(extra).to_numpy()
+    if featurize is not None:
+        featurize.add(extra)
     print(f"kagglekit: extra_train_csv: {len(extra)} rows with loss weight {cfg.extra_weight:g}, for the training folds", flush=True)
     return extra
 
