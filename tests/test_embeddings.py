@@ -81,13 +81,20 @@ def test_config_checks():
     Config(embedding_model="m", closure=True).validate()  # computed for closure pairs too
 
 
-def test_missing_folder_named_before_anything_is_written(tiny_bert, tmp_path, capsys):
+@pytest.mark.parametrize("problem", ["missing", "no weights"])
+def test_bad_embedding_folder_named_before_anything_is_written(tiny_bert, tmp_path, capsys, problem):
+    folder = tmp_path / "embedder"
+    if problem == "no weights":
+        shutil.copytree(tiny_bert, folder)
+        (folder / "model.safetensors").unlink()
     run = tmp_path / "run"
     args = ["train", "--config", str(SAMPLE.parent.parent / "configs" / "uspppm.yaml"), "--fold", "0",
             "--set", f"backbone={tiny_bert}", "--set", f"output_dir={run}", "--set", f"train_csv={SAMPLE / 'train.csv'}",
-            "--set", f"embedding_model={tmp_path / 'nowhere'}"]
+            "--set", f"embedding_model={folder}"]
     assert main(args) == 2
-    assert f"embedding_model: folder not found: {tmp_path / 'nowhere'}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    expected = f"folder not found: {folder}" if problem == "missing" else f"embedding_model {folder} has no weights"
+    assert expected in err and "point embedding_model at" in err.lower()
     assert not run.exists()
 
 

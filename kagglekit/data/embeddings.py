@@ -67,7 +67,7 @@ class TextEmbedder:
                 f"embedding_model: folder not found: {self.folder}. Point embedding_model at a local sentence-embedding model "
                 "folder (e.g. all-MiniLM-L6-v2), or leave it empty."
             )
-        check_backbone(self.folder)
+        check_backbone(self.folder, key="embedding_model")
         self.pooling = resolve_pooling(self.folder, pooling)
         self.max_len = max_len
         self.batch_size = batch_size
@@ -84,8 +84,13 @@ class TextEmbedder:
             self._model = model.to(self.device).eval()
 
     def release(self) -> None:
-        """Free the encoder (the embeddings already computed stay cached)."""
+        """Free the encoder (the embeddings already computed stay cached), and its GPU memory."""
+        import torch
+
+        on_gpu = self._model is not None and next(self._model.parameters()).is_cuda
         self._model = None
+        if on_gpu:
+            torch.cuda.empty_cache()
 
     def encode(self, texts: Iterable[str]) -> np.ndarray:
         """Unit-length float32 embeddings, shape (N, D), one row per text in order."""

@@ -166,14 +166,14 @@ def dropout_rates(dropout: float | Sequence[float], samples: int = 1) -> list[fl
     return rates
 
 
-def _check_backbone_dir(path: Path) -> None:
+def _check_backbone_dir(path: Path, key: str = "backbone") -> None:
     if not str(path) or not path.is_dir():
         raise FileNotFoundError(
-            f"backbone: model folder not found: {path!s}. Set backbone to a local folder holding config.json, "
+            f"{key}: model folder not found: {path!s}. Set {key} to a local folder holding config.json, "
             "the tokenizer files and the weights (attach the model as a Kaggle dataset; hubs are unreachable)."
         )
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"backbone: {path} has no config.json: point backbone at the model folder itself.")
+        raise FileNotFoundError(f"{key}: {path} has no config.json: point {key} at the model folder itself.")
 
 
 def _check_tokenizer_files(folder: Path, what: str) -> None:
@@ -195,23 +195,24 @@ def check_tokenizer_fits(tokenizer, vocab_size: int, folder: Path, what: str) ->
         )
 
 
-def check_backbone(path: str | os.PathLike) -> None:
+def check_backbone(path: str | os.PathLike, key: str = "backbone") -> None:
     """Fail before a run writes anything when the backbone folder lacks weights or tokenizer files, or its
-    tokenizer has more ids than its embedding has rows. Loads the tokenizer and config, not the weights."""
+    tokenizer has more ids than its embedding has rows. Loads the tokenizer and config, not the weights.
+    `key` is the config key that named the folder, for the messages (``embedding_model``)."""
     path = Path(path)
-    _check_backbone_dir(path)
+    _check_backbone_dir(path, key)
     if not any((path / name).is_file() for name in BACKBONE_WEIGHTS):
         raise FileNotFoundError(
-            f"backbone {path} has no weights (none of {list(BACKBONE_WEIGHTS)}): point backbone at the folder of a "
+            f"{key} {path} has no weights (none of {list(BACKBONE_WEIGHTS)}): point {key} at the folder of a "
             "complete checkpoint, or re-download the model dataset."
         )
-    _check_tokenizer_files(path, "backbone")
+    _check_tokenizer_files(path, key)
     tokenizer = load_tokenizer(path)
     cls = _encoder_class(path)
     from transformers import AutoConfig, AutoModel
 
     config = (AutoConfig if cls is AutoModel else cls.config_class).from_pretrained(str(path), local_files_only=True)
-    check_tokenizer_fits(tokenizer, config.vocab_size, path, "backbone")
+    check_tokenizer_fits(tokenizer, config.vocab_size, path, key)
 
 
 def _encoder_class(folder: Path):
