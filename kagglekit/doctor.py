@@ -255,7 +255,7 @@ def _test_sample(model, meta: dict, data: Path, size: int):
     """
     import numpy as np
 
-    from kagglekit.predict import InputCache
+    from kagglekit.inputs import InputCache
 
     frame = InputCache(data, device=next(model.parameters()).device).frame(meta, getattr(model, "source_dir", None))[1]
     # a test file shorter than the sample is cycled, so the timed batches are as full as the real run's

@@ -14,6 +14,7 @@ import pytest
 import torch
 from scipy.stats import rankdata
 
+import kagglekit.inputs as inputs_module
 import kagglekit.predict as predict_module
 from conftest import SAMPLE
 from kagglekit.config import load_config
@@ -101,7 +102,7 @@ def test_identity_outputs_average_the_same_either_way(runs):
 def test_each_run_keeps_its_settings_and_the_test_file_is_read_once_per_recipe_state(runs, monkeypatch, tmp_path):
     a_copy = shutil.copytree(runs.a, tmp_path / "a_copy")  # the same recipe state and tokenizer as run a
     reads, encodings = [], []
-    read_test, pair_encodings = UspppmRecipe.read_test, predict_module.PairEncodings
+    read_test, pair_encodings = UspppmRecipe.read_test, inputs_module.PairEncodings
 
     def counting_read(self, path, state):
         reads.append(state.get("cpc_levels"))
@@ -112,7 +113,7 @@ def test_each_run_keeps_its_settings_and_the_test_file_is_read_once_per_recipe_s
         return pair_encodings(tokenizer, text_a, text_b, max_len, **kwargs)
 
     monkeypatch.setattr(UspppmRecipe, "read_test", counting_read)
-    monkeypatch.setattr(predict_module, "PairEncodings", counting_encodings)
+    monkeypatch.setattr(inputs_module, "PairEncodings", counting_encodings)
     sub = predict([runs.a, runs.b, a_copy], runs.test, tmp_path / "submission.csv", **CPU)
     assert sorted(reads) == [["section"], ["section", "class"]]  # 6 folds, 2 recipe states
     assert sorted(encodings) == [24, 32]  # 2 tokenizers / max_len
