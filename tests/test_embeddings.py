@@ -165,3 +165,31 @@ def test_changed_or_missing_copy_is_refused(tiny_models, tmp_path, capsys):
     assert "was trained with embedding_model" in err and "Attach the whole run folder" in err and not out.exists()
     check, _ = check_folder(run / "fold0", device=torch.device("cpu"))  # kagglekit doctor says so before any GPU hour
     assert check.status == "fail" and "its embedding model does not" in check.detail and "Attach the whole run folder" in check.detail
+
+
+def _extra_file(tmp_path, score):
+    """Six rows of the sample's schema with new ids, as extra_train_csv."""
+    rows = pd.read_csv(SAMPLE / "train.csv", dtype={"id": str}).iloc[200:206].copy()
+    rows["id"] = "extra:" + rows["id"]
+    rows["score"] = score
+    path = tmp_path / "extra.csv"
+    rows.to_csv(path, index=False)
+    return path
+
+
+def test_extra_rows_get_the_feature_and_a_bad_extra_file_leaves_no_folder(tiny_models, tmp_path, capsys):
+    from test_model_zoo import assert_oof_reproduced, train_then_predict
+
+    embedding = shutil.copytree(tiny_models("bert"), tmp_path / "embedder-src")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    with pytest.raises(AssertionError):  # train_then_predict asserts exit status 0
+        train_then_predict(tiny_models, bad, f"embedding_model={embedding}", f"extra_train_csv={_extra_file(bad, 7.0)}")
+    err = capsys.readouterr().err
+    assert f"{bad / 'extra.csv'}" in err and "7.0" in err
+    assert not (bad / "run").exists()  # read before the embedding model is copied
+
+    run, oof, sub = train_then_predict(tiny_models, tmp_path, f"embedding_model={embedding}",
+                                       f"extra_train_csv={_extra_file(tmp_path, 0.5)}", "extra_weight=0.5")
+    assert_oof_reproduced(oof, sub)  # NaN features on the extra rows would make every prediction NaN
+    assert json.loads((run / "run.json").read_text())["folds"]["0"]["augmentation"]["extra_rows"] == 6

@@ -126,11 +126,14 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all", *, resume
     check_backbone(cfg.backbone)  # weights, tokenizer files, tokenizer ids vs embedding rows: before anything is written
     _check_same_config(cfg, out)
     frame, new_folds = assign_folds(frame, cfg, out)  # before anything is written: bad input leaves no folder
+    extra = read_extra(cfg, recipe, state, frame)  # before the embedding model's copy: a bad file leaves no folder
     device = resolve_device(cfg.device)
     featurize = computed_features(cfg, recipe, state, frame, out, device)
-    extra = read_extra(cfg, recipe, state, frame, featurize)
-    if featurize is not None and featurize.embedder is not None:
-        featurize.embedder.release()  # every text of train and extra is embedded; augmented pairs reuse them
+    if featurize is not None:
+        if extra is not None:
+            featurize.add(extra)
+        if featurize.embedder is not None:
+            featurize.embedder.release()  # every text of train and extra is embedded; augmented pairs reuse them
     user_cfg = cfg  # what config.yaml keeps: max_len=0 stays "from the data", the derived value goes to the folds
     if cfg.max_len == 0:
         cfg = dataclasses.replace(cfg, max_len=derive_max_len(cfg.backbone, frame))
@@ -237,13 +240,12 @@ def computed_features(cfg: Config, recipe, state: dict, frame: pd.DataFrame, out
     return featurize
 
 
-def read_extra(cfg: Config, recipe, state: dict, frame: pd.DataFrame, featurize=None) -> pd.DataFrame | None:
+def read_extra(cfg: Config, recipe, state: dict, frame: pd.DataFrame) -> pd.DataFrame | None:
     """The rows of ``extra_train_csv`` (pseudo labels, external data), read like train_csv, or None.
 
     Labels may be soft (e.g. pseudo-label probabilities for a 0/1 task) but must lie in the task's
     label range. Their ids must not be ids of train_csv: a row is either labelled data (with a fold)
-    or an extra (training folds only). Computed features (`computed_features`) are added to them as
-    to the training rows.
+    or an extra (training folds only). The caller adds the computed features (`computed_features`).
     """
     if not cfg.extra_train_csv:
         return None
@@ -266,8 +268,6 @@ def read_extra(cfg: Config, recipe, state: dict, frame: pd.DataFrame, featurize=
             f"extra_train_csv: {cfg.extra_train_csv}: {len(clash)} id(s) are also train_csv ids, e.g. {clash[:3]}. "
             "Extra rows must be new rows: give them their own ids (e.g. 'pseudo:<id>'), or drop those already in train_csv."
         )
-    if featurize is not None:
-        featurize.add(extra)
     print(f"kagglekit: extra_train_csv: {len(extra)} rows with loss weight {cfg.extra_weight:g}, for the training folds", flush=True)
     return extra
 
