@@ -11,6 +11,7 @@ once), so predict rebuilds the feature from the run folder alone, offline.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -130,8 +131,8 @@ class TextEmbedder:
         """The ``EMBEDDING_FEATURES`` of each row of a frame with ``text_a``, ``text_b``: shape (N, 1)."""
         return self.cosine(frame["text_a"].tolist(), frame["text_b"].tolist())[:, None]
 
-    def save(self, path: str | os.PathLike) -> dict:
-        """Write the encoder and tokenizer to `path` (atomically) for predict; returns its state entry."""
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the encoder and tokenizer to `path` (atomically) for predict (see `state`)."""
         from kagglekit._io import atomic_dir, write_json
         from kagglekit.models.pair_model import VOCAB_FILES
 
@@ -143,7 +144,6 @@ class TextEmbedder:
                 if (self.folder / name).is_file() and not (tmp / name).exists():
                     (tmp / name).write_bytes((self.folder / name).read_bytes())
             write_json(tmp / EMBEDDER_FILE, {"pooling": self.pooling, "max_len": self.max_len})
-        return self.state(path)
 
     def state(self, path: str | os.PathLike) -> dict:
         """What a model folder records of the copy at `path`: its folder name, pooling, max_len and digest."""
@@ -151,14 +151,23 @@ class TextEmbedder:
 
 
 def folder_digest(path: str | os.PathLike) -> str:
-    """SHA-1 over the names and bytes of a folder's files (not its subfolders)."""
+    """SHA-1 over the names and bytes of a folder's files (not its subfolders).
+
+    Read once per process while the files keep their sizes and modification times: predict checks
+    a run's copy before reading the test file and again when it embeds it.
+    """
+    files = sorted(f for f in Path(path).iterdir() if f.is_file())
+    return _digest(tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+
+
+@functools.lru_cache(maxsize=32)
+def _digest(files: tuple) -> str:
     digest = hashlib.sha1()
-    for file in sorted(Path(path).iterdir()):
-        if file.is_file():
-            digest.update(file.name.encode("utf-8") + b"\0")
-            with open(file, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
+    for name, _, _ in files:
+        digest.update(Path(name).name.encode("utf-8") + b"\0")
+        with open(name, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 

@@ -142,10 +142,7 @@ class ComputedFeatures:
     """
 
     def __init__(self, graph: CooccurrenceGraph | None = None, embedder=None):
-        from kagglekit.data.embeddings import EMBEDDING_FEATURES
-
         self.graph, self.embedder = graph, embedder
-        self.names = (list(FEATURE_NAMES) if graph is not None else []) + (list(EMBEDDING_FEATURES) if embedder is not None else [])
 
     def add(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Set the feature columns of `frame` in place (and return it)."""
