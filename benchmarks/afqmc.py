@@ -102,8 +102,8 @@ def main() -> None:
     from kagglekit.data.ids import build_id_model, id_model_config
     from kagglekit.kaggle import set_offline_env
     from kagglekit.metrics import roc_auc
-    from kagglekit.predict import predict
-    from kagglekit.pretrain import PretrainConfig, run_pretraining
+    from kagglekit.infer.predict import predict
+    from kagglekit.train.pretrain import PretrainConfig, run_pretraining
     from kagglekit.train import train_folds
 
     set_offline_env()

@@ -3,7 +3,7 @@
 A request is what an online matching service receives: raw text pairs in, scores out. Each is timed
 end to end: tokenize (`PairEncodings`), pad to the request's longest pair, forward, activation. The
 model is a kit model folder (`save_model_folder`) loaded as serving loads it (`load_model_folder`),
-and the same folder exported with `kagglekit.export.export_onnx` and run by `OnnxPredictor`. The
+and the same folder exported with `kagglekit.infer.export.export_onnx` and run by `OnnxPredictor`. The
 two run side by side in one process, request by request on the same pairs, alternating who goes
 first; tokenizing alone is timed too, since both pay it. The budget is GAIIC 2021's: 50,000 pairs
 in 15 minutes, 18 ms per pair.
@@ -70,10 +70,10 @@ def main() -> None:
     n_requests = args.requests or (100 if args.quick else 200)
 
     from kagglekit.data.batching import PairEncodings
-    from kagglekit.export import OnnxPredictor, export_onnx
+    from kagglekit.infer.export import OnnxPredictor, export_onnx
     from kagglekit.kaggle import describe_device, set_offline_env
     from kagglekit.models.pair_model import load_model_folder
-    from kagglekit.predict import run_inference
+    from kagglekit.models.forward import run_inference
 
     set_offline_env()
     cpu = torch.device("cpu")

@@ -1,7 +1,7 @@
 """Prediction throughput: the kit's inference (length-sorted, dynamically padded) vs batches padded to max_len.
 
 The baseline is what the popular public USPPPM notebooks do at inference: batches in the test file's
-order, every row padded to ``max_len``. The kit (`kagglekit.predict.run_inference`) tokenizes once,
+order, every row padded to ``max_len``. The kit (`kagglekit.infer.predict.run_inference`) tokenizes once,
 visits rows sorted by length, pads each batch only to its longest row and puts the predictions back
 in the original order. Both variants run the same model on the same rows (the same `PairEncodings`),
 with the same activation, in one process: a warm-up, then rounds in which each predicts every row,
@@ -41,7 +41,7 @@ TOLERANCE = {"fp32": 1e-4, "fp16": 5e-3, "bf16": 2e-2}
 
 def kit_predict(model, enc, *, batch_size: int, device: torch.device, amp_dtype) -> np.ndarray:
     """The kit's inference: `run_inference` (sorted by length, padded per batch, original order back)."""
-    from kagglekit.predict import run_inference
+    from kagglekit.models.forward import run_inference
 
     return run_inference(model, enc, batch_size=batch_size, device=device, amp_dtype=amp_dtype, activation="sigmoid")
 

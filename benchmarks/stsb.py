@@ -48,7 +48,7 @@ def main() -> None:
     from kagglekit.data.pairs import read_table
     from kagglekit.kaggle import set_offline_env
     from kagglekit.metrics import pearson, spearman
-    from kagglekit.predict import predict
+    from kagglekit.infer.predict import predict
     from kagglekit.train import train_folds
 
     set_offline_env()

@@ -42,7 +42,7 @@ def _cmd_id_vocab(args) -> int:
 
 
 def _cmd_pretrain(args) -> int:
-    from kagglekit.pretrain import load_pretrain_config, run_pretraining
+    from kagglekit.train.pretrain import load_pretrain_config, run_pretraining
 
     result = run_pretraining(load_pretrain_config(args.config, args.set), resume=args.resume)
     print(f"pretrained {result['steps']} steps on {result['texts']} texts; final loss {result['final_loss']:.4f}\n"
@@ -51,7 +51,7 @@ def _cmd_pretrain(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from kagglekit.predict import models_path, predict
+    from kagglekit.infer.predict import models_path, predict
 
     sub = predict(
         args.models, args.data, args.out, sample_submission=args.sample_submission, average=args.average,
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_id_vocab)
 
     p = sub.add_parser("pretrain", help="MLM further pretraining (n-gram masking); checkpoints are backbones for train")
-    p.add_argument("--config", help="YAML file of pretraining keys (see kagglekit.pretrain.PretrainConfig)")
+    p.add_argument("--config", help="YAML file of pretraining keys (see kagglekit.train.pretrain.PretrainConfig)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue from the saved state in output_dir/resume")
     p.set_defaults(func=_cmd_pretrain)
@@ -109,17 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="weights.json from kagglekit ensemble: blend the runs with its weights (and ranks); default: equal")
     p.set_defaults(func=_cmd_predict)
 
-    from kagglekit.ensemble import add_parser as add_ensemble_parser
-    from kagglekit.export import add_parser as add_export_parser
+    from kagglekit.infer.ensemble import add_parser as add_ensemble_parser
+    from kagglekit.infer.export import add_parser as add_export_parser
 
     add_ensemble_parser(sub)
     add_export_parser(sub)
 
-    from kagglekit.report import add_parser as add_report_parser
+    from kagglekit.tools.report import add_parser as add_report_parser
 
     add_report_parser(sub)
 
-    from kagglekit.doctor import add_parser as add_doctor_parser
+    from kagglekit.tools.doctor import add_parser as add_doctor_parser
 
     add_doctor_parser(sub)
     return parser

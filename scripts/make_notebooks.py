@@ -48,7 +48,7 @@ except ImportError:
 print("kagglekit", kagglekit.__version__, "from", os.path.dirname(kagglekit.__file__))'''
 
 TRAIN_ENVIRONMENT = '''\
-from kagglekit.doctor import run_doctor
+from kagglekit.tools.doctor import run_doctor
 from kagglekit.kaggle import set_offline_env
 
 set_offline_env()  # HF_HUB_OFFLINE=1 etc.: models load from local folders, no hub retries
@@ -58,7 +58,7 @@ if run_doctor() != 0:
     raise RuntimeError("kagglekit doctor: a check failed; the 'fail' lines above say what to do.")'''
 
 INFERENCE_ENVIRONMENT = '''\
-from kagglekit.doctor import run_doctor
+from kagglekit.tools.doctor import run_doctor
 from kagglekit.kaggle import set_offline_env
 
 set_offline_env()  # HF_HUB_OFFLINE=1 etc.: models load from local folders, no hub retries
@@ -158,7 +158,7 @@ fold, the out-of-fold predictions against the labels, the score per fold. They a
 TRAIN_REPORT = '''\
 from pathlib import Path
 from IPython.display import Image, Markdown, display
-from kagglekit.report import write_report
+from kagglekit.tools.report import write_report
 
 report = write_report(OUTPUT_DIR, Path(OUTPUT_DIR).parent / "report")
 for message in report.skipped:
@@ -207,7 +207,7 @@ BATCH_SIZE = 128
 TEST_ROWS = 12_000  # rows of the hidden test set the submission rerun predicts (USPPPM: about 12,000); 0: test.csv's own count'''
 
 INFERENCE_PREDICT = '''\
-from kagglekit.predict import predict
+from kagglekit.infer.predict import predict
 
 sub = predict(MODEL_DIRS, TEST_CSV, OUT, sample_submission=SAMPLE_SUBMISSION or None, batch_size=BATCH_SIZE)
 print(f"wrote {OUT}: {len(sub)} rows")

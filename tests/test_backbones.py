@@ -54,7 +54,7 @@ def test_half_precision_checkpoints_load_as_fp32(arch, tiny_models, tmp_path):
     from safetensors.torch import load_file, save_file
 
     from kagglekit.models.pair_model import load_backbone
-    from kagglekit.pretrain import PretrainConfig, build_mlm_model
+    from kagglekit.train.pretrain import PretrainConfig, build_mlm_model
 
     folder = tmp_path / "half"
     shutil.copytree(tiny_models(arch), folder)

@@ -43,7 +43,7 @@ def _predict(model, tokenizer) -> dict:
     import torch
 
     from kagglekit.data.batching import PairEncodings
-    from kagglekit.predict import run_inference
+    from kagglekit.models.forward import run_inference
 
     enc = PairEncodings(tokenizer, *PAIRS, max_len=MAX_LEN)
     logits = run_inference(model, enc, batch_size=2, device=torch.device("cpu"))

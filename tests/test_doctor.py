@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from kagglekit import doctor
+from kagglekit.tools import doctor
 from kagglekit.config import load_config
 from kagglekit.data.batching import PairEncodings
 from kagglekit.data.recipes import get_recipe
@@ -321,7 +321,7 @@ def test_the_sample_is_the_test_files_first_rows_cycled_when_it_is_shorter(run, 
 
 
 def test_the_estimate_is_measured_without_fakes(run, data, monkeypatch):
-    # the same sample through kagglekit.predict.run_inference, timed here: the doctor's figure is of that size
+    # the same sample through kagglekit.infer.predict.run_inference, timed here: the doctor's figure is of that size
     calls = []
     real = doctor.time_inference
 

@@ -14,7 +14,7 @@ from kagglekit.cli import main
 from kagglekit.config import Config
 from kagglekit.data.embeddings import EMBEDDER_DIR, EMBEDDER_FILE, EMBEDDING_FEATURES, TextEmbedder, resolve_pooling
 from kagglekit.data.features import ComputedFeatures
-from kagglekit.doctor import check_folder
+from kagglekit.tools.doctor import check_folder
 
 pytestmark = pytest.mark.compat  # also under transformers 4.x (make test)
 

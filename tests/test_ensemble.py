@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy.stats import rankdata
 
-from kagglekit.ensemble import add_parser, ensemble, fit_weights, load_oof, read_weights
+from kagglekit.infer.ensemble import add_parser, ensemble, fit_weights, load_oof, read_weights
 from kagglekit.metrics import get_metric
 
 N = 600

@@ -11,9 +11,9 @@ pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from kagglekit.data.batching import PairEncodings, sorted_batches  # noqa: E402
-from kagglekit.export import EXAMPLE_PAIRS, OnnxPredictor, add_parser, export_onnx  # noqa: E402
+from kagglekit.infer.export import EXAMPLE_PAIRS, OnnxPredictor, add_parser, export_onnx  # noqa: E402
 from kagglekit.models.pair_model import build_model, load_model_folder, save_model_folder  # noqa: E402
-from kagglekit.predict import run_inference  # noqa: E402
+from kagglekit.models.forward import run_inference  # noqa: E402
 from kagglekit.testing import make_uspppm_sample  # noqa: E402
 
 pytestmark = pytest.mark.compat  # model folders and export also under transformers 4.x, when onnxruntime is installed

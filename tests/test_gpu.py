@@ -129,7 +129,7 @@ def test_train_and_predict_on_the_gpu(tmp_path, tiny_bert, precision):
     if precision == "bf16" and not torch.cuda.is_bf16_supported(including_emulation=False):
         pytest.skip("no bf16 on this GPU")
     from kagglekit.config import load_config
-    from kagglekit.predict import predict
+    from kagglekit.infer.predict import predict
     from kagglekit.train import train_folds
 
     from conftest import ROOT, SAMPLE

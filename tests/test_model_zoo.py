@@ -13,7 +13,7 @@ from conftest import SAMPLE
 from kagglekit.cli import main
 from kagglekit.models.heads import HEADS
 from kagglekit.models.pair_model import build_model, load_model_folder, save_model_folder
-from kagglekit.predict import predict
+from kagglekit.infer.predict import predict
 
 pytestmark = pytest.mark.compat  # also under transformers 4.x (make test)
 

@@ -11,7 +11,7 @@ import torch
 
 from kagglekit.data.batching import PairEncodings
 from kagglekit.models.pair_model import PairModel, build_model, load_model_folder, save_model_folder
-from kagglekit.predict import run_inference
+from kagglekit.models.forward import run_inference
 
 pytestmark = pytest.mark.compat
 
@@ -50,7 +50,7 @@ def test_folder_round_trip_in_a_fresh_process_without_the_backbone(tiny_bert, tm
 import numpy as np, torch
 from kagglekit.models.pair_model import load_model_folder
 from kagglekit.data.batching import PairEncodings
-from kagglekit.predict import run_inference
+from kagglekit.models.forward import run_inference
 model, tok, meta = load_model_folder({str(tmp_path / 'fold0')!r})
 enc = PairEncodings(tok, {PAIRS[0]!r}, {PAIRS[1]!r}, max_len=meta["max_len"])
 after = run_inference(model, enc, batch_size=2, device=torch.device("cpu"))

@@ -14,15 +14,15 @@ import pytest
 import torch
 from scipy.stats import rankdata
 
-import kagglekit.inputs as inputs_module
-import kagglekit.predict as predict_module
+import kagglekit.infer.inputs as inputs_module
+import kagglekit.infer.predict as predict_module
 from conftest import SAMPLE
 from kagglekit.config import load_config
 from kagglekit.data.recipes import get_recipe
 from kagglekit.data.uspppm import UspppmRecipe
-from kagglekit.ensemble import ensemble
+from kagglekit.infer.ensemble import ensemble
 from kagglekit.models.pair_model import load_model_folder
-from kagglekit.predict import (InputCache, check_submission, find_fold_dirs, models_path, predict, predict_folder,
+from kagglekit.infer.predict import (InputCache, check_submission, find_fold_dirs, models_path, predict, predict_folder,
                                predict_run, swapped)
 from kagglekit.train import train_folds
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from kagglekit.pretrain import (PretrainConfig, build_mlm_model, load_pretrain_config, read_corpus, run_pretraining)
+from kagglekit.train.pretrain import (PretrainConfig, build_mlm_model, load_pretrain_config, read_corpus, run_pretraining)
 
 pytestmark = pytest.mark.compat
 
@@ -163,7 +163,7 @@ def test_nezha_mlm_matches_transformers_4(tmp_path, corpus, tiny_models):
     """Both ways: 4.x's NezhaForMaskedLM loads the kit's MLM folder, and the kit loads 4.x's, with equal logits."""
     from transformers import NezhaForMaskedLM as Reference
 
-    from kagglekit.pretrain import NezhaForMaskedLM
+    from kagglekit.train.pretrain import NezhaForMaskedLM
 
     torch.manual_seed(0)
     result = run_pretraining(_cfg(corpus, tiny_models("nezha"), tmp_path / "out", steps=2, save_every=0))
@@ -185,7 +185,7 @@ class _Killed(Exception):
 
 
 def test_resume_equals_uninterrupted_run(corpus, tiny_bert, tmp_path, monkeypatch):
-    import kagglekit.pretrain as pretrain
+    import kagglekit.train.pretrain as pretrain
 
     steps = dict(steps=7, save_every=3, batch_size=6)  # 52 texts: passes of 9 batches; dropout on (RNG restored)
     full = run_pretraining(_cfg(corpus, tiny_bert, tmp_path / "full", **steps))
@@ -213,7 +213,7 @@ def test_resume_equals_uninterrupted_run(corpus, tiny_bert, tmp_path, monkeypatc
 
 
 def test_batches_and_masks_depend_on_seed_and_step_only():
-    from kagglekit.pretrain import batch_rows
+    from kagglekit.train.pretrain import batch_rows
 
     seen = np.concatenate([batch_rows(10, 3, 0, s) for s in range(4)])  # one pass: 4 batches, the last of 1 row
     assert sorted(seen) == list(range(10))

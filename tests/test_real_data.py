@@ -5,7 +5,7 @@ import pytest
 
 from conftest import shared_data
 from kagglekit.config import load_config
-from kagglekit.predict import predict
+from kagglekit.infer.predict import predict
 from kagglekit.train import train_folds
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import ROOT
 from kagglekit.config import load_config
-from kagglekit.predict import predict
+from kagglekit.infer.predict import predict
 from kagglekit.train import train_folds
 
 

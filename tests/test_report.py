@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from kagglekit.kaggle import git_commit, gpu_info
-from kagglekit.report import add_parser, leaderboard, parse_lb, read_lb, short_backbone, write_report
+from kagglekit.tools.report import add_parser, leaderboard, parse_lb, read_lb, short_backbone, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import SAMPLE
 from kagglekit.cli import main
 from kagglekit.metrics import pearson
-from kagglekit.predict import predict, predict_folder
+from kagglekit.infer.predict import predict, predict_folder
 
 
 def train_args(tiny, out, *extra):

@@ -28,7 +28,7 @@ from kagglekit.kaggle import amp_dtype as to_amp_dtype
 from kagglekit.losses import get_loss
 from kagglekit.metrics import get_metric, is_better
 from kagglekit.models.pair_model import build_model, save_model_folder
-from kagglekit.predict import run_inference
+from kagglekit.models.forward import run_inference
 from kagglekit.targets import Target
 from kagglekit.train.optim import build_optimizer, build_scheduler
 

@@ -19,45 +19,12 @@ import pandas as pd
 import torch
 
 from kagglekit._io import read_csv, write_csv
-from kagglekit.data.batching import PairEncodings, sorted_batches
-from kagglekit.inputs import InputCache, read_test_frame, swapped, value_range  # noqa: F401  (read_test_frame, swapped: API)
+from kagglekit.infer.inputs import InputCache, read_test_frame, swapped, value_range  # noqa: F401  (read_test_frame, swapped: API)
 from kagglekit.losses import activate
+from kagglekit.models.forward import run_inference, run_logits  # noqa: F401  (run_logits: API)
 
 AVERAGES = ("prob", "logit")
 TTAS = ("none", "swap")
-
-
-@torch.no_grad()
-def run_logits(model, encodings: PairEncodings, *, batch_size: int, device: torch.device, amp_dtype=None) -> np.ndarray:
-    """The model's raw outputs for every row of `encodings`, in their original order.
-
-    Returns:
-        float32 logits, shape (N,) for one output, (N, C) for ``classes`` and ``bins`` outputs.
-    """
-    model.eval()
-    parts, order = [], []
-    pinned = device.type == "cuda"  # page-locked host batches copy asynchronously, overlapping the previous forward
-    for indices in sorted_batches(encodings.lengths, batch_size):
-        batch = {k: (v.pin_memory() if pinned else v).to(device, non_blocking=pinned)
-                 for k, v in encodings.collate(indices).items() if k != "labels"}
-        with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            parts.append(model(**batch).float())  # (B,) or (B, C), left on the device: no sync per batch
-        order.append(np.asarray(indices))
-    if not parts:
-        return np.empty(0, dtype=np.float32)
-    logits = torch.cat(parts).cpu().numpy()  # one copy back
-    out = np.empty_like(logits)
-    out[np.concatenate(order)] = logits
-    return out
-
-
-def run_inference(model, encodings: PairEncodings, *, batch_size: int, device: torch.device, amp_dtype=None, activation: str = "identity", values=()) -> np.ndarray:
-    """Predictions for every row of `encodings`, in their original order, shape (N,).
-
-    `activation` (and, for ``expected``, the output `values`) maps logits to the label's space.
-    """
-    logits = run_logits(model, encodings, batch_size=batch_size, device=device, amp_dtype=amp_dtype)
-    return activate(torch.from_numpy(logits), activation, values).numpy().astype(np.float64)
 
 
 def average_outputs(outputs: Sequence[np.ndarray], *, activation: str, values: Sequence[float] = (), average: str = "prob") -> np.ndarray:
@@ -117,7 +84,7 @@ def predict_run(run: str | os.PathLike, inputs: InputCache, *, average: str = "p
 
     Every fold and view counts equally; `average` picks probabilities or logits (see `average_outputs`).
     """
-    from kagglekit.ensemble import run_name
+    from kagglekit.infer.ensemble import run_name
     from kagglekit.kaggle import amp_dtype as to_amp_dtype, resolve_device, resolve_precision
     from kagglekit.models.pair_model import load_model_folder
 
@@ -201,7 +168,7 @@ def check_symmetric(run: str | os.PathLike, folder: Path) -> None:
 
 def blend_runs(runs: Sequence[RunPrediction], weights: np.ndarray | None = None, *, rank: bool = False) -> np.ndarray:
     """The runs' weighted mean (equal weights when None); `rank`: of each run's rank / N instead."""
-    from kagglekit.ensemble import rank_normalise
+    from kagglekit.infer.ensemble import rank_normalise
 
     columns = np.column_stack([rank_normalise(r.preds) if rank else r.preds for r in runs])  # (N, R)
     weights = np.full(len(runs), 1.0 / len(runs)) if weights is None else np.asarray(weights, dtype=np.float64)
@@ -244,7 +211,7 @@ def predict(
     Example:
         >>> predict(["runs/deberta", "runs/electra"], "data/test.csv", "submission.csv", weights="weights.json")
     """
-    from kagglekit.ensemble import match_weights
+    from kagglekit.infer.ensemble import match_weights
 
     if not models:
         raise ValueError("--models: give at least one run folder.")

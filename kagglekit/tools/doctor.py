@@ -240,8 +240,8 @@ def missing_files(folder: Path) -> list[str]:
 
 
 def time_inference(model, encodings, *, batch_size: int, device, amp_dtype, activation: str, values) -> float:
-    """Seconds to predict every row of `encodings` with `model`, as `kagglekit.predict` does."""
-    from kagglekit.predict import run_inference
+    """Seconds to predict every row of `encodings` with `model`, as `kagglekit.infer.predict` does."""
+    from kagglekit.models.forward import run_inference
 
     start = time.perf_counter()
     run_inference(model, encodings, batch_size=batch_size, device=device, amp_dtype=amp_dtype, activation=activation, values=values)
@@ -251,11 +251,11 @@ def time_inference(model, encodings, *, batch_size: int, device, amp_dtype, acti
 def _test_sample(model, meta: dict, data: Path, size: int):
     """`size` rows from the start of the test file as the model sees them (texts and features), and the file's row count.
 
-    Reads and featurises the test file as `kagglekit.predict` does (`InputCache`).
+    Reads and featurises the test file as `kagglekit.infer.predict` does (`InputCache`).
     """
     import numpy as np
 
-    from kagglekit.inputs import InputCache
+    from kagglekit.infer.inputs import InputCache
 
     frame = InputCache(data, device=next(model.parameters()).device).frame(meta, getattr(model, "source_dir", None))[1]
     # a test file shorter than the sample is cycled, so the timed batches are as full as the real run's

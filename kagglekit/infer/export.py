@@ -1,7 +1,7 @@
 """ONNX export of a kit model folder, and an onnxruntime predictor that answers in the label space.
 
 `export_onnx` writes one ``.onnx`` file holding the whole `PairModel` (backbone, pooling head,
-numeric-feature fusion) and the activation that `kagglekit.predict` applies, with dynamic batch and
+numeric-feature fusion) and the activation that `kagglekit.infer.predict` applies, with dynamic batch and
 token axes. Before anything is written, onnxruntime runs the file on a batch of another size and
 length than the export example and must agree with PyTorch, so a graph that froze a shape is
 refused instead of shipped. `OnnxPredictor` runs the file on tokenized pairs.
@@ -52,7 +52,7 @@ def export_onnx(model_folder: str | os.PathLike, out_path: str | os.PathLike, *,
     The graph's inputs are the model's: ``input_ids`` and ``attention_mask`` (B, T) int64,
     ``token_type_ids`` (B, T) when the backbone reads them, ``features`` (B, K) float32 when the model
     fuses numeric features; its output ``pred`` (B,) is the prediction in the label space (sigmoid,
-    identity or the expected class value, as `kagglekit.predict` gives per fold). Batch and token
+    identity or the expected class value, as `kagglekit.infer.predict` gives per fold). Batch and token
     axes are dynamic. Uses torch's TorchScript-based exporter (``dynamo=False``): it needs no
     onnxscript and exports every head, the packed LSTM included, which torch.export refuses.
 
@@ -213,7 +213,7 @@ def _check_against_torch(data: bytes, wrapper, batch: dict, folder: Path) -> Non
 class OnnxPredictor:
     """An exported model under onnxruntime: tokenized pairs in, predictions in the label space out.
 
-    Gives what `kagglekit.predict.run_inference` gives for the same model folder (to ~1e-6 in fp32):
+    Gives what `kagglekit.infer.predict.run_inference` gives for the same model folder (to ~1e-6 in fp32):
     one fold's predictions, before fold averaging and the recipe's post-processing (e.g. STS-B's 0-5).
 
     Args:

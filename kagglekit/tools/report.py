@@ -374,13 +374,13 @@ def write_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
     runs = [Run(r.name, r.path, r.card, read_lb(r.path)) for r in runs]
     table = leaderboard(runs)
 
-    from kagglekit.ensemble import read_weights
+    from kagglekit.infer.ensemble import read_weights
 
     blends, plots = [], []
     explicit = [Path(p) for p in weights]
     for path in _unique_paths(explicit + found_weights):
         try:
-            spec = read_weights(path)  # kagglekit.ensemble's reader: the checks predict applies
+            spec = read_weights(path)  # kagglekit.infer.ensemble's reader: the checks predict applies
         except ValueError as err:
             if path in explicit:
                 raise
