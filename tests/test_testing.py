@@ -1,6 +1,10 @@
-"""Tests for kagglekit.testing: tiny offline encoders and the synthetic USPPPM sample data."""
+"""Tests for kagglekit.testing: tiny offline encoders, the synthetic USPPPM sample data, and the word
+lists they are built from (package data)."""
 
+import ast
 import filecmp
+import fnmatch
+import hashlib
 import json
 import re
 import subprocess
@@ -12,6 +16,7 @@ import pandas as pd
 import pytest
 
 from kagglekit import testing as kt
+from kagglekit.testing import vocab
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = ROOT / "datasets" / "sample"
@@ -213,6 +218,48 @@ def test_failed_build_leaves_target_untouched(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 
 
+def test_registry_lookup_returns_the_registered_builder():
+    for arch in kt.TINY_ARCHS:
+        assert kt.get_tiny_builder(arch) is kt.TINY_BUILDERS[arch]
+    for bad in ("BERT", "gpt2", "", None, ["bert"]):
+        with pytest.raises(ValueError, match="unknown tiny arch") as err:
+            kt.get_tiny_builder(bad)
+        assert repr(bad) in str(err.value) and all(arch in str(err.value) for arch in kt.TINY_ARCHS)
+
+
+def test_registered_builder_gets_a_work_folder_and_the_seed(tmp_path, monkeypatch):
+    calls = []
+
+    def fake(work_dir, seed):
+        calls.append((work_dir, seed))
+        (work_dir / "config.json").write_text(json.dumps({"seed": seed}))
+
+    monkeypatch.setitem(kt.TINY_BUILDERS, "fake", fake)
+    out = kt.build_tiny_model("fake", tmp_path / "a" / "b" / "m", seed=7)
+    assert out == tmp_path / "a" / "b" / "m" and json.loads((out / "config.json").read_text()) == {"seed": 7}
+    ((work_dir, seed),) = calls
+    assert seed == 7 and work_dir.parent == out.parent and work_dir != out and not work_dir.exists()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m"]  # no temp folder left beside it
+
+
+def test_failed_build_of_a_new_folder_leaves_nothing(tmp_path, monkeypatch):
+    def broken(work_dir, seed):
+        (work_dir / "config.json").write_text("{half written")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setitem(kt.TINY_BUILDERS, "bert", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        kt.build_tiny_model("bert", tmp_path / "m")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_dir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "m").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        kt.build_tiny_model("bert", tmp_path / "m")
+    assert (tmp_path / "m").read_text() == "x"
+
+
 def test_import_is_light():
     code = "import sys, kagglekit.testing; print(sorted({'torch', 'transformers', 'pandas'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -343,3 +390,76 @@ def test_committed_sample_matches_generator(tmp_path):
     data = kt.make_uspppm_sample(seed=0)
     read = pd.read_csv(SAMPLE_DIR / "train.csv", dtype={"id": str})
     assert read.astype(object).equals(data["train"].astype(object))
+
+
+def test_write_uspppm_sample_leaves_only_its_files(tmp_path):
+    out = kt.write_uspppm_sample(tmp_path / "s", seed=3, n_anchors=5, targets_per_anchor=3, n_test_anchors=2)
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    assert [w for w in written if not w.startswith("cpc_titles/")] == [
+        "cpc_titles", "sample_submission.csv", "test.csv", "train.csv"]
+    sections = written[1:-3]
+    assert len(sections) == 8 and all(re.fullmatch(r"cpc_titles/cpc-section-[A-H]_20220201\.txt", w) for w in sections)
+    train = pd.read_csv(out / "train.csv", dtype={"id": str})
+    assert train["anchor"].nunique() == 5 and len(train) <= 15
+
+
+# --------------------------------------------------------------------------------------------------
+# The word lists: package data read with importlib.resources
+# --------------------------------------------------------------------------------------------------
+
+DATA_FILES = {"corpus.txt", "cpc_titles.json", "domains.json"}
+# sha256 of the tokenizers' training text: the tiny models' vocabularies, hence their files, follow from
+# it. A deliberate change of the word lists updates this and the committed sample data together.
+CORPUS_SHA256 = "b510dd47383c40dff032ccaaf987d0cfcebb9a68681846a6dd15eb97c1822937"
+
+
+def test_package_data_is_readable_through_importlib_resources():
+    from importlib import resources
+
+    folder = resources.files("kagglekit.testing") / "data"
+    assert {p.name for p in folder.iterdir() if p.is_file()} == DATA_FILES
+    assert json.loads((folder / "cpc_titles.json").read_text(encoding="utf-8")) == kt.SAMPLE_CPC_TITLES
+    domains = json.loads((folder / "domains.json").read_text(encoding="utf-8"))
+    assert list(domains) == list(vocab.DOMAINS) and domains == vocab.DOMAINS
+    assert vocab.read_data("corpus.txt") == (folder / "corpus.txt").read_text(encoding="utf-8")
+    with pytest.raises(FileNotFoundError, match="corpus.txt"):  # the message lists the files there are
+        vocab.read_data("missing.txt")
+
+
+def test_word_lists_are_consistent():
+    domains = vocab.DOMAINS
+    assert len(domains) == 15
+    for code, dom in domains.items():
+        assert set(dom) == {"alt", "mods", "heads"}
+        assert dom["alt"] != code and dom["alt"] in kt.SAMPLE_CPC_TITLES and code in kt.SAMPLE_CPC_TITLES
+        assert len(dom["mods"]) == len(dom["heads"]) == 5
+        assert all(2 <= len(group) <= 3 for group in dom["mods"] + dom["heads"])
+    groups = kt.SAMPLE_SYNONYM_GROUPS
+    assert len(groups) == 150 and sum(map(len, groups)) == 321
+    assert all(isinstance(g, tuple) for g in groups)
+    # Every code's section and class are titled too, as in the CPC title list.
+    assert all(code[0] in kt.SAMPLE_CPC_TITLES and code[:3] in kt.SAMPLE_CPC_TITLES for code in kt.SAMPLE_CPC_TITLES)
+
+
+def test_tokenizer_corpus_is_unchanged():
+    lines = vocab.corpus_lines()
+    sentences = [line for line in vocab.read_data("corpus.txt").splitlines() if line.strip()]
+    assert len(sentences) == 65 and lines[:65] == sentences
+    assert lines[65:95] == list(kt.SAMPLE_CPC_TITLES.values())
+    assert len(lines) == 65 + 30 + 15 * 10  # one line per (domain, mod) and per (domain, head)
+    assert hashlib.sha256("\n".join(lines).encode()).hexdigest() == CORPUS_SHA256
+    assert "\\" in sentences[-2] and "\\\\" not in sentences[-2]  # one literal backslash
+    lines.append("x")
+    assert len(vocab.corpus_lines()) == 245  # a fresh list each call
+
+
+def test_setup_ships_every_data_file():
+    """setup.py's package_data covers each file in kagglekit/testing/data, so the wheel carries them."""
+    tree = ast.parse((ROOT / "setup.py").read_text(encoding="utf-8"))
+    call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup")
+    package_data = ast.literal_eval(next(k.value for k in call.keywords if k.arg == "package_data"))
+    globs = package_data["kagglekit.testing"]
+    data_dir = ROOT / "kagglekit" / "testing" / "data"
+    for path in data_dir.iterdir():
+        rel = path.relative_to(data_dir.parent).as_posix()
+        assert any(fnmatch.fnmatch(rel, g) for g in globs), f"{rel} is not in setup.py's package_data"
