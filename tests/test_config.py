@@ -1,23 +1,22 @@
-"""Config: defaults, YAML + --set typing, unknown keys with a suggestion, validation, round trip."""
+"""Config: defaults, YAML + --set typing, unknown keys with a suggestion, the declared rules of every
+kind (choices, range, applicability, cross-key), renamed and removed keys, round trip; the pretraining
+config through the same loader."""
 
+import subprocess
+import sys
+
+import numpy as np
 import pytest
 import yaml
 
-from kagglekit.config import Config, load_config, parse_overrides
+from kagglekit.config import EMBEDDING_POOLINGS, HEAD_NAMES, METRIC_NAMES, Config, load_config, parse_overrides
+from kagglekit.config_pretrain import PretrainConfig
 
 
-def test_defaults_validate_and_every_field_has_a_comment():
+def test_defaults_validate():
     cfg = load_config()
     assert cfg == Config()
-    # the dataclass is the documentation: every field carries a comment on its line
-    import inspect
-
-    import kagglekit.config as module
-
-    source = inspect.getsource(module.Config)
-    for name in Config.__dataclass_fields__:
-        line = next(l for l in source.splitlines() if l.strip().startswith(f"{name}:"))
-        assert "#" in line, f"field {name} has no comment"
+    assert PretrainConfig(files=["a.csv"], columns=["text"], backbone="m").validate().lr == 5e-5
 
 
 def test_yaml_then_overrides_are_typed(tmp_path):
@@ -87,3 +86,188 @@ def test_multi_sample_dropout_keys():
         load_config(None, ["msd_rates=0.1;0.2"])
     with pytest.raises(ValueError, match=r"'msd_average': unknown value 'mean'"):
         load_config(None, ["msd_average=mean"])
+
+
+# --- the declarations: every key declared once, checked in one loop ---
+
+
+def test_every_field_is_declared_with_help_and_a_valid_default():
+    from kagglekit._keys import declared
+    from kagglekit.config_pretrain import PretrainConfig
+
+    for cls in (Config, PretrainConfig):
+        for name, (f, rules) in declared(cls).items():
+            assert rules is not None, f"{cls.__name__}.{name} is not declared with key()"
+            assert len(rules.help) > 8, f"{cls.__name__}.{name} has no help text"
+            default = getattr(cls(), name)
+            if rules.choices is not None:
+                assert default in rules.choices, name
+            if rules.has_range:
+                assert rules.in_range(default), name
+            for ctrl, _ in (rules.applies.conditions if rules.applies else ()):
+                assert ctrl in declared(cls) and ctrl != name, f"{name} applies on an unknown key {ctrl!r}"
+
+
+@pytest.mark.parametrize("item, message", [
+    ("adversary=fgsm", r"config key 'adversary': unknown value 'fgsm'; valid values are \['none', 'fgm', 'pgd', 'awp'\]\."),
+    ("precision=fp8", r"config key 'precision': unknown value 'fp8'; valid values are \['auto', 'fp32', 'fp16', 'bf16'\]\."),
+    ("head_pool=sum", r"config key 'head_pool': unknown value 'sum'"),
+    ("output=multi", r"config key 'output': unknown value 'multi'; valid values are \['single', 'classes', 'bins'\]\."),
+])
+def test_choices(item, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(None, ["head=cnn", item] if item.startswith("head_") else [item])
+
+
+@pytest.mark.parametrize("item, message", [
+    ("accum_steps=0", r"config key 'accum_steps' must be 1 or more, got 0\."),
+    ("max_rows=-1", r"config key 'max_rows' must be >= 0, got -1\."),
+    ("dropout=1", r"config key 'dropout' must be in \[0, 1\), got 1\.0\."),
+    ("layer_decay=1.5", r"config key 'layer_decay' must be in \(0, 1\], got 1\.5; 1 turns it off, 0\.8-0\.95 is usual\."),
+    ("hidden_dropout=-0.5", r"config key 'hidden_dropout' must be in \[0, 1\), or -1, got -0\.5; -1 keeps the checkpoint's own\."),
+    ("max_len=4", r"config key 'max_len' must be 8 or more, or 0, got 4; 0 takes the longest training pair"),
+    ("ema=1", r"config key 'ema' must be in \[0, 1\), got 1\.0; 0\.999 is usual"),
+    ("lr=nan", r"config key 'lr' must be > 0, got nan\."),
+    ("lr=inf", r"config key 'lr' must be > 0, got inf\."),
+    ("fold_bins=0", r"config key 'fold_bins' must be 1 or more, got 0; 1 turns stratification off\."),
+])
+def test_ranges(item, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(None, [item])
+
+
+def test_range_edges_and_sentinels_are_accepted():
+    cfg = load_config(None, ["dropout=0", "hidden_dropout=-1", "attention_dropout=0.99", "layer_decay=1", "max_len=0",
+                             "max_len=8", "accum_steps=1", "ema=0.999", "fold_bins=1"])
+    assert (cfg.dropout, cfg.hidden_dropout, cfg.layer_decay, cfg.max_len, cfg.ema, cfg.fold_bins) == (0.0, -1.0, 1.0, 8, 0.999, 1)
+
+
+@pytest.mark.parametrize("items, message", [
+    (["num_cycles=1.5", "scheduler=linear"],
+     r"config key 'num_cycles' \(1\.5\) does nothing with scheduler='linear': it applies only when scheduler='cosine'\. "
+     r"Leave it at its default \(0\.5\), or set scheduler\."),
+    (["num_bins=3"], r"config key 'num_bins' \(3\) does nothing with output='single': it applies only when output='bins'"),
+    (["reinit_pooler=false"], r"config key 'reinit_pooler' \(false\) does nothing with reinit_layers=0: it applies only when "
+                              r"reinit_layers > 0\. Leave it at its default \(true\), or set reinit_layers\."),
+    (["huber_delta=2"], r"config key 'huber_delta' \(2\.0\) does nothing with loss='auto': it applies only when loss names 'huber'"),
+    (["adv_epsilon=0.5", "adversary=awp"], r"'adv_epsilon' \(0\.5\) does nothing with adversary='awp': it applies only when "
+                                           r"adversary is one of \['fgm', 'pgd'\]"),
+    (["ema_warmup=true"], r"config key 'ema_warmup' \(true\) does nothing with ema=0\.0: it applies only when ema > 0"),
+    (["head_kernels=3", "head=lstm"], r"'head_kernels' \('3'\) does nothing with head='lstm': it applies only when head='cnn'"),
+    (["closure_ratio=0.5"], r"'closure_ratio' \(0\.5\) does nothing with closure=false: it applies only when closure=true"),
+    (["embedding_max_len=64"], r"'embedding_max_len' \(64\) does nothing without embedding_model: it applies only when "
+                               r"embedding_model is set"),
+    (["task=pairs", "cpc_levels=section"], r"'cpc_levels' \('section'\) does nothing with task='pairs': it applies only when task='uspppm'"),
+    (["cpc_levels=section"], r"'cpc_levels' \('section'\) does nothing without cpc_dir"),
+    (["task=uspppm", "target_grouping_by=section"], r"'target_grouping_by' \('section'\) does nothing with target_grouping=false"),
+])
+def test_applicability(items, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(None, items)
+
+
+def test_applicable_settings_load():
+    cfg = load_config(None, ["scheduler=cosine", "num_cycles=1.5", "reinit_layers=2", "reinit_pooler=false", "loss=mse+0.5*huber",
+                             "huber_delta=2", "adversary=pgd", "adv_alpha=0.1", "ema=0.99", "ema_warmup=true", "cpc_dir=x",
+                             "cpc_levels=section", "closure=true", "closure_max=10"])
+    assert (cfg.num_cycles, cfg.reinit_pooler, cfg.huber_delta, cfg.adv_alpha, cfg.ema_warmup) == (1.5, False, 2.0, 0.1, True)
+    assert load_config(None, ["output=bins", "num_bins=3"]).num_bins == 3
+
+
+def test_cross_key_rules():
+    with pytest.raises(ValueError, match=r"set one of 'closure_max' \(a count\) and 'closure_ratio'"):
+        load_config(None, ["closure=true", "closure_max=5", "closure_ratio=0.5"])
+    with pytest.raises(ValueError, match=r"config key 'msd_rates': each rate must be in \[0, 1\), got \[0\.1, 1\.5\]"):
+        load_config(None, ["msd_rates=0.1,1.5"])
+
+
+def test_wrong_type_given_directly_is_a_type_error():
+    with pytest.raises(TypeError, match=r"config key 'epochs': expected int, got '2'; write e\.g\. epochs=3"):
+        Config(epochs="2").validate()
+    with pytest.raises(TypeError, match=r"config key 'swap': expected bool, got 1"):
+        Config(swap=1).validate()
+    Config(lr=1, epochs=np.int64(2)).validate()  # an int is a float; numpy integers are ints
+
+
+def test_head_applicability_matches_the_heads_registry():
+    from kagglekit._keys import declared
+    from kagglekit.models.heads import HEADS, head_options
+
+    assert tuple(sorted(HEADS)) == HEAD_NAMES
+    for head in HEADS:
+        for option in ("layers", "layernorm", "pool", "hidden", "kernels"):
+            rules = declared(Config)[f"head_{option}"][1]
+            applies = rules.applies is None or rules.applies.first_failing(Config(head=head)) is None
+            assert applies == (option in head_options(head)), (head, option)
+
+
+def test_registry_name_lists_match_the_registries():
+    from kagglekit.data.embeddings import POOLINGS
+    from kagglekit.metrics import METRICS
+
+    assert tuple(sorted(METRICS)) == METRIC_NAMES
+    assert set(POOLINGS) == set(EMBEDDING_POOLINGS)
+
+
+def test_validate_imports_no_heavy_library():
+    code = ("import sys; from kagglekit.config import load_config; "
+            "load_config(None, ['head=cnn', 'head_pool=mean', 'metric=rmse', 'embedding_model=m', 'embedding_pooling=cls', "
+            "'cpc_dir=x', 'output=bins', 'adversary=awp']); "
+            "print(sorted(m for m in ('torch', 'transformers', 'pandas', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+# --- renamed and removed keys ---
+
+
+def test_renamed_key_still_loads_with_a_warning_naming_the_new_key(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("n_bins: 3\nepochs: 2\n")
+    with pytest.warns(UserWarning, match=r"config key 'n_bins' in .*old\.yaml is renamed 'fold_bins': write fold_bins=3"):
+        cfg = load_config(path)
+    assert (cfg.fold_bins, cfg.epochs) == (3, 2)
+    with pytest.warns(UserWarning, match="renamed 'fold_bins'"):
+        assert load_config(None, ["n_bins=4"]).fold_bins == 4
+    with pytest.warns(FutureWarning, match="renamed Config.fold_bins"):
+        assert cfg.n_bins == 3
+    with pytest.raises(ValueError, match=r"'n_bins' and 'fold_bins' in --set are the same key .*keep only fold_bins"):
+        load_config(None, {"n_bins": 3, "fold_bins": 4})
+
+
+def test_removed_key_is_ignored_with_a_warning(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("num_workers: 4\n")
+    with pytest.warns(UserWarning, match=r"config key 'num_workers' in .*old\.yaml is ignored and has been removed"):
+        cfg = load_config(path)
+    assert cfg == Config() and not hasattr(cfg, "num_workers")
+
+
+def test_a_saved_old_run_config_loads(tmp_path):
+    """A run folder's config.yaml written before the rename (n_bins, num_workers) still loads."""
+    old = Config().to_dict()
+    old["n_bins"] = old.pop("fold_bins")
+    old["num_workers"] = 0
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(old))
+    with pytest.warns(UserWarning):
+        assert load_config(path) == Config()
+
+
+def test_pretrain_config_shares_the_loader(tmp_path):
+    from kagglekit.config_pretrain import load_pretrain_config
+
+    base = ["files=a.csv", "columns=text", "backbone=m"]
+    with pytest.raises(ValueError, match=r"pretrain config key 'precision': unknown value 'fp8'"):
+        load_pretrain_config(None, [*base, "precision=fp8"])
+    with pytest.raises(ValueError, match=r"pretrain config key 'warmup_ratio' must be in \[0, 1\), got 1\.0"):
+        load_pretrain_config(None, [*base, "warmup_ratio=1"])
+    with pytest.raises(ValueError, match=r"pretrain config key 'max_len' must be 8 or more, got 4"):
+        load_pretrain_config(None, [*base, "max_len=4"])
+    with pytest.raises(ValueError, match=r"unknown pretrain config key 'lrr' in --set\. Did you mean 'lr'\?"):
+        load_pretrain_config(None, [*base, "lrr=1"])
+    with pytest.raises(ValueError, match=r"pretrain config key 'ngram_probs' in --set: expected a list of float"):
+        load_pretrain_config(None, [*base, "ngram_probs=a,b"])
+    cfg = load_pretrain_config(None, [*base, "from_scratch_config=", "keep_checkpoints=2"])
+    assert (cfg.files, cfg.columns, cfg.keep_checkpoints) == (["a.csv"], ["text"], 2)
+    assert PretrainConfig().files is not PretrainConfig().files  # list defaults are not shared

@@ -71,7 +71,7 @@ def test_pooling_auto_reads_sentence_transformers_settings(tiny_bert, tmp_path):
 
 
 def test_config_checks():
-    with pytest.raises(ValueError, match=r"\['embedding_pooling'\] do nothing without embedding_model"):
+    with pytest.raises(ValueError, match=r"'embedding_pooling' \('cls'\) does nothing without embedding_model"):
         Config(embedding_pooling="cls").validate()
     with pytest.raises(ValueError, match="embedding_pooling.*unknown value 'max'"):
         Config(embedding_model="m", embedding_pooling="max").validate()

@@ -151,7 +151,7 @@ def test_extra_rows_train_with_their_weight_and_never_reach_validation(tiny_bert
 @pytest.mark.parametrize("problem, setting, message", [
     ("clash", None, r"extra_train_csv: .*pseudo\.csv: 1 id\(s\) are also train_csv ids, e\.g\. \['bb153494ad21718a'\]"),
     ("range", None, r"pseudo\.csv column 'score' must hold numbers in \[0, 1\]; 1 row\(s\) do not: line 2 \(id 'pseudo:.*'\): 1\.5"),
-    (None, "extra_weight=0", r"'extra_weight' must be a number > 0, got 0"),
+    (None, "extra_weight=0", r"'extra_weight' must be > 0, got 0\.0; e\.g\. 0\.5 for pseudo labels"),
 ])
 def test_bad_extra_rows_are_refused_before_anything_is_written(tiny_bert, tmp_path, problem, setting, message):
     path, extra = _pseudo_file(tmp_path)

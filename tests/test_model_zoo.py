@@ -136,7 +136,8 @@ def test_cls_pooler_needs_a_pooler(tiny_models):
 
 
 @pytest.mark.parametrize("bad, message", [
-    (["head=mean", "head_pool=max"], r"config key 'head_pool' \('max'\) does not apply to head 'mean'"),
+    (["head=mean", "head_pool=max"], r"config key 'head_pool' \('max'\) does nothing with head='mean': it applies only when head is one of "
+                              r"\['weighted_layers', 'cnn', 'lstm'\]"),
     (["head=cnn", "head_kernels=3,x"], r"'head_kernels': expected comma-separated integers"),
     (["output=classes", "loss=bce"], r"'bce' does not train output='classes'"),
     (["output=bins", "loss=auto", "num_bins=1"], r"'num_bins' must be 2 or more"),

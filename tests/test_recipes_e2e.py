@@ -1,5 +1,6 @@
 """The pairs and ids recipes end to end on a tiny model: train → run folder → predict in the
-competition's scale; the example configs load and name only keys their task reads."""
+competition's scale; the example configs load, hold their YAML's values, round-trip, and name only keys
+their task reads."""
 
 import json
 
@@ -59,16 +60,46 @@ def test_pairs_binary_with_closure(tiny_bert, tmp_path):
     assert len(sub) == 200 and sub.iloc[:, 1].between(0, 1).all()
 
 
-@pytest.mark.parametrize("name", ["uspppm", "stsb", "afqmc"])
-def test_example_configs_load(name):
-    cfg = load_config(ROOT / "configs" / f"{name}.yaml")
-    assert cfg.task == ("uspppm" if name == "uspppm" else "pairs")
+EXAMPLES = sorted(p.name for p in (ROOT / "configs").glob("*.yaml"))
+
+
+def test_every_example_config_is_tested():
+    assert {"uspppm.yaml", "stsb.yaml", "afqmc.yaml", "gaiic.yaml", "gaiic_pretrain.yaml"} <= set(EXAMPLES)
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_example_configs_load(name, tmp_path):
+    """Each example loads without a warning, validates, holds exactly the YAML's values, and round-trips."""
+    import warnings
+
+    import yaml
+
+    from kagglekit.config_pretrain import load_pretrain_config
+
+    path = ROOT / "configs" / name
+    written = yaml.safe_load(path.read_text(encoding="utf-8"))
+    load = load_pretrain_config if "pretrain" in name else load_config
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no renamed or removed key in the examples
+        cfg = load(path)
+    assert cfg.validate() == cfg
+    assert {k: getattr(cfg, k) for k in written} == written
+    if load is load_config:
+        assert cfg.task == {"uspppm.yaml": "uspppm", "gaiic.yaml": "ids"}.get(name, "pairs")
+    saved = tmp_path / "saved.yaml"
+    if load is load_config:
+        cfg.save(saved)  # as a run folder's config.yaml
+    else:
+        saved.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+    assert load(saved) == cfg
 
 
 def test_keys_of_another_task_are_refused():
-    with pytest.raises(ValueError, match=r"\['label_scale'\] belong to task='pairs' and do nothing with task='uspppm'"):
+    with pytest.raises(ValueError, match=r"config key 'label_scale' \(5\.0\) does nothing with task='uspppm': it applies only "
+                                         r"when task='pairs'\. Leave it at its default \(0\.0\), or set task\."):
         load_config(None, ["label_scale=5"])
-    with pytest.raises(ValueError, match=r"\['cpc_dir'\] belong to task='uspppm' and do nothing with task='pairs'"):
+    with pytest.raises(ValueError, match=r"config key 'cpc_dir' \('x'\) does nothing with task='pairs': it applies only when "
+                                         r"task='uspppm'"):
         load_config(None, ["task=pairs", "cpc_dir=x"])
 
 

@@ -206,7 +206,7 @@ def test_templates(tmp_path):
         state_for(tmp_path, "template_b={target} {targets}")
     with pytest.raises(ValueError, match=r"unknown placeholder\(s\) \['score'\]"):
         state_for(tmp_path, "template_a={score}")
-    with pytest.raises(ValueError, match=r"\['group_max_words'\] do nothing with target_grouping=false"):
+    with pytest.raises(ValueError, match=r"'group_max_words' \(10\) does nothing with target_grouping=false"):
         load_config(None, ["group_max_words=10"])
 
 

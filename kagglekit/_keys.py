@@ -1,0 +1,342 @@
+"""Config keys declared once, beside the field: help text, choices, range and when the key applies.
+
+`key` makes a dataclass field that carries its rules; `check_keys` checks every field of a config in
+one loop; `load_keys` reads a YAML file and ``--set`` overrides into any such dataclass (typed by the
+field, the closest valid key suggested for an unknown one, renamed keys still read with a warning).
+Light on purpose: it imports nothing of the kit and no heavy library.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import numbers
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import yaml
+
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def _show(value: Any) -> str:
+    """A value as a user writes it: ``true``, ``'cosine'``, ``0.5``."""
+    return str(value).lower() if isinstance(value, bool) else repr(value)
+
+
+def _bound(number: float) -> str:
+    """A range bound: ``0``, ``1``, ``0.5`` (not ``0.0``)."""
+    return str(int(number)) if float(number).is_integer() else repr(number)
+
+
+# --- conditions: when a key does something -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cond:
+    """A test on another key's value, with the words for "it applies when ..." and "with ...".
+
+    Args:
+        test: ``value -> bool``, true where the dependent key does something.
+        wants: the condition in words, given the controlling key's name (``"{key} > 0"``).
+        without: say "without {key}" rather than "with {key}={value}" when the test fails.
+    """
+
+    test: Callable[[Any], bool]
+    wants: str
+    without: bool = False
+
+    def failing(self, name: str, value: Any) -> str:
+        return f"without {name}" if self.without else f"with {name}={_show(value)}"
+
+
+def _as_cond(spec: Any) -> Cond:
+    if isinstance(spec, Cond):
+        return spec
+    if isinstance(spec, tuple):
+        return Cond(lambda v, allowed=spec: v in allowed, "{key} is one of " + str(list(spec)))
+    return Cond(lambda v, wanted=spec: v == wanted, "{key}=" + _show(spec))
+
+
+def is_set() -> Cond:
+    """The controlling key is set (a non-empty text, a non-zero number)."""
+    return Cond(bool, "{key} is set", without=True)
+
+
+def above(bound: float) -> Cond:
+    """The controlling key is greater than `bound`."""
+    return Cond(lambda v: v > bound, "{key} > " + _bound(bound))
+
+
+def contains(*terms: str) -> Cond:
+    """The controlling key, an expression such as ``"bce+0.5*huber"``, names one of `terms`."""
+    def test(value: str) -> bool:
+        named = [t.strip() for t in str(value).replace("*", "+").split("+")]
+        return any(term in named for term in terms)
+
+    return Cond(test, "{key} names " + (repr(terms[0]) if len(terms) == 1 else f"one of {list(terms)}"))
+
+
+@dataclass(frozen=True)
+class When:
+    """Every condition must hold for the key to do something; checked in the order given."""
+
+    conditions: tuple  # ((controlling key, Cond), ...)
+
+    def first_failing(self, cfg: Any) -> tuple[str, Cond] | None:
+        for name, cond in self.conditions:
+            if not cond.test(getattr(cfg, name)):
+                return name, cond
+        return None
+
+
+def when(**conditions: Any) -> When:
+    """``when(scheduler="cosine")``, ``when(adversary=("fgm", "pgd"))``, ``when(ema=above(0))``:
+    a literal must be equal, a tuple must contain the value, a `Cond` must pass."""
+    return When(tuple((name, _as_cond(spec)) for name, spec in conditions.items()))
+
+
+# --- the declaration -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Key:
+    """The rules of one config key (see `key`)."""
+
+    help: str
+    choices: tuple | None = None
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    also: tuple = ()
+    hint: str = ""
+    applies: When | None = None
+    item: type | None = None
+    parse: Callable[[Any, str], Any] | None = None
+
+    def range_text(self, integer: bool) -> str:
+        if self.le is None and self.lt is None:
+            if self.gt is not None:
+                return f"> {_bound(self.gt)}"
+            return f"{_bound(self.ge)} or more" if integer and self.ge >= 1 else f">= {_bound(self.ge)}"
+        low = f"[{_bound(self.ge)}" if self.ge is not None else f"({_bound(self.gt)}"
+        high = f"{_bound(self.le)}]" if self.le is not None else f"{_bound(self.lt)})"
+        return f"in {low}, {high}"
+
+    def in_range(self, value: float) -> bool:
+        if value in self.also:
+            return True
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        return ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+                and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+
+    @property
+    def has_range(self) -> bool:
+        return any(bound is not None for bound in (self.ge, self.gt, self.le, self.lt))
+
+
+def key(default: Any, help: str, *, choices: Iterable | None = None, ge: float | None = None, gt: float | None = None,
+        le: float | None = None, lt: float | None = None, also: tuple = (), hint: str = "", applies: When | None = None,
+        item: type | None = None, parse: Callable[[Any, str], Any] | None = None) -> Any:
+    """A dataclass field with its rules beside it.
+
+    Args:
+        default: the default value; its type is the key's type (a list or dict default is copied per instance).
+        help: what the key does, in a line.
+        choices: the closed set of valid values.
+        ge, gt, le, lt: bounds of a number (``>=``, ``>``, ``<=``, ``<``).
+        also: values allowed outside the range (sentinels such as -1 "keep the checkpoint's own").
+        hint: the usual fix, appended to a range error.
+        applies: `when(...)`: set away from its default while this does not hold, the key is an error.
+        item: the type of a list's items (``str`` or ``float``).
+        parse: ``(value, source) -> value`` for a key no plain type describes.
+
+    Example:
+        >>> num_cycles: float = key(0.5, "cosine: half-waves", gt=0, applies=when(scheduler="cosine"))
+    """
+    rules = Key(help=help, choices=tuple(choices) if choices is not None else None, ge=ge, gt=gt, le=le, lt=lt,
+                also=tuple(also), hint=hint, applies=applies, item=item, parse=parse)
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"key": rules})
+    return dataclasses.field(default=default, metadata={"key": rules})
+
+
+def declared(cls: type) -> dict[str, tuple[dataclasses.Field, Key | None]]:
+    """Every field of a config dataclass with its `Key` (None where a field has no declaration)."""
+    return {f.name: (f, f.metadata.get("key")) for f in dataclasses.fields(cls)}
+
+
+def default_of(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def _what(cfg: Any) -> str:
+    return getattr(cfg, "WHAT", "config")
+
+
+# --- the one loop -----------------------------------------------------------------------------------
+
+
+def check_keys(cfg: Any) -> None:
+    """Check type, choices, range and applicability of every declared field of `cfg`, in field order.
+
+    Raises:
+        TypeError: a value of the wrong type (e.g. a text where a number belongs).
+        ValueError: a value outside its choices or range, or a key set where it does nothing; the
+            message names the key, the value and the fix.
+    """
+    what = _what(cfg)
+    for name, (f, rules) in declared(type(cfg)).items():
+        if rules is None:
+            continue
+        value, default = getattr(cfg, name), default_of(f)
+        _check_type(what, name, value, default, rules)
+        if rules.choices is not None and value not in rules.choices:
+            raise ValueError(f"{what} key {name!r}: unknown value {value!r}; valid values are {list(rules.choices)}.")
+        if rules.has_range and not rules.in_range(value):
+            others = "".join(f", or {_bound(v)}" for v in rules.also)
+            hint = f"; {rules.hint}" if rules.hint else ""
+            raise ValueError(f"{what} key {name!r} must be {rules.range_text(isinstance(default, int))}{others}, got {value!r}{hint}.")
+        if rules.applies is not None and value != default:
+            failing = rules.applies.first_failing(cfg)
+            if failing is not None:
+                ctrl, cond = failing
+                raise ValueError(f"{what} key {name!r} ({_show(value)}) does nothing {cond.failing(ctrl, getattr(cfg, ctrl))}: it "
+                                 f"applies only when {cond.wants.replace('{key}', ctrl)}. Leave it at its default ({_show(default)}), "
+                                 f"or set {ctrl}.")
+
+
+def _check_type(what: str, name: str, value: Any, default: Any, rules: Key) -> None:
+    if rules.parse is not None:
+        return
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise TypeError(f"{what} key {name!r}: expected {type(default).__name__}, got {value!r}; write e.g. "
+                        f"{name}={_example(default)} (its default).")
+
+
+def _example(default: Any) -> str:
+    return str(default).lower() if isinstance(default, bool) else str(default)
+
+
+# --- the one loader ---------------------------------------------------------------------------------
+
+
+def coerce(cls: type, name: str, value: Any, source: str) -> Any:
+    """Convert `value` (from YAML, or a ``--set`` string) to the type of field `name` of `cls`."""
+    f, rules = declared(cls)[name]
+    what, default = getattr(cls, "WHAT", "config"), default_of(f)
+    if rules is not None and rules.parse is not None:
+        return rules.parse(value, source)
+    if isinstance(default, list):
+        items = value if isinstance(value, (list, tuple)) else [v for v in str(value).split(",") if v.strip()]
+        items = [v.strip() if isinstance(v, str) else v for v in items]
+        kind = rules.item if rules is not None and rules.item is not None else str
+        try:
+            return [kind(v) for v in items]
+        except (TypeError, ValueError):
+            raise ValueError(f"{what} key {name!r} in {source}: expected a list of {kind.__name__}, got {value!r}.") from None
+    kind = type(default)
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    text = "" if value is None else str(value).strip()
+    if kind is str:
+        return text
+    try:
+        if kind is bool and text.lower() in _BOOLS:
+            return _BOOLS[text.lower()]
+        if kind is int and float(text) == int(float(text)):
+            return int(float(text))
+        if kind is float:
+            return float(text)
+    except (ValueError, OverflowError):
+        pass
+    raise ValueError(f"{what} key {name!r} in {source}: expected {kind.__name__}, got {value!r}; write e.g. "
+                     f"{name}={_example(default)} (its default).")
+
+
+def parse_overrides(items: Iterable[str] | None) -> dict[str, str]:
+    """Turn ``["epochs=2", "lr=3e-5"]`` into a dict; a malformed item names itself and the form."""
+    out: dict[str, str] = {}
+    for item in items or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--set {item!r}: expected key=value, e.g. --set epochs=2")
+        out[name.strip()] = value
+    return out
+
+
+def unknown_key(cls: type, name: str, source: str) -> ValueError:
+    """The error for a key `cls` does not have, naming the closest valid key."""
+    names = list(declared(cls))
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+    hint = f" Did you mean {close[0]!r}?" if close else f" Valid keys: {', '.join(names)}."
+    return ValueError(f"unknown {getattr(cls, 'WHAT', 'config')} key {name!r} in {source}.{hint}")
+
+
+def _typed(cls: type, raw: Mapping, source: str) -> dict[str, Any]:
+    """One source's keys, renamed keys mapped to their new names (with a warning), typed."""
+    what = getattr(cls, "WHAT", "config")
+    renamed, removed = getattr(cls, "RENAMED_KEYS", {}), getattr(cls, "REMOVED_KEYS", {})
+    names, out = declared(cls), {}
+    for name, value in raw.items():
+        name = str(name)
+        if name in removed:
+            warnings.warn(f"{what} key {name!r} in {source} is ignored and has been removed: {removed[name]} Delete it.",
+                          UserWarning, stacklevel=4)
+            continue
+        if name in renamed:
+            new = renamed[name]
+            if new in raw:
+                raise ValueError(f"{what} keys {name!r} and {new!r} in {source} are the same key ({name!r} is its old name): "
+                                 f"keep only {new}.")
+            warnings.warn(f"{what} key {name!r} in {source} is renamed {new!r}: write {new}={_show(value)}. The old name "
+                          "still loads for now.", UserWarning, stacklevel=4)
+            name = new
+        if name not in names:
+            raise unknown_key(cls, name, source)
+        out[name] = coerce(cls, name, value, source)
+    return out
+
+
+def load_keys(cls: type, path: str | Path | None = None, overrides: Mapping[str, Any] | Iterable[str] | None = None) -> Any:
+    """An instance of the config dataclass `cls` from an optional YAML file, then overrides; not yet validated.
+
+    Shared by every config of the kit (`kagglekit.config.load_config`, `kagglekit.config_pretrain.load_pretrain_config`).
+
+    Args:
+        cls: a dataclass whose fields are made by `key`; its ``WHAT`` names it in errors ("config"),
+            ``RENAMED_KEYS`` maps old names to new ones, ``REMOVED_KEYS`` old names to why they went.
+        path: YAML file holding a mapping, or None.
+        overrides: a mapping, or ``key=value`` strings as given to ``--set``; applied after the file.
+    """
+    what = getattr(cls, "WHAT", "config")
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{what} file not found: {path}. Pass the YAML file given to --config.")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"{what} file {path} is not valid YAML: {err}") from err
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{what} file {path} must hold a mapping of key: value, got {type(loaded).__name__}.")
+        values.update(_typed(cls, loaded, str(path)))
+    if overrides is not None:
+        if not isinstance(overrides, Mapping):
+            overrides = parse_overrides(overrides)
+        values.update(_typed(cls, overrides, "--set"))
+    return cls(**values)

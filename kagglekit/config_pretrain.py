@@ -1,0 +1,108 @@
+"""The MLM pretraining configuration: one flat dataclass, each key declared once (see `kagglekit._keys`).
+
+Read by the same loader as the training `Config` (YAML, ``--set`` overrides, typing, unknown keys with
+a suggestion); `kagglekit.train.pretrain` runs it. Light: importing it loads no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterable, Mapping
+
+from kagglekit._keys import check_keys, key, load_keys
+
+__all__ = ["PretrainConfig", "load_pretrain_config"]
+
+
+def _model_config(value: Any, source: str) -> Any:
+    """``from_scratch_config``: a mapping, a JSON object written inline, or the path of a JSON/YAML file."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    text = str(value).strip()
+    if text.startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"pretrain config key 'from_scratch_config' in {source}: not valid JSON ({err}).") from None
+    return text  # a file path, read when the run starts
+
+
+@dataclass
+class PretrainConfig:
+    """Everything an MLM pretraining run needs. Paths are local: nothing is fetched from a hub."""
+
+    WHAT: ClassVar[str] = "pretrain config"
+
+    # --- corpus ---
+    files: list = key([], "CSV/TSV files; the text of all of them, deduplicated, is the corpus")
+    columns: list = key([], 'text columns to read (without a header: 0-based positions, "0", "1")')
+    sep: str = key("", "field separator; empty: tab for .tsv/.txt, comma otherwise")
+    header: bool = key(True, "the files have a header row (the GAIIC id files have none)")
+    # --- model: a backbone to continue, or a model built from scratch ---
+    backbone: str = key("", "local model folder to continue pretraining")
+    from_scratch_config: Any = key({}, "model config dict with model_type (bert, nezha), or a JSON/YAML file", parse=_model_config)
+    tokenizer_dir: str = key("", "from scratch: the tokenizer folder (vocab_size defaults to its size)")
+    max_len: int = key(128, "tokens per text after truncation; batches are padded to their longest row", ge=8)
+    # --- masking (kagglekit.data.masking.NgramMasker, which checks the masking keys together) ---
+    mask_rate: float = key(0.15, "share of real tokens predicted")
+    max_ngram: int = key(3, "longest masked span (3: ALBERT/ERNIE-style n-grams; 1: plain BERT masking)", gt=0)
+    ngram_probs: list = key([], "weight of each span length 1..max_ngram; empty: 1/n", item=float)
+    mask_token_ratio: float = key(0.8, "chosen tokens that become [MASK]")
+    random_token_ratio: float = key(0.1, "chosen tokens that become a random token; the rest stay")
+    whole_word: bool = key(False, 'a span unit is a whole word ("##" / "▁" pieces), not a token')
+    # --- optimisation ---
+    output_dir: str = key("runs/pretrain", "checkpoint-{step}/, last/, loss_log.csv, loss_curve.png, resume/")
+    steps: int = key(1000, "total optimizer steps (the corpus is cycled through, reshuffled each pass)", gt=0)
+    batch_size: int = key(32, "texts per step", gt=0)
+    lr: float = key(5e-5, "peak learning rate", gt=0)
+    weight_decay: float = key(0.01, "not applied to biases and normalisation weights", ge=0)
+    warmup_ratio: float = key(0.06, "share of the steps spent warming up, then linear decay to 0", ge=0, lt=1)
+    max_grad_norm: float = key(1.0, "clip the unscaled gradient norm (0: no clipping)", ge=0)
+    save_every: int = key(500, "write checkpoint-{step}/ and the resumable state every N steps (0: at the end only)", ge=0)
+    keep_checkpoints: int = key(0, "keep only the newest N checkpoint-{step}/ folders (0: all)", ge=0)
+    seed: int = key(42, "model init, data order, masking, dropout")
+    precision: str = key("auto", "auto: fp16 + GradScaler on T4, bf16 where supported, fp32 on CPU", choices=("auto", "fp32", "fp16", "bf16"))
+    device: str = key("auto", "where to train", choices=("auto", "cpu", "cuda"))
+
+    def validate(self) -> "PretrainConfig":
+        """Check every key's declared rules, then the corpus, the model source and the masking."""
+        check_keys(self)
+        if not self.files:
+            raise ValueError("pretrain config key 'files' is empty: list the CSV/TSV files whose text is the corpus, "
+                             "e.g. files: [data/train.tsv, data/test.tsv].")
+        if not self.columns:
+            raise ValueError("pretrain config key 'columns' is empty: name the text columns to read, e.g. columns: [anchor, target] "
+                             "(files without a header: positions, columns: ['0', '1']).")
+        if self.backbone and (self.from_scratch_config or self.tokenizer_dir):
+            raise ValueError("pretrain config: set either 'backbone' (continue a model) or 'from_scratch_config' + 'tokenizer_dir' "
+                             "(a new model), not both.")
+        if not self.backbone and not (self.from_scratch_config and self.tokenizer_dir):
+            missing = "from_scratch_config" if not self.from_scratch_config else "tokenizer_dir"
+            raise ValueError("pretrain config: no model. Set 'backbone' to a local model folder, or 'from_scratch_config' "
+                             f"(a config dict with model_type) and 'tokenizer_dir' (a tokenizer folder); {missing!r} is missing.")
+        from kagglekit.data.masking import check_masking  # the one place the masking keys' ranges live
+
+        check_masking(mask_rate=self.mask_rate, max_ngram=self.max_ngram, ngram_probs=self.ngram_probs or None,
+                      mask_token_ratio=self.mask_token_ratio, random_token_ratio=self.random_token_ratio)
+        return self
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def load_pretrain_config(path: str | os.PathLike | None = None,
+                         overrides: Mapping[str, Any] | Iterable[str] | None = None) -> PretrainConfig:
+    """A validated PretrainConfig from an optional YAML file and ``key=value`` overrides.
+
+    Lists (``files``, ``columns``, ``ngram_probs``) are YAML lists, or comma-separated in an override.
+
+    Example:
+        >>> cfg = load_pretrain_config("configs/gaiic_pretrain.yaml", ["steps=2000", "files=a.tsv,b.tsv"])
+        >>> cfg.steps
+        2000
+    """
+    return load_keys(PretrainConfig, path, overrides).validate()
