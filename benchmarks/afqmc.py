@@ -42,7 +42,7 @@ def build_char_vocab(files: list[Path], out: Path, *, min_freq: int = 2) -> Path
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    from kagglekit.data.ids import _portable_tokenizer_config
+    from kagglekit.models.ids import _portable_tokenizer_config
 
     counts = collections.Counter()
     for path in files:
@@ -99,7 +99,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from kagglekit.config import load_config
-    from kagglekit.data.ids import build_id_model, id_model_config
+    from kagglekit.models.ids import build_id_model, id_model_config
     from kagglekit.kaggle import set_offline_env
     from kagglekit.metrics import roc_auc
     from kagglekit.infer.predict import predict

@@ -45,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from kagglekit.config import load_config
-    from kagglekit.data.pairs import read_table
+    from kagglekit.data.recipes.pairs import read_table
     from kagglekit.kaggle import set_offline_env
     from kagglekit.metrics import pearson, spearman
     from kagglekit.infer.predict import predict

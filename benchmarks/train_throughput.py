@@ -50,7 +50,7 @@ def data_root() -> Path:
 def real_pairs(max_rows: int) -> tuple[list[str], list[str], np.ndarray, str] | None:
     """The kit's USPPPM pairs from the real training file, or None when it is absent."""
     from kagglekit.data.cpc import read_cpc_titles
-    from kagglekit.data.uspppm import UspppmRecipe
+    from kagglekit.data.recipes import UspppmRecipe
 
     folder = data_root() / "uspppm"
     path, cpc_dir = folder / "train.csv", folder / "cpc_titles_202202"

@@ -34,7 +34,7 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_id_vocab(args) -> int:
-    from kagglekit.data.ids import build_id_vocab
+    from kagglekit.models.ids import build_id_vocab
 
     path = build_id_vocab([str(f) for f in args.files], args.out, min_freq=args.min_freq)
     print(f"wrote an id-text tokenizer folder: {path}")

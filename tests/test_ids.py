@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from conftest import shared_data
-from kagglekit.data.ids import BERT_SPECIALS, INFO_FILE, IdsRecipe, build_id_model, build_id_vocab, id_model_config
-from kagglekit.data.recipes import get_recipe
+from kagglekit.data.recipes import IdsRecipe, get_recipe
+from kagglekit.models.ids import BERT_SPECIALS, INFO_FILE, build_id_model, build_id_vocab, id_model_config
 
 pytestmark = pytest.mark.compat  # the tokenizer and model folders must load under transformers 4.x too
 

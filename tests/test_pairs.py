@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import shared_data
-from kagglekit.data.pairs import DEFAULTS, PairsRecipe
+from kagglekit.data.recipes.pairs import DEFAULTS, PairsRecipe
 from kagglekit.data.recipes import FRAME_COLUMNS, Recipe, get_recipe
 
 

@@ -1,9 +1,13 @@
-"""Recipes: each reads one competition's files into the kit's normalized frame.
+"""The recipe contract: the `Recipe` base class and the checks every recipe runs on the frames it reads.
 
-The normalized frame has the columns ``id, text_a, text_b, label, group`` (``label`` absent for
-test files), plus the numeric ``feature_columns`` of the config under their own names. A recipe also has a *state*: what it needs at prediction time besides the test file
-(for USPPPM, the context titles). The state is saved inside every model folder, so inference
-rebuilds exactly the training inputs without the original data sets attached.
+A recipe reads one competition's files into the kit's normalized frame: the columns ``id, text_a,
+text_b, label, group`` (``label`` absent for test files), plus the numeric ``feature_columns`` of the
+config under their own names. A recipe also has a *state*: what it needs at prediction time besides
+the test file (for USPPPM, the context titles). The state is saved inside every model folder, so
+inference rebuilds exactly the training inputs without the original data sets attached.
+
+The recipes themselves live one per module beside this one; the registry is the package's
+``__init__``. This module imports no recipe, so each recipe module imports it without a cycle.
 """
 
 from __future__ import annotations
@@ -19,8 +23,16 @@ if TYPE_CHECKING:
 FRAME_COLUMNS = ("id", "text_a", "text_b", "label", "group")
 
 
+__all__ = ["FRAME_COLUMNS", "Recipe", "bad_rows", "check_ids", "check_labels", "check_text", "numeric_features"]
+
+
 class Recipe:
-    """Base class: the contract every recipe honours."""
+    """Base class: the contract every recipe honours.
+
+    A subclass sets `name` (its key in the registry), the competition's `id_col` and `target_col`,
+    its default CV `metric` and `label_range`, and implements `read_train` and `read_test`; each
+    returns a normalized frame (`FRAME_COLUMNS`, ``label`` only in training frames).
+    """
 
     name: str = ""
     id_col: str = "id"
@@ -49,7 +61,7 @@ def check_text(df: pd.DataFrame, columns, *, what: str, path, id_col: str = "id"
         values = df[column]
         bad = values.isna() | values.astype(str).str.strip().eq("")
         if bad.any():
-            count, shown = _bad_rows(df, bad, id_col, value_col=column)
+            count, shown = bad_rows(df, bad, id_col, value_col=column)
             raise ValueError(
                 f"{what}: {path} column {column!r} has {count} empty or missing value(s): {shown}. "
                 "Fill or drop these rows before training."
@@ -65,7 +77,7 @@ def numeric_features(df: pd.DataFrame, columns, *, what: str, path, id_col: str 
         values = pd.to_numeric(df[column], errors="coerce")
         bad = values.isna() | ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))
         if bad.any():
-            count, shown = _bad_rows(df, bad, id_col, value_col=column)
+            count, shown = bad_rows(df, bad, id_col, value_col=column)
             raise ValueError(
                 f"{what}: {path} feature column {column!r} must hold finite numbers; {count} row(s) do not: {shown}. "
                 "Fill them (e.g. with 0) or drop the column from feature_columns."
@@ -75,6 +87,7 @@ def numeric_features(df: pd.DataFrame, columns, *, what: str, path, id_col: str 
 
 
 def check_ids(df: pd.DataFrame, *, what: str, path, id_col: str = "id") -> None:
+    """Fail on duplicated ids, naming the file, the column and a few of the duplicates."""
     dup = df[id_col].duplicated(keep=False)
     if dup.any():
         shown = sorted(df.loc[dup, id_col].astype(str).unique())[:5]
@@ -85,18 +98,32 @@ def check_ids(df: pd.DataFrame, *, what: str, path, id_col: str = "id") -> None:
 
 
 def check_labels(df: pd.DataFrame, column: str, low: float, high: float, *, what: str, path, id_col: str = "id") -> None:
+    """Fail on labels that are not numbers in ``[low, high]``, naming the file, column and first bad rows."""
     values = pd.to_numeric(df[column], errors="coerce")
     bad = values.isna() | (values < low) | (values > high)
     if bad.any():
-        count, shown = _bad_rows(df, bad, id_col, value_col=column)
+        count, shown = bad_rows(df, bad, id_col, value_col=column)
         raise ValueError(
             f"{what}: {path} column {column!r} must hold numbers in [{low:g}, {high:g}]; {count} row(s) do not: "
             f"{shown}. Fix or rescale the labels."
         )
 
 
-def _bad_rows(df: pd.DataFrame, bad: pd.Series, id_col: str, value_col: str | None = None, shown: int = 5) -> tuple[int, str]:
-    """How many rows are bad, and the first few as the user finds them: file line, id, and the value."""
+def bad_rows(df: pd.DataFrame, bad: pd.Series, id_col: str, value_col: str | None = None, shown: int = 5) -> tuple[int, str]:
+    """How many rows are bad, and the first few as the user finds them: file line, id, and the value.
+
+    Shared by the recipes' checks so that every error points at rows the same way.
+
+    Args:
+        df: the frame as read from the file, one row per data line after the header.
+        bad: a boolean Series aligned with `df`: True marks a bad row.
+        id_col: the column whose value names each row.
+        value_col: a column whose value is shown beside each row; None shows none.
+        shown: how many rows the text lists; more end in `` ...``.
+
+    Returns:
+        ``(count, text)``: the number of bad rows and e.g. ``"line 2 (id 'a'): '', line 5 (id 'd'): ''"``.
+    """
     rows = np.flatnonzero(bad.to_numpy())
     parts = []
     for r in rows[:shown]:
@@ -106,23 +133,3 @@ def _bad_rows(df: pd.DataFrame, bad: pd.Series, id_col: str, value_col: str | No
             part += f": {value!r}" if isinstance(value, str) else f": {value}"  # no numpy reprs
         parts.append(part)
     return len(rows), ", ".join(parts) + (" ..." if len(rows) > shown else "")
-
-
-def _registry() -> dict[str, type[Recipe]]:
-    from kagglekit.data.ids import IdsRecipe
-    from kagglekit.data.pairs import PairsRecipe
-    from kagglekit.data.uspppm import UspppmRecipe
-
-    return {"uspppm": UspppmRecipe, "pairs": PairsRecipe, "ids": IdsRecipe}
-
-
-def get_recipe(name: str | Recipe | type[Recipe]) -> Recipe:
-    """A recipe by name (``uspppm``); a Recipe instance or class passes straight through."""
-    if isinstance(name, Recipe):
-        return name
-    if isinstance(name, type) and issubclass(name, Recipe):
-        return name()
-    recipes = _registry()
-    if name not in recipes:
-        raise ValueError(f"unknown task {name!r}; valid tasks are {sorted(recipes)}.")
-    return recipes[name]()

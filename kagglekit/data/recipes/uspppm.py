@@ -13,7 +13,7 @@ import pandas as pd
 
 from kagglekit._io import read_csv
 from kagglekit.data.cpc import LEVELS, context_text, context_texts, parse_levels, read_cpc_titles
-from kagglekit.data.recipes import Recipe, _bad_rows, check_ids, check_labels, check_text, numeric_features
+from kagglekit.data.recipes.contract import Recipe, bad_rows, check_ids, check_labels, check_text, numeric_features
 
 TEXT_COLUMNS = ("anchor", "target", "context")
 PLACEHOLDERS = ("anchor", "target", "context", "code", "targets")
@@ -77,7 +77,7 @@ def check_context_codes(df: pd.DataFrame, state: dict, *, what: str, path) -> No
     known = {code: context_text(code, titles, levels) is not None for code in codes.unique()}
     bad = ~codes.map(known).astype(bool)
     if bad.any():
-        count, shown = _bad_rows(df, bad, "id", value_col="context")
+        count, shown = bad_rows(df, bad, "id", value_col="context")
         raise ValueError(
             f"{what}: {path} column 'context' has {count} code(s) with no title in cpc_dir: {shown}. Fix the codes, point "
             "cpc_dir at the full CPCTitleList folder (or a titles.csv that has them), or set cpc_dir= (empty) to use the codes as text."
@@ -85,6 +85,8 @@ def check_context_codes(df: pd.DataFrame, state: dict, *, what: str, path) -> No
 
 
 class UspppmRecipe(Recipe):
+    """The USPPPM files (``id, anchor, target, context[, score]``) → pairs grouped by anchor; pearson."""
+
     name = "uspppm"
     id_col = "id"
     target_col = "score"

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from kagglekit._io import check_file
-from kagglekit.data.recipes import Recipe, check_ids, numeric_features
+from kagglekit.data.recipes.contract import Recipe, check_ids, numeric_features
 
 LABEL_TYPES = ("auto", "regression", "binary")
 QUOTING = {"minimal": csv.QUOTE_MINIMAL, "none": csv.QUOTE_NONE}

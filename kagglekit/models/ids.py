@@ -1,8 +1,9 @@
-"""Ids: desensitized text of integer ids (GAIIC 2021 track 3 "Xiaobu"): vocabulary, random model, recipe.
+"""Id models: a vocabulary over desensitized id text, and a randomly initialised BERT or NeZha sized for it.
 
-The texts are space-separated integer ids with no pretrained model behind them, so the kit builds a
-word-level vocabulary (one token per id) from the train and test texts, a randomly initialised BERT
-or NeZha sized for it (to pretrain with MLM, then fine-tune), and reads the files as pairs.
+GAIIC 2021 track 3 ("Xiaobu") gave texts as space-separated integer ids with no pretrained model
+behind them: `build_id_vocab` writes a word-level tokenizer (one token per id) from the train and test
+texts, `build_id_model` a random encoder over it, to pretrain with MLM and then fine-tune. The files
+themselves are read by the ``ids`` recipe (`kagglekit.data.recipes.ids`).
 """
 
 from __future__ import annotations
@@ -15,17 +16,9 @@ from pathlib import Path
 from typing import Iterable
 
 from kagglekit._io import atomic_dir
-from kagglekit.data.pairs import PairsRecipe, pair_settings
-from kagglekit.data.recipes import Recipe
 
 BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 INFO_FILE = "id_vocab.json"  # what the vocabulary was built from; its max pair length sizes the model
-
-# The GAIIC layout: no header, tab-separated: id text a, id text b and, in training files, a 0/1 label.
-GAIIC_LAYOUT = {
-    "text_cols": "0,1", "label_col": "2", "id_col": "", "sep": "\t", "header": False, "quoting": "none",
-    "keep_columns": 0, "label_type": "binary", "label_scale": 0.0, "group_col": "",
-}
 
 SIZES = {  # name -> (hidden, layers, heads, intermediate)
     "tiny": (64, 2, 2, 128),
@@ -208,27 +201,3 @@ def build_id_model(vocab_dir, out_dir, *, arch: str = "bert", size: str = "tiny"
             if (Path(vocab_dir) / name).is_file():
                 shutil.copyfile(Path(vocab_dir) / name, tmp / name)
     return Path(out_dir)
-
-
-class IdsRecipe(PairsRecipe):
-    """GAIIC layout: header-less, tab-separated ``text_a, text_b[, label 0/1]``; roc_auc; grouped by text_a.
-
-    The layout is fixed (the ``pairs`` config keys do not apply); for another id layout use ``pairs``.
-    """
-
-    name = "ids"
-
-    def __init__(self):
-        super().__init__()
-        self._settings = pair_settings(_Layout())
-
-    def state(self, cfg) -> dict:
-        self._settings = pair_settings(_Layout())
-        return {**Recipe.state(self, cfg), **self._settings}
-
-
-class _Layout:
-    """GAIIC_LAYOUT as attributes, the form `pair_settings` reads a config in."""
-
-    def __init__(self):
-        self.__dict__.update(GAIIC_LAYOUT)
