@@ -47,8 +47,10 @@ test: $(VENV)/.stamp $(VENV_TF4)/.stamp
 demo: $(VENV)/.stamp
 	$(PY) scripts/demo.py
 
-wheel: $(VENV)/.stamp
-	PYTHON=$(PY) bash build_wheel.sh
+# build_wheel.sh runs in .venv when there is one, else in a small build venv it makes (.venv-build):
+# no torch install just to build a wheel. Options go in WHEEL_ARGS, e.g. WHEEL_ARGS="--dataset-id me/kagglekit".
+wheel:
+	bash build_wheel.sh $(WHEEL_ARGS)
 
 clean:
-	rm -rf $(VENV) $(VENV_TF4) build dist *.egg-info runs
+	rm -rf $(VENV) $(VENV_TF4) .venv-build build dist *.egg-info runs
