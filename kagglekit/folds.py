@@ -11,9 +11,13 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import BaseCrossValidator, KFold, StratifiedGroupKFold, StratifiedKFold
 
+from kagglekit._frames import check_columns
+
 __all__ = ["StratifiedGroupKFoldBinned", "GroupBinnedKFold", "add_fold_column", "fold_summary"]
 
 _BINNINGS = ("quantile", "uniform")
+# the end of a missing-column error: label_col and group_col may be None, fold_col may not
+_COLUMN_FIX = "pass the name of one of them (None leaves label_col or group_col out)."
 
 
 class StratifiedGroupKFoldBinned(BaseCrossValidator):
@@ -193,7 +197,7 @@ def add_fold_column(
         [4, 4, 4]
     """
     _check_n_splits(n_folds, "n_folds")
-    _check_columns(df, {"label_col": label_col, "group_col": group_col})
+    check_columns(df, {"label_col": label_col, "group_col": group_col}, "df", fix=_COLUMN_FIX)
     y = None if label_col is None else _check_column(df[label_col].to_numpy(), f"column {label_col!r}", len(df))
     groups = None
     if group_col is not None:
@@ -229,7 +233,7 @@ def fold_summary(df, fold_col="fold", label_col="label", group_col=None) -> pd.D
     Raises:
         ValueError: if a named column is missing.
     """
-    _check_columns(df, {"fold_col": fold_col, "label_col": label_col, "group_col": group_col})
+    check_columns(df, {"fold_col": fold_col, "label_col": label_col, "group_col": group_col}, "df", fix=_COLUMN_FIX)
     if fold_col is None:
         raise ValueError("fold_col=None is invalid: name the column that holds the folds.")
     by_fold = df.groupby(fold_col, sort=True)
@@ -271,15 +275,6 @@ def _warn_oversized_groups(n_splits, groups):
             UserWarning,
             stacklevel=3,
         )
-
-
-def _check_columns(df, columns):
-    """Raise a ValueError naming the first missing column and listing the available ones."""
-    for param, column in columns.items():
-        if column is not None and column not in df.columns:
-            raise ValueError(
-                f"{param}={column!r} is not a column of df: pass one of {list(df.columns)}, or None."
-            )
 
 
 def _n_samples(X):

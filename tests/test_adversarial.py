@@ -2,6 +2,7 @@
 restore bit for bit, the embedding found on every backbone, inert cases that do nothing."""
 
 import copy
+import gc
 import math
 
 import pytest
@@ -277,12 +278,52 @@ def test_under_accumulation_fgm_follows_the_micro_steps_own_gradient(bert):
     assert not torch.allclose(r, 0.5 * accumulated / torch.linalg.vector_norm(accumulated), atol=1e-4)
 
 
+def _tensors_held_by(make_adversary, model, run):
+    """How many embedding-sized tensors the adversary keeps alive after `run()`: the live ones
+    counted with it, minus those counted once it is gone."""
+    shape = model.get_parameter(EMBEDDING).shape
+
+    def live():
+        _ = model.get_parameter(EMBEDDING).grad  # its Python object exists in both counts
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if issubclass(type(o), torch.Tensor) and o.shape == shape)  # type(): no lazy module attributes touched
+
+    adversary = make_adversary(model)
+    run(adversary)
+    with_it = live()
+    del adversary
+    return with_it - live()
+
+
 def test_an_adversary_not_in_use_keeps_no_gradient(bert):
     model, tokenizer = pair_model(bert)
-    fgm = FGM(model)
-    for rows in (slice(0, 2), slice(2, 4)):  # two accumulating backward passes, no attack (e.g. before adv_start_epoch)
-        loss_of(model, *make_batch(tokenizer, rows)).backward()
-    assert not fgm._fresh
+    batch_a, batch_b = make_batch(tokenizer, slice(0, 2)), make_batch(tokenizer, slice(2, 4))
+
+    def unused(fgm):  # two accumulating backward passes, no attack (e.g. before adv_start_epoch)
+        for batch in (batch_a, batch_b):
+            loss_of(model, *batch).backward()
+
+    assert _tensors_held_by(FGM, model, unused) == 0
+    model.zero_grad(set_to_none=True)
+
+    def in_use(fgm):  # an attacked micro-step, then the next one's clean backward: its gradient is kept
+        attack_run(model, fgm, *batch_a)
+        loss_of(model, *batch_b).backward()
+
+    assert _tensors_held_by(FGM, model, in_use) == 1  # the count sees a kept gradient
+    # after an unused stretch and an optimizer step, each micro-step's attack follows its own gradient
+    model.zero_grad(set_to_none=True)
+    fgm = FGM(model, epsilon=0.5)
+    unused(fgm)
+    model.zero_grad(set_to_none=True)
+    w0 = model.get_parameter(EMBEDDING).detach().clone()
+    for batch in (batch_a, batch_b):
+        reference = copy.deepcopy(model)
+        reference.zero_grad(set_to_none=True)
+        loss_of(reference, *batch).backward()
+        own = reference.get_parameter(EMBEDDING).grad
+        seen, _ = attack_run(model, fgm, *batch)
+        torch.testing.assert_close(seen[0][EMBEDDING] - w0, 0.5 * own / torch.linalg.vector_norm(own), rtol=0, atol=1e-6)
 
 
 # --- the embedding, found or named ------------------------------------------------------------------------

@@ -167,7 +167,7 @@ def test_merge_extra_bad_weight(weight):
 def test_merge_extra_refuses_clashing_ids_and_missing_columns():
     with pytest.raises(ValueError, match="already training ids"):
         merge_extra(HAND, HAND, weight=1.0)
-    with pytest.raises(ValueError, match="lacks column"):
+    with pytest.raises(ValueError, match=r"extra_df has no column 'label'; its columns are \['id', 'text_a', 'text_b'"):
         merge_extra(HAND, HAND.drop(columns=["label"]).assign(id=["x" + i for i in HAND["id"]]), weight=1.0)
 
 

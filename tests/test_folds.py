@@ -244,7 +244,7 @@ def test_add_fold_column_with_optional_columns(pairs, label_col, group_col):
 
 
 def test_add_fold_column_missing_column_names_it(pairs):
-    with pytest.raises(ValueError, match=re.escape("group_col='anchor' is not a column of df")) as err:
+    with pytest.raises(ValueError, match=re.escape("df has no column group_col='anchor'; its columns are")) as err:
         add_fold_column(pairs, group_col="anchor")
     assert "['label', 'score', 'group']" in str(err.value)
 
@@ -267,7 +267,7 @@ def test_fold_summary(pairs):
     assert summary["n_groups"].sum() == pairs["group"].nunique()  # groups never span folds
     assert np.allclose(summary["label_mean"], pairs["label"].mean(), atol=MEAN_TOL)
     assert list(fold_summary(out, label_col=None).columns) == ["n_rows", "frac_rows"]
-    with pytest.raises(ValueError, match="fold_col='kfold' is not a column of df"):
+    with pytest.raises(ValueError, match=re.escape("df has no column fold_col='kfold'; its columns are")):
         fold_summary(out, fold_col="kfold")
 
 

@@ -76,6 +76,7 @@ def test_the_blocker_refuses_and_records(attempts):
 
 
 @pytest.mark.compat
+@pytest.mark.slow
 def test_train_predict_and_pretrain_attempt_no_connection(tiny_bert, tmp_path, attempts):
     run, out = tmp_path / "run", tmp_path / "submission.csv"
     sets = [f"backbone={tiny_bert}", f"output_dir={run}", "max_rows=240", "n_folds=2", "epochs=1", "max_len=40", "batch_size=16"]
@@ -131,6 +132,7 @@ def test_the_kernel_blocker_refuses_and_records(tmp_path):
 
 
 @needs_kernel
+@pytest.mark.slow
 def test_both_notebooks_run_with_the_network_blocked(setup, offline_notebooks):
     (train_nb, inference_nb), log, submission = offline_notebooks
     # the blocker ran in both kernels (`python -m ipykernel_launcher -f <connection file>`: at startup

@@ -209,6 +209,7 @@ def test_install_cell_names_the_fix_when_the_wheel_is_missing(tmp_path, monkeypa
 # train.ipynb, twice
 
 
+@pytest.mark.slow
 def test_train_notebook_writes_a_complete_run_folder(setup, trained):
     run, data = setup["run"], setup["data"]
     for name in ("config.yaml", "folds.csv", "oof.csv", "run.json", "dataset-metadata.json"):
@@ -224,12 +225,14 @@ def test_train_notebook_writes_a_complete_run_folder(setup, trained):
     assert card["config"]["epochs"] == 1 and card["config"]["n_folds"] == 2
 
 
+@pytest.mark.slow
 def test_train_notebook_writes_the_dataset_metadata(setup, trained):
     metadata = json.loads((setup["run"] / "dataset-metadata.json").read_text())
     assert metadata == {"title": "uspppm-tiny-fold1", "id": "tester/uspppm-tiny-fold1", "licenses": [{"name": "CC0-1.0"}]}
     assert not list(setup["run"].glob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_train_notebook_reports_the_fold(trained):
     for fold, nb in enumerate(trained):
         text = text_output(nb)
@@ -242,6 +245,7 @@ def test_train_notebook_reports_the_fold(trained):
 # inference.ipynb
 
 
+@pytest.mark.slow
 def test_inference_notebook_writes_the_submission(setup, submission):
     _, path = submission
     sample = pd.read_csv(setup["data"] / "sample_submission.csv", dtype={"id": str})
@@ -252,12 +256,28 @@ def test_inference_notebook_writes_the_submission(setup, submission):
     assert np.all((sub["score"] >= 0) & (sub["score"] <= 1))
 
 
+@pytest.mark.slow
 def test_inference_notebook_averages_both_folds(setup, submission):
-    nb, _ = submission
+    """The submission is the mean of the two folds' predictions, each fold predicted here on its own."""
+    from kagglekit.infer.predict import predict
+
+    nb, path = submission
     text = text_output(nb)
     assert "fold0" in text and "fold1" in text and f"wrote {setup['tmp'] / 'submission.csv'}" in text
+    data = setup["data"]
+    sub = pd.read_csv(path, dtype={"id": str})
+    per_fold = [  # batch_size as the notebook's parameters cell: padding per batch then matches too
+        predict([setup["run"] / f"fold{k}"], data / "test.csv", sample_submission=data / "sample_submission.csv", batch_size=128, device="cpu")
+        for k in (0, 1)
+    ]
+    for fold in per_fold:
+        assert fold["id"].tolist() == sub["id"].tolist()
+    fold0, fold1 = (fold["score"].to_numpy() for fold in per_fold)
+    assert np.abs(fold0 - fold1).max() > 1e-3  # two different models: their mean is neither one
+    np.testing.assert_allclose(sub["score"].to_numpy(), (fold0 + fold1) / 2, rtol=0, atol=1e-6)  # predict's default: prob averaging
 
 
+@pytest.mark.slow
 def test_train_notebook_shows_the_report(setup, trained):
     report = setup["tmp"] / "report"
     outputs = [o for cell in trained[1].cells for o in cell.get("outputs", [])]
@@ -269,6 +289,7 @@ def test_train_notebook_shows_the_report(setup, trained):
     assert sum("image/png" in o.get("data", {}) for o in outputs) == len(names)
 
 
+@pytest.mark.slow
 def test_both_notebooks_run_doctor_first(trained, submission):
     """The first code cells after the install print kagglekit doctor's lines; a failing check would stop the run."""
     for nb in (trained[0], submission[0]):

@@ -1,5 +1,5 @@
 """Optimizer groups and the training step: every parameter once, decay by module type, layer-wise rates by
-hand, warmup schedules by hand, clipping unscaled."""
+hand, warmup schedules (transformers' get_scheduler) against their formulas step by step, clipping unscaled."""
 
 import math
 
@@ -177,6 +177,61 @@ def test_cosine_with_one_full_cycle_comes_back_up():
     assert lrs[7] < lrs[8] < lrs[9]
     with pytest.raises(ValueError, match=r"num_cycles=1.0 applies to the cosine scheduler only, not 'linear'"):
         _lrs("linear", num_cycles=1.0)
+
+
+def _reference_multiplier(name, step, warmup, total, num_cycles=0.5):
+    """The schedule's multiplier at `step`, written from its definition (not from transformers)."""
+    if step < warmup:
+        return step / warmup
+    after = total - warmup  # steps after warmup
+    progress = (step - warmup) / after if after else 1.0
+    if name == "linear":
+        return max(0.0, 1.0 - progress)
+    if name == "cosine":
+        return max(0.0, 0.5 * (1.0 + math.cos(2.0 * math.pi * num_cycles * progress)))
+    return 1.0
+
+
+@pytest.mark.parametrize(
+    ("name", "total", "kwargs"),
+    [
+        ("linear", 17, {"warmup_ratio": 0.2}),  # ceil(3.4) = 4 warmup steps
+        ("linear", 9, {}),  # no warmup: the peak at step 0
+        ("cosine", 17, {"warmup_ratio": 0.2}),  # num_cycles 0.5: one half-cosine down to 0
+        ("cosine", 23, {"warmup_steps": 4, "num_cycles": 1.5}),  # down, up, down again
+        ("cosine", 13, {"warmup_steps": 3, "num_cycles": 0.25}),  # a quarter-cosine: ends at 0.5
+        ("constant", 11, {"warmup_steps": 3}),
+        ("constant", 5, {}),
+    ],
+)
+def test_every_step_equals_the_schedule_formula(name, total, kwargs):
+    # two groups with their own peaks: each follows the same multiplier times its own peak
+    peaks = (2e-5, 1e-3)
+    opt = torch.optim.SGD([{"params": [nn.Parameter(torch.zeros(1))], "lr": peak} for peak in peaks], lr=1.0)
+    sched = build_scheduler(opt, name, total_steps=total, **kwargs)
+    warmup = kwargs.get("warmup_steps") or math.ceil(round(total * kwargs.get("warmup_ratio", 0.0), 6))
+    seen = []
+    for step in range(total + 1):  # the rate of every optimizer step, and the one left after the last
+        multiplier = _reference_multiplier(name, step, warmup, total, kwargs.get("num_cycles", 0.5))
+        assert sched.get_last_lr() == pytest.approx([peak * multiplier for peak in peaks], rel=1e-12, abs=1e-18), step
+        assert [g["lr"] for g in opt.param_groups] == sched.get_last_lr()
+        seen.append(multiplier)
+        opt.step()
+        sched.step()
+    # the cases above really cover warmup and the shapes (a reference that is all 1.0 would prove little)
+    assert seen[0] == (0.0 if warmup else 1.0) and max(seen) == pytest.approx(1.0)
+    ends = {"linear": 0.0, "constant": 1.0, "cosine": {0.5: 0.0, 1.5: 0.0, 0.25: 0.5}[kwargs.get("num_cycles", 0.5)]}
+    assert seen[-1] == pytest.approx(ends[name], abs=1e-12)
+
+
+def test_schedulers_map_to_transformers_names():
+    from transformers import SchedulerType
+
+    from kagglekit.train.optim import SCHEDULERS
+
+    assert sorted(SCHEDULERS) == ["constant", "cosine", "linear"]
+    assert all(SchedulerType(value) for value in SCHEDULERS.values())  # valid in both majors
+    assert SCHEDULERS["constant"] == "constant_with_warmup"  # transformers' plain "constant" skips warmup
 
 
 def test_unknown_scheduler_lists_the_valid_ones():

@@ -22,6 +22,7 @@ def real_run(tiny_models, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_fold0_on_2000_real_rows(real_run):
     train = pd.read_csv(shared_data("uspppm", "train.csv"), dtype={"id": str}).iloc[:2000]
     folds = pd.read_csv(real_run / "folds.csv", dtype={"id": str})
@@ -32,6 +33,7 @@ def test_fold0_on_2000_real_rows(real_run):
     assert oof["id"].tolist() == train.loc[valid, "id"].tolist() and set(oof["fold"]) == {0}
 
 
+@pytest.mark.slow
 def test_predict_real_test_in_sample_submission_order(real_run, tmp_path):
     sample = pd.read_csv(shared_data("uspppm", "sample_submission.csv"), dtype={"id": str})
     out = tmp_path / "submission.csv"

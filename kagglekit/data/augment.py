@@ -12,6 +12,8 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from kagglekit._frames import check_columns
+
 __all__ = ["closure_pairs", "swap_pairs", "merge_extra", "augment_training_rows", "COPIED_COLUMNS"]
 
 # Columns a closure row copies from its representative row (see closure_pairs); every other column
@@ -61,7 +63,7 @@ def closure_pairs(frame: pd.DataFrame, *, max_new: int | None = None, ratio: flo
         >>> new[["id", "text_a", "text_b", "label"]].values.tolist()
         [['aug:0', 'a', 'c', 1]]
     """
-    _check_columns(frame, ("id", "text_a", "text_b", label_col), "frame")
+    check_columns(frame, ("id", "text_a", "text_b", label_col), "frame")
     cap = _cap(max_new, ratio, len(frame))
     labels = _binary_labels(frame[label_col])
 
@@ -154,7 +156,7 @@ def swap_pairs(frame: pd.DataFrame) -> pd.DataFrame:
         >>> swap_pairs(df).values.tolist()
         [['swap:7', 'y', 'x', 5.0, 2.0]]
     """
-    _check_columns(frame, ("id", "text_a", "text_b"), "frame")
+    check_columns(frame, ("id", "text_a", "text_b"), "frame")
     ordered = set(zip(frame["text_a"].tolist(), frame["text_b"].tolist()))
     keep = [a != b and (b, a) not in ordered for a, b in zip(frame["text_a"].tolist(), frame["text_b"].tolist())]
     out = frame.loc[np.asarray(keep, dtype=bool)].reset_index(drop=True)
@@ -201,7 +203,7 @@ def merge_extra(train_df: pd.DataFrame, extra_df: pd.DataFrame, *, weight: float
     if "fold" in train_df.columns and "fold" not in extra.columns:
         extra["fold"] = -1
     needed = [c for c in train_df.columns if c != "weight"]
-    _check_columns(extra, needed, "extra_df")
+    check_columns(extra, needed, "extra_df")
     clash = set(extra["id"].astype(str)) & set(train_df["id"].astype(str))
     if clash:
         raise ValueError(
@@ -265,12 +267,6 @@ def repeats_pairs(rows: pd.DataFrame, others: pd.DataFrame) -> pd.Series:
     """Whether each row's pair (text_a, text_b), in either order, is also a pair of `others`."""
     seen = set(zip(others["text_a"], others["text_b"])) | set(zip(others["text_b"], others["text_a"]))
     return pd.Series([pair in seen for pair in zip(rows["text_a"], rows["text_b"])], index=rows.index, dtype=bool)
-
-
-def _check_columns(frame: pd.DataFrame, columns, what: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{what} lacks column(s) {missing}; it has {list(frame.columns)}: pass a normalized frame.")
 
 
 def _cap(max_new, ratio, n_rows: int) -> int | None:

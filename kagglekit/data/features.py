@@ -11,6 +11,8 @@ import pandas as pd
 from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import connected_components
 
+from kagglekit._frames import check_columns
+
 __all__ = ["FEATURE_NAMES", "CooccurrenceGraph", "cooccurrence_features"]
 
 FEATURE_NAMES = ("freq_a", "freq_b", "degree_a", "degree_b", "common_neighbours", "component_size", "jaccard")
@@ -46,7 +48,7 @@ class CooccurrenceGraph:
     def __init__(self, *frames: pd.DataFrame | None):
         frames = [f for f in frames if f is not None]
         for i, f in enumerate(frames):
-            _check_columns(f, f"frame {i}")
+            check_columns(f, ("text_a", "text_b"), f"frame {i}")
         sides = [f[c].to_numpy(dtype=object) for f in frames for c in ("text_a", "text_b")]
         texts = np.concatenate(sides) if sides else np.zeros(0, dtype=object)
         codes, uniques = pd.factorize(texts, sort=False)
@@ -72,7 +74,7 @@ class CooccurrenceGraph:
 
     def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The features of each row of ``frame``, as float64 columns ``FEATURE_NAMES``, same index."""
-        _check_columns(frame, "frame")
+        check_columns(frame, ("text_a", "text_b"), "frame")
         a = self.index.get_indexer(frame["text_a"].to_numpy(dtype=object))  # (R,), -1 if unseen
         b = self.index.get_indexer(frame["text_b"].to_numpy(dtype=object))
         seen_a, seen_b = a >= 0, b >= 0
@@ -126,12 +128,6 @@ def cooccurrence_features(train: pd.DataFrame, test: pd.DataFrame | None = None)
     return graph.transform(train), (None if test is None else graph.transform(test))
 
 
-def _check_columns(frame: pd.DataFrame, what: str) -> None:
-    missing = [c for c in ("text_a", "text_b") if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{what} lacks column(s) {missing}; it has {list(frame.columns)}: pass a normalized frame.")
-
-
 class ComputedFeatures:
     """The numeric features the kit computes for any pair, so that new pairs (closure, swap, extra
     rows, test rows) get them exactly as the training rows did.
@@ -146,7 +142,7 @@ class ComputedFeatures:
 
     def add(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Set the feature columns of `frame` in place (and return it)."""
-        _check_columns(frame, "frame")
+        check_columns(frame, ("text_a", "text_b"), "frame")
         if self.graph is not None:
             frame[list(FEATURE_NAMES)] = self.graph.transform(frame).to_numpy()
         if self.embedder is not None:

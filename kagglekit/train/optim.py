@@ -129,25 +129,10 @@ def build_optimizer(
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
 
 
-def _linear(optimizer, warmup: int, total: int, num_cycles: float):
-    from transformers import get_linear_schedule_with_warmup
-
-    return get_linear_schedule_with_warmup(optimizer, warmup, total)
-
-
-def _cosine(optimizer, warmup: int, total: int, num_cycles: float):
-    from transformers import get_cosine_schedule_with_warmup
-
-    return get_cosine_schedule_with_warmup(optimizer, warmup, total, num_cycles=num_cycles)
-
-
-def _constant(optimizer, warmup: int, total: int, num_cycles: float):
-    from transformers import get_constant_schedule_with_warmup
-
-    return get_constant_schedule_with_warmup(optimizer, warmup)
-
-
-SCHEDULERS = {"linear": _linear, "cosine": _cosine, "constant": _constant}
+# The kit's scheduler names → transformers' ``SchedulerType`` values (`transformers.get_scheduler`).
+# Every one warms up linearly from 0: transformers' plain "constant" has no warmup, so the kit's
+# "constant" is its "constant_with_warmup".
+SCHEDULERS = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
 
 
 def warmup_steps_for(total_steps: int, warmup_ratio: float = 0.0, warmup_steps: int = 0) -> int:
@@ -171,10 +156,11 @@ def build_scheduler(
     warmup_steps: int = 0,
     num_cycles: float = 0.5,
 ):
-    """A transformers schedule, stepped once per optimizer step: warmup from 0, then its shape.
+    """A transformers schedule (`transformers.get_scheduler`), stepped once per optimizer step: linear
+    warmup from 0, then its shape.
 
     - ``linear``: down to 0 at `total_steps`;
-    - ``cosine``: transformers' ``get_cosine_schedule_with_warmup``: after warmup the multiplier is
+    - ``cosine``: after warmup the multiplier is
       ``max(0, 0.5 * (1 + cos(2 * pi * num_cycles * progress)))``, progress going 0 → 1. With
       num_cycles = 0.5 (default) one half-cosine down to 0; 1.0 goes down to 0 halfway and back up
       to the peak; larger values oscillate (smooth cycles, not hard restarts);
@@ -182,7 +168,7 @@ def build_scheduler(
 
     Args:
         optimizer: the optimizer; each group's ``lr`` is its peak.
-        name: one of `SCHEDULERS`.
+        name: one of `SCHEDULERS` (``linear``, ``cosine``, ``constant``).
         total_steps: optimizer steps in the whole run (after gradient accumulation).
         warmup_ratio: warmup as a share of `total_steps` in [0, 1], rounded up to whole steps.
         warmup_steps: warmup in steps; when > 0 it wins over `warmup_ratio` (both may be set: a
@@ -206,4 +192,9 @@ def build_scheduler(
             f"warmup of {warmup} steps is longer than the run's {total_steps} optimizer steps: the learning rate "
             "never reaches its peak; lower warmup_steps or warmup_ratio.", stacklevel=2,
         )
-    return SCHEDULERS[name](optimizer, warmup, total_steps, num_cycles)
+    from transformers import get_scheduler
+
+    extra = {"num_cycles": num_cycles} if name == "cosine" else {}
+    return get_scheduler(
+        SCHEDULERS[name], optimizer, num_warmup_steps=warmup, num_training_steps=total_steps, scheduler_specific_kwargs=extra
+    )
