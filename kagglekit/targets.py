@@ -13,9 +13,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch loads when labels are encoded: the run folder's meta reads a Target without it
+    import torch
 
 OUTPUTS = ("single", "classes", "bins")
 MAX_CLASSES = 100  # more distinct labels than this is a continuous label: use bins
@@ -34,6 +37,8 @@ class Target:
 
     def encode(self, labels: torch.Tensor) -> torch.Tensor:
         """Labels (B,) → training targets: (B,) floats for single, (B, C) distributions otherwise."""
+        import torch
+
         labels = labels.float()
         if self.kind == "single":
             return labels

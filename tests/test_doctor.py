@@ -314,7 +314,7 @@ def test_the_sample_is_the_test_files_first_rows_cycled_when_it_is_shorter(run, 
     # extrapolated to the whole file: 20 rows x 1 s, whatever the sample's size
     assert code == 0 and f"~20 s for 20 rows with 1 model folder(s) (1000.00 ms per row per folder, timed on {sample_rows} rows" in line_of(lines, "inference time")
     model, tokenizer, meta = load_model_folder(run / "fold0")
-    frame = get_recipe("uspppm").read_test(data / "test.csv", meta["recipe_state"])
+    frame = get_recipe("uspppm").read_test(data / "test.csv", meta.recipe_state)
     rows = (list(range(20)) * 3)[:sample_rows]  # 50 rows of a 20-row file: it twice, then its first 10
     expected = PairEncodings(tokenizer, frame["text_a"].iloc[rows], frame["text_b"].iloc[rows], 32)
     assert one_second_per_row[1].input_ids == expected.input_ids

@@ -75,8 +75,8 @@ def test_onnxruntime_matches_pytorch_at_other_shapes(folders, name, batch_size):
     text_a, text_b = _pairs()
     features = _features(len(text_a), seed=1) if model.feature_names else None
     enc = PairEncodings(tokenizer, text_a, text_b, MAX_LEN, features=features)
-    want = run_inference(model, enc, batch_size=batch_size, device=CPU, activation=meta["activation"],
-                         values=meta["output"]["values"])
+    want = run_inference(model, enc, batch_size=batch_size, device=CPU, activation=meta.activation,
+                         values=meta.output.values)
     got = OnnxPredictor(onnx_path, threads=1).predict(enc, batch_size=batch_size)
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
     assert np.ptp(want) > 0.1  # predictions spread, so agreement is not two constants agreeing

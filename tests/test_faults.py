@@ -130,7 +130,7 @@ def test_full_disk_at_the_second_checkpoint_keeps_the_first(tiny_bert, tmp_path,
 
     assert len(saved) == 1
     model, _, meta = load_model_folder(folder)
-    assert meta["epoch"] == 1 and meta["fold"] == 0
+    assert meta.epoch == 1 and meta.fold == 0
     loaded = model.state_dict()
     assert loaded.keys() == saved[0].keys()
     for name, tensor in saved[0].items():

@@ -52,7 +52,7 @@ from kagglekit.models.pair_model import load_model_folder
 from kagglekit.data.batching import PairEncodings
 from kagglekit.models.forward import run_inference
 model, tok, meta = load_model_folder({str(tmp_path / 'fold0')!r})
-enc = PairEncodings(tok, {PAIRS[0]!r}, {PAIRS[1]!r}, max_len=meta["max_len"])
+enc = PairEncodings(tok, {PAIRS[0]!r}, {PAIRS[1]!r}, max_len=meta.max_len)
 after = run_inference(model, enc, batch_size=2, device=torch.device("cpu"))
 assert np.array_equal(after, np.load({str(tmp_path / 'before.npy')!r})), (after,)
 print("identical")
@@ -169,4 +169,4 @@ def test_model_structure_round_trips_through_the_folder(tiny_bert, tmp_path):
     model, tokenizer = build_model(tiny_bert, dropout=[0.1, 0.2], msd_samples=2, msd_average="loss")
     folder = save_model_folder(model, tokenizer, tmp_path / "m", {"task": "uspppm", "max_len": 32, "activation": "sigmoid"})
     loaded, _, meta = load_model_folder(folder)
-    assert meta["model"] == model.init_args and len(loaded.dropouts) == 2 and loaded.msd_average == "loss"
+    assert meta.model == model.init_args and len(loaded.dropouts) == 2 and loaded.msd_average == "loss"

@@ -18,8 +18,7 @@ import kagglekit.infer.inputs as inputs_module
 import kagglekit.infer.predict as predict_module
 from conftest import SAMPLE
 from kagglekit.config import load_config
-from kagglekit.data.recipes import get_recipe
-from kagglekit.data.uspppm import UspppmRecipe
+from kagglekit.data.recipes import UspppmRecipe, get_recipe
 from kagglekit.infer.ensemble import ensemble
 from kagglekit.models.pair_model import load_model_folder
 from kagglekit.infer.predict import (InputCache, check_submission, find_fold_dirs, models_path, predict, predict_folder,
@@ -62,20 +61,20 @@ def runs(tiny_models, tmp_path_factory):
 def _reference_logits(folder, data, *, swap=False):
     """One fold's logits on the test file: the whole file in one batch padded by the tokenizer."""
     model, tokenizer, meta = load_model_folder(folder)
-    frame = get_recipe(meta["task"]).read_test(data, meta["recipe_state"])
+    frame = get_recipe(meta.task).read_test(data, meta.recipe_state)
     first, second = (frame["text_b"], frame["text_a"]) if swap else (frame["text_a"], frame["text_b"])
-    batch = tokenizer(list(first), list(second), truncation="longest_first", max_length=meta["max_len"], padding=True, return_tensors="pt")
+    batch = tokenizer(list(first), list(second), truncation="longest_first", max_length=meta.max_len, padding=True, return_tensors="pt")
     with torch.no_grad():
         logits = model(**{k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
     return logits.double().numpy(), meta
 
 
 def _activate(logits, meta):
-    if meta["activation"] == "sigmoid":
+    if meta.activation == "sigmoid":
         return 1 / (1 + np.exp(-logits))
-    if meta["activation"] == "expected":
+    if meta.activation == "expected":
         e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return (e / e.sum(axis=1, keepdims=True)) @ np.asarray(meta["output"]["values"])
+        return (e / e.sum(axis=1, keepdims=True)) @ np.asarray(meta.output.values)
     return logits
 
 

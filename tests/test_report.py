@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from kagglekit.kaggle import git_commit, gpu_info
-from kagglekit.tools.report import add_parser, leaderboard, parse_lb, read_lb, short_backbone, write_report
+from kagglekit.tools import doctor
+from kagglekit.tools.report import add_parser, duration, leaderboard, parse_lb, read_lb, short_backbone, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -103,10 +104,17 @@ def test_leaderboard_columns_come_from_the_run_cards(runs):
 def test_markdown_has_a_section_per_group_with_the_best_run_in_bold(runs):
     text = write_report(runs).markdown.read_text()
     assert text.index("## pairs: rmse") < text.index("## uspppm: pearson")
-    assert "| 1 | **e** (best) | deberta-v3-large | mean | mse | none | 2/2 | 0.1400 | 0.1600 | 0.1500 |  | 2m00s |" in text
-    assert "| 1 | **b** (best) | deberta-v3-large | attention | bce | awp | 3/3 | 0.8400 | 0.8600 | 0.8500 | 0.8500 |  | 1m32s |" in text
-    assert "| 3 | a | deberta-v3-large | mean | bce | none | 2/2 | 0.7900 | 0.8100 |  | 0.8000 |  | 3m20s |" in text
+    assert "| 1 | **e** (best) | deberta-v3-large | mean | mse | none | 2/2 | 0.1400 | 0.1600 | 0.1500 |  | 2 min |" in text
+    assert "| 1 | **b** (best) | deberta-v3-large | attention | bce | awp | 3/3 | 0.8400 | 0.8600 | 0.8500 | 0.8500 |  | 2 min |" in text
+    assert "| 3 | a | deberta-v3-large | mean | bce | none | 2/2 | 0.7900 | 0.8100 |  | 0.8000 |  | 3 min |" in text
     assert text.count("(best)") == 2
+
+
+@pytest.mark.parametrize("seconds, text", [(0, "0 s"), (89.4, "89 s"), (90, "2 min"), (91.5, "2 min"), (200, "3 min"),
+                                           (89 * 60, "89 min"), (90 * 60, "1.5 h"), (40000, "11.1 h")])
+def test_duration_is_read_in_the_largest_unit_that_keeps_two_digits(seconds, text):
+    assert duration(seconds) == text
+    assert doctor.duration is duration  # one formatter for the leaderboard and doctor's estimates
 
 
 def test_short_backbone():

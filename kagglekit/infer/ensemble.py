@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
+from kagglekit.run import OOF_COLUMNS, RunFolder  # noqa: F401  (OOF_COLUMNS: API)
+
 if TYPE_CHECKING:
     from kagglekit.metrics import Metric
 
 METHODS = ("scipy", "hill")
 # Rank averaging throws the predictions' scale away: only metrics that ignore the scale may read it.
 RANK_METRICS = ("pearson", "spearman", "roc_auc")
-OOF_COLUMNS = ("id", "fold", "label", "pred")
 _SHOWN = 5  # example ids in an error message
 _TOL = 1e-12  # a move must improve the metric by more than this
 
@@ -72,11 +73,11 @@ def load_oof(run_dirs: Sequence[str | os.PathLike]) -> OofTable:
     twice = sorted({p for p in paths if paths.count(p) > 1})
     if twice:
         raise ValueError(f"ensemble: run folder(s) {twice} given twice: give each run once.")
-    metrics = [_read_card(p)["metric"] for p in paths]
+    metrics = [RunFolder(p).read_card(what="ensemble")["metric"] for p in paths]
     if len(set(metrics)) > 1:
         which = ", ".join(f"{p}: {m}" for p, m in zip(paths, metrics))
         raise ValueError(f"ensemble: the runs were scored with different metrics ({which}): blend runs of one task and metric.")
-    frames = [_read_oof(p) for p in paths]
+    frames = [RunFolder(p).read_oof() for p in paths]
     ref, columns = frames[0], [frames[0]["pred"].to_numpy()]
     for path, frame in zip(paths[1:], frames[1:]):
         aligned = _align(frame, ref, path, paths[0])
@@ -86,30 +87,6 @@ def load_oof(run_dirs: Sequence[str | os.PathLike]) -> OofTable:
         labels=ref["label"].to_numpy(dtype=np.float64), preds=np.column_stack(columns).astype(np.float64),
         metric=get_metric(metrics[0]),
     )
-
-
-def _read_card(run: str) -> dict:
-    path = Path(run) / "run.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"ensemble: {path} not found: pass run folders written by kagglekit train (run.json, oof.csv, fold*/).")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _read_oof(run: str):
-    from kagglekit._io import read_csv
-
-    what = f"oof.csv of run {run}"
-    frame = read_csv(Path(run) / "oof.csv", what=what, required=OOF_COLUMNS, dtype={"id": str})
-    dup = frame["id"].duplicated()
-    if dup.any():
-        raise ValueError(f"{what}: {int(dup.sum())} duplicated id(s), e.g. {frame.loc[dup, 'id'].head(_SHOWN).tolist()}: "
-                         "rebuild the run's oof.csv (kagglekit train writes each training row once).")
-    values = frame[["label", "pred"]].to_numpy(dtype=np.float64)
-    if not np.isfinite(values).all():
-        bad = ~np.isfinite(values).all(axis=1)
-        raise ValueError(f"{what}: NaN or infinite label/pred in {int(bad.sum())} row(s), e.g. ids "
-                         f"{frame.loc[bad, 'id'].head(_SHOWN).tolist()}: retrain the fold that diverged or leave the run out.")
-    return frame
 
 
 def _align(frame, ref, path: str, ref_path: str):

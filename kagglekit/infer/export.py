@@ -25,6 +25,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from kagglekit.data.batching import PairEncodings
+    from kagglekit.run import FoldMeta
 
 DEFAULT_OPSET = 17
 META_KEY = "kagglekit"  # the ONNX metadata entry holding the settings the predictor needs (JSON)
@@ -106,12 +107,12 @@ def export_onnx(model_folder: str | os.PathLike, out_path: str | os.PathLike, *,
 
 
 def _check_model_folder(model_folder) -> Path:
-    from kagglekit.models.pair_model import META_FILE
+    from kagglekit.run import META_FILE, fold_dirs, is_model_dir
 
     folder = Path(model_folder)
-    if (folder / META_FILE).is_file():
+    if is_model_dir(folder):
         return folder
-    folds = sorted(p.name for p in folder.glob("fold*") if (p / META_FILE).is_file()) if folder.is_dir() else []
+    folds = [p.name for p in fold_dirs(folder)]
     if folds:
         raise ValueError(f"--model: {folder} is a run folder with folds {folds}: export one fold at a time, e.g. --model {folder / folds[0]}.")
     raise FileNotFoundError(f"--model: {folder} is not a kagglekit model folder (no {META_FILE}): pass a fold folder written by kagglekit train.")
@@ -121,13 +122,13 @@ def _dynamic_axes(name: str) -> dict[int, str]:
     return {0: "batch"} if name == "features" else {0: "batch", 1: "tokens"}
 
 
-def _label_space_module(model, meta: dict, names: list[str]):
+def _label_space_module(model, meta: FoldMeta, names: list[str]):
     """The PairModel followed by the activation predict applies: the inputs `names`, positionally → (B,)."""
     import torch
 
     from kagglekit.losses import activate
 
-    activation, values = meta["activation"], tuple((meta.get("output") or {}).get("values", ()))
+    activation, values = meta.activation, meta.output.values
 
     class LabelSpace(torch.nn.Module):
         def __init__(self):
@@ -141,14 +142,14 @@ def _label_space_module(model, meta: dict, names: list[str]):
     return LabelSpace().eval()
 
 
-def _pair_batch(tokenizer, pairs, meta: dict, *, seed: int) -> dict:
+def _pair_batch(tokenizer, pairs, meta: FoldMeta, *, seed: int) -> dict:
     """A padded batch of `pairs` as predict builds it (`PairEncodings.collate`), plus random features."""
     from kagglekit.data.batching import PairEncodings
 
-    names = (meta.get("model") or {}).get("feature_names") or []
+    names = meta.model.get("feature_names") or []
     rng = np.random.default_rng(seed)
     features = rng.normal(size=(len(pairs), len(names))) * 2 + 1 if names else None
-    enc = PairEncodings(tokenizer, [a for a, _ in pairs], [b for _, b in pairs], meta["max_len"], features=features)
+    enc = PairEncodings(tokenizer, [a for a, _ in pairs], [b for _, b in pairs], meta.max_len, features=features)
     return {name: value for name, value in enc.collate(list(range(len(pairs)))).items() if name in INPUT_ORDER}
 
 
@@ -173,17 +174,17 @@ def _quiet_legacy_exporter() -> Iterator[None]:
         yield
 
 
-def _predictor_meta(meta: dict, folder: Path) -> dict:
+def _predictor_meta(meta: FoldMeta, folder: Path) -> dict:
     import kagglekit
 
     return {
         "format": FORMAT_VERSION,
         "kagglekit_version": kagglekit.__version__,
         "source": str(folder),
-        "task": meta.get("task"),
-        "max_len": meta["max_len"],
-        "activation": meta["activation"],
-        "feature_names": list((meta.get("model") or {}).get("feature_names") or []),
+        "task": meta.task,
+        "max_len": meta.max_len,
+        "activation": meta.activation,
+        "feature_names": list(meta.model.get("feature_names") or []),
     }
 
 

@@ -8,11 +8,10 @@ submission is checked (ids, order, columns, finite values in the task's range) b
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,6 +21,7 @@ from kagglekit._io import read_csv, write_csv
 from kagglekit.infer.inputs import InputCache, read_test_frame, swapped, value_range  # noqa: F401  (read_test_frame, swapped: API)
 from kagglekit.losses import activate
 from kagglekit.models.forward import run_inference, run_logits  # noqa: F401  (run_logits: API)
+from kagglekit.run import CARD_FILE, FoldMeta, RunFolder, find_fold_dirs  # noqa: F401  (find_fold_dirs: API)
 
 AVERAGES = ("prob", "logit")
 TTAS = ("none", "swap")
@@ -47,25 +47,6 @@ def average_outputs(outputs: Sequence[np.ndarray], *, activation: str, values: S
     return np.mean([activate(torch.from_numpy(o), activation, values).numpy().astype(np.float64) for o in outputs], axis=0)
 
 
-def find_fold_dirs(path: str | os.PathLike) -> list[Path]:
-    """The model folders of a run folder (``fold*/``), or the folder itself when it is a model folder."""
-    from kagglekit.models.pair_model import META_FILE
-
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"--models: folder not found: {path}. Pass a run folder written by kagglekit train.")
-    if (path / META_FILE).is_file():
-        return [path]
-    folds = sorted((p for p in path.glob("fold*") if (p / META_FILE).is_file()), key=lambda p: p.name)
-    if not folds:
-        raise FileNotFoundError(
-            f"--models: {path} holds no trained fold (no fold*/{META_FILE}). Train at least one fold into it, "
-            "or pass the folder of the attached model dataset."
-        )
-    return folds
-
-
-
 @dataclass
 class RunPrediction:
     """One run's test predictions, fold-averaged, on the submission's scale (after the recipe's postprocess)."""
@@ -74,7 +55,7 @@ class RunPrediction:
     path: str  # the run folder as given
     ids: np.ndarray  # (N,) test ids, in test order
     preds: np.ndarray  # (N,)
-    meta: dict  # its first fold's kagglekit.json
+    meta: FoldMeta  # its first fold's
     value_range: tuple[float, float]  # where its submission values must lie
 
 
@@ -84,9 +65,7 @@ def predict_run(run: str | os.PathLike, inputs: InputCache, *, average: str = "p
 
     Every fold and view counts equally; `average` picks probabilities or logits (see `average_outputs`).
     """
-    from kagglekit.infer.ensemble import run_name
     from kagglekit.kaggle import amp_dtype as to_amp_dtype, resolve_device, resolve_precision
-    from kagglekit.models.pair_model import load_model_folder
 
     if tta not in TTAS:
         raise ValueError(f"tta={tta!r} is unknown: use 'none' or 'swap' (both text orders, for symmetric tasks).")
@@ -96,30 +75,58 @@ def predict_run(run: str | os.PathLike, inputs: InputCache, *, average: str = "p
         check_symmetric(run, folders[0])
     dev = resolve_device(device)
     amp_dtype = to_amp_dtype(resolve_precision(precision, dev))
-    outputs, first = [], None
+    return average_folds(run, load_folds(folders, dev), inputs, average=average, tta=tta, batch_size=batch_size,
+                         device=dev, amp_dtype=amp_dtype)
+
+
+def load_folds(folders: Sequence[Path], device) -> Iterator[tuple[Path, object, object, FoldMeta]]:
+    """(folder, model, tokenizer, meta) of each model folder, loaded onto `device` only when the loop asks for it."""
+    from kagglekit.models.pair_model import load_model_folder
+
     for folder in folders:
-        model, tokenizer, meta = load_model_folder(folder, device=dev)
-        first = first or {**meta, "folder": str(folder)}
-        _check_same_output(meta, first, folder)
+        model, tokenizer, meta = load_model_folder(folder, device=device)
+        yield folder, model, tokenizer, meta
+        del model  # dropped before the next one loads: predict holds one model at a time
+
+
+def average_folds(run: str | os.PathLike, folds: Iterable[tuple[Path, object, object, FoldMeta]], inputs: InputCache, *,
+                  average: str, tta: str, batch_size: int, device, amp_dtype, verbose: bool = True) -> RunPrediction:
+    """The fold loop of one run, shared by `predict_run` and `kagglekit.infer.scorer.Scorer`.
+
+    Args:
+        run: the run folder (names the result).
+        folds: (folder, model, tokenizer, meta) per fold: `load_folds` (one model in memory at a time),
+            or the folds a Scorer keeps loaded.
+        inputs: the test rows (a file or an in-memory frame).
+        average, tta, batch_size: as in `predict_run`.
+        device, amp_dtype: resolved (a torch.device; None for fp32).
+        verbose: print a line per fold.
+    """
+    from kagglekit.infer.ensemble import run_name
+
+    outputs, first, first_folder = [], None, None
+    for folder, model, tokenizer, meta in folds:
+        if first is None:
+            first, first_folder = meta, folder
+        _check_same_output(meta, folder, first, first_folder)
         views = (False, True) if tta == "swap" else (False,)
         for swap in views:
             enc = inputs.encodings(meta, tokenizer, folder, model.feature_names, swap=swap)
-            outputs.append(run_logits(model, enc, batch_size=batch_size, device=dev, amp_dtype=amp_dtype))
-        print(f"predicted {len(enc)} rows with {folder} (max_len {meta['max_len']}{', both text orders' if tta == 'swap' else ''})", flush=True)
+            outputs.append(run_logits(model, enc, batch_size=batch_size, device=device, amp_dtype=amp_dtype))
+        if verbose:
+            print(f"predicted {len(enc)} rows with {folder} (max_len {meta.max_len}{', both text orders' if tta == 'swap' else ''})", flush=True)
         del model
-    recipe, frame = inputs.frame(first, first["folder"])
-    state = first.get("recipe_state") or {}
-    preds = average_outputs(outputs, activation=first["activation"], values=(first.get("output") or {}).get("values", ()), average=average)
+    recipe, frame = inputs.frame(first, first_folder)
+    state = first.recipe_state
+    preds = average_outputs(outputs, activation=first.activation, values=first.output.values, average=average)
     preds = np.asarray(recipe.postprocess(preds, state), dtype=np.float64)  # e.g. back to STS-B's 0-5
     return RunPrediction(run_name(run), str(run), frame["id"].to_numpy(), preds, first, value_range(recipe, state))
 
 
 def _read_test_for(run: str | os.PathLike, folder: Path, inputs: InputCache) -> None:
     """Read the test file with the run's own recipe before any model loads; an error names the run and its task."""
-    from kagglekit.models.pair_model import read_meta
-
-    meta = read_meta(folder)
-    embedding = (meta.get("recipe_state") or {}).get("embedding_model")
+    meta = FoldMeta.read(folder)
+    embedding = meta.recipe_state.get("embedding_model")
     if embedding:  # a missing or changed embedding-model copy is no test-file problem: say so as it is
         from kagglekit.data.embeddings import locate_embedder
 
@@ -128,17 +135,17 @@ def _read_test_for(run: str | os.PathLike, folder: Path, inputs: InputCache) -> 
         inputs.frame(meta, folder)
     except ValueError as err:
         raise ValueError(
-            f"--models {run} (trained with task={meta.get('task')!r}) cannot read --data: {err} A run reads the test file with "
+            f"--models {run} (trained with task={meta.task!r}) cannot read --data: {err} A run reads the test file with "
             "its training settings: pass a test file of its task, or leave the run out."
         ) from None
 
 
-def _check_same_output(meta: dict, first: dict, folder: Path) -> None:
+def _check_same_output(meta: FoldMeta, folder: Path, first: FoldMeta, first_folder: Path) -> None:
     """The folds of one run must agree on what they predict, or their average means nothing."""
     for key in ("task", "activation", "output"):
-        if meta.get(key) != first.get(key):
+        if getattr(meta, key) != getattr(first, key):
             raise ValueError(
-                f"--models: {folder} has {key}={meta.get(key)!r} but {first['folder']} has {first.get(key)!r}: "
+                f"--models: {folder} has {key}={getattr(meta, key)!r} but {first_folder} has {getattr(first, key)!r}: "
                 "the folds of one run folder must come from one training config; split them into separate run folders."
             )
 
@@ -151,13 +158,13 @@ def check_symmetric(run: str | os.PathLike, folder: Path) -> None:
     themselves (``pairs`` reads symmetric STS-B and asymmetric entailment data alike, USPPPM keeps
     the CPC context in text_b only). The key is read from the run card (``run.json``).
     """
-    card_path = next((d / "run.json" for d in (Path(run), Path(folder).parent) if (d / "run.json").is_file()), None)
-    if card_path is None:
+    card_run = next((r for r in (RunFolder(run), RunFolder(Path(folder).parent)) if r.card_path.is_file()), None)
+    if card_run is None:
         raise ValueError(
-            f"--tta swap: {run} has no run.json (nor its parent), so whether it was trained as a symmetric task "
+            f"--tta swap: {run} has no {CARD_FILE} (nor its parent), so whether it was trained as a symmetric task "
             "(config key swap) is unknown: pass the whole run folder written by kagglekit train, or drop --tta."
         )
-    config = json.loads(card_path.read_text(encoding="utf-8")).get("config") or {}
+    config = card_run.read_card().get("config") or {}
     if not config.get("swap", False):
         raise ValueError(
             f"--tta swap: run {run} (task {config.get('task', '?')!r}) was trained with swap=false, so its task is not "
@@ -233,8 +240,7 @@ def predict(
         print(f"clipped {clipped} prediction(s) into the task's range [{low:g}, {high:g}]", flush=True)
         blended = np.clip(blended, low, high)
 
-    meta = runs[0].meta
-    id_col, target_col = meta.get("id_col", "id"), meta.get("target_col", "label")
+    id_col, target_col = runs[0].meta.id_col, runs[0].meta.target_col
     ids = runs[0].ids
     sub = pd.DataFrame({id_col: ids, target_col: blended})
     models_frame = pd.DataFrame({id_col: ids, **dict(zip(_column_names(runs), (r.preds for r in runs)))})
@@ -266,10 +272,10 @@ def _check_runs_agree(runs: Sequence[RunPrediction]) -> None:
     first = runs[0]
     for run in runs[1:]:
         for key in ("task", "id_col", "target_col"):
-            if run.meta.get(key) != first.meta.get(key):
+            if getattr(run.meta, key) != getattr(first.meta, key):
                 raise ValueError(
-                    f"--models: {run.path} was trained with {key}={run.meta.get(key)!r} but {first.path} with "
-                    f"{first.meta.get(key)!r}: blend runs of one task and submission format."
+                    f"--models: {run.path} was trained with {key}={getattr(run.meta, key)!r} but {first.path} with "
+                    f"{getattr(first.meta, key)!r}: blend runs of one task and submission format."
                 )
         if not np.array_equal(run.ids, first.ids):
             raise ValueError(f"--models: {run.path} and {first.path} read different ids from the test file (id column settings "
@@ -338,8 +344,9 @@ def _check_values(sub: pd.DataFrame, id_col: str, column: str, value_range: tupl
                          f"({shown}): check the runs' task settings (label_scale) and postprocess.")
 
 
-def predict_folder(folder: str | os.PathLike, data: str | os.PathLike, *, batch_size: int = 64, device: str = "auto", precision: str = "auto") -> tuple[pd.DataFrame, dict]:
-    """Predictions of one model folder on a test file: a frame (id, pred) in test order, and the model's meta.
+def predict_folder(folder: str | os.PathLike, data: str | os.PathLike, *, batch_size: int = 64, device: str = "auto",
+                   precision: str = "auto") -> tuple[pd.DataFrame, FoldMeta]:
+    """Predictions of one model folder on a test file: a frame (id, pred) in test order, and the folder's `FoldMeta`.
 
     ``pred`` is in the label's space (before the recipe's postprocess).
     """
@@ -351,6 +358,6 @@ def predict_folder(folder: str | os.PathLike, data: str | os.PathLike, *, batch_
     inputs = InputCache(data, device=dev)
     enc = inputs.encodings(meta, tokenizer, Path(folder), model.feature_names)
     amp_dtype = to_amp_dtype(resolve_precision(precision, dev))
-    values = (meta.get("output") or {}).get("values", ())
-    preds = run_inference(model, enc, batch_size=batch_size, device=dev, amp_dtype=amp_dtype, activation=meta["activation"], values=values)
+    preds = run_inference(model, enc, batch_size=batch_size, device=dev, amp_dtype=amp_dtype, activation=meta.activation,
+                          values=meta.output.values)
     return pd.DataFrame({"id": inputs.frame(meta, folder)[1]["id"].to_numpy(), "pred": preds}), meta

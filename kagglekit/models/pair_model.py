@@ -7,7 +7,7 @@ the original backbone folder is not needed at inference.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import shutil
 import warnings
@@ -20,10 +20,9 @@ from torch import nn
 
 from kagglekit._io import atomic_dir, write_json
 from kagglekit.models.heads import create_head, head_defaults
+from kagglekit.run import META_FILE, META_FORMAT as FORMAT_VERSION, FoldMeta, as_fold_meta  # noqa: F401  (META_FILE, FORMAT_VERSION: API)
 
-META_FILE = "kagglekit.json"
 WEIGHTS_FILE = "model.safetensors"
-FORMAT_VERSION = 1
 FEATURE_DIM = 32  # width of the projected numeric features fused with the pooled vector
 # Vocabulary files of the slow (Python) tokenizers. transformers 5 saves only tokenizer.json, but
 # 4.x needs these to load some tokenizers (DeBERTa-v3 needs spm.model), so model folders keep them.
@@ -275,28 +274,30 @@ def build_model(backbone_dir: str | os.PathLike, **model_options):
     return model, tokenizer
 
 
-def save_model_folder(model: PairModel, tokenizer, folder: str | os.PathLike, meta: dict) -> Path:
+def save_model_folder(model: PairModel, tokenizer, folder: str | os.PathLike, meta: FoldMeta | dict) -> Path:
     """Write a self-contained model folder atomically (the previous one stays until the new one is complete).
 
     Args:
         model: the trained PairModel.
         tokenizer: its tokenizer.
         folder: destination, e.g. ``run/fold0``.
-        meta: kit settings to store in ``kagglekit.json``: at least ``task``, ``max_len``, ``activation``.
-            The model's own structure (``model.init_args``) is added as ``"model"``.
+        meta: the fold's `FoldMeta`, stored as ``kagglekit.json`` with the model's own structure
+            (``model.init_args``) as ``model`` and this kit's version. A dict with at least ``task``,
+            ``max_len`` and ``activation`` is read as one (the form of earlier versions).
     """
     from safetensors.torch import save_model
 
     import kagglekit
 
     folder = Path(folder)
+    meta = dataclasses.replace(as_fold_meta(meta), format=FORMAT_VERSION, kagglekit_version=kagglekit.__version__,
+                               model=model.init_args)
     with atomic_dir(folder) as tmp:
         model.backbone.config.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         _keep_vocab_files(getattr(model, "source_dir", None), tmp)
         save_model(model, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-        payload = {"format": FORMAT_VERSION, "kagglekit_version": kagglekit.__version__, **meta, "model": model.init_args}
-        write_json(tmp / META_FILE, payload)
+        write_json(tmp / META_FILE, meta.to_json())
     return folder
 
 
@@ -309,28 +310,17 @@ def _keep_vocab_files(source: Path | None, dest: Path) -> None:
             shutil.copyfile(source / name, dest / name)
 
 
-def read_meta(folder: str | os.PathLike) -> dict:
-    folder = Path(folder)
-    path = folder / META_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{folder} is not a kagglekit model folder: {META_FILE} is missing. Pass a run folder "
-            "(with fold*/ inside) or a fold folder written by kagglekit train."
-        )
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "cpu"):
     """Load a model folder written by `save_model_folder`, offline.
 
     Returns:
-        (model in eval mode on `device`, tokenizer, meta dict).
+        (model in eval mode on `device`, tokenizer, the folder's `FoldMeta`).
     """
     from safetensors.torch import load_model
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     folder = Path(folder)
-    meta = read_meta(folder)
+    meta = FoldMeta.read(folder)
     for name in ("config.json", WEIGHTS_FILE):
         if not (folder / name).is_file():
             raise FileNotFoundError(
@@ -339,7 +329,7 @@ def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "c
     cls = _encoder_class(folder)
     config = (AutoConfig if cls is AutoModel else cls.config_class).from_pretrained(str(folder), local_files_only=True)
     backbone = cls.from_config(config) if cls is AutoModel else cls(config)
-    model = PairModel(backbone, **meta["model"])
+    model = PairModel(backbone, **meta.model)
     load_model(model, str(folder / WEIGHTS_FILE), strict=True, device=str(device))
     model.source_dir = folder
     model.to(device).eval()

@@ -15,7 +15,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+
+from kagglekit.run import META_FILE, fold_dirs, is_model_dir
+from kagglekit.tools.report import duration  # noqa: F401  (duration: API)
+
+if TYPE_CHECKING:
+    from kagglekit.run import FoldMeta
 
 REQUIRED = ("torch", "transformers", "tokenizers", "sentencepiece", "protobuf")
 KAGGLE_LIMIT_S = 9 * 3600  # a Kaggle notebook session (and a code-competition rerun) stops after 9 hours
@@ -213,24 +219,20 @@ class Timing:
 
 
 def model_folders(path: str | os.PathLike) -> list[Path]:
-    """The folders to check under `path`: the folder itself when it is a model folder, else its ``fold*/``.
+    """The folders to check under `path`: the folder itself when it is a model folder, else its ``fold{K}/``.
 
     Unlike prediction, a fold folder missing its ``kagglekit.json`` is kept, so the check can name it.
     """
-    from kagglekit.models.pair_model import META_FILE
-
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"--models: folder not found: {path}. Pass a run folder written by kagglekit train "
                                 "or a model folder (a fold folder).")
-    if (path / META_FILE).is_file():
-        return [path]
-    return sorted((p for p in path.glob("fold*") if p.is_dir()), key=lambda p: p.name)
+    return [path] if is_model_dir(path) else fold_dirs(path, complete=False)
 
 
 def missing_files(folder: Path) -> list[str]:
     """What a model folder lacks: weights, kagglekit.json, config.json, tokenizer files."""
-    from kagglekit.models.pair_model import META_FILE, VOCAB_FILES, WEIGHTS_FILE
+    from kagglekit.models.pair_model import VOCAB_FILES, WEIGHTS_FILE
 
     missing = [name for name in (WEIGHTS_FILE, META_FILE, "config.json", "tokenizer_config.json")
                if not (folder / name).is_file()]
@@ -248,7 +250,7 @@ def time_inference(model, encodings, *, batch_size: int, device, amp_dtype, acti
     return time.perf_counter() - start
 
 
-def _test_sample(model, meta: dict, data: Path, size: int):
+def _test_sample(model, meta: FoldMeta, data: Path, size: int):
     """`size` rows from the start of the test file as the model sees them (texts and features), and the file's row count.
 
     Reads and featurises the test file as `kagglekit.infer.predict` does (`InputCache`).
@@ -264,17 +266,17 @@ def _test_sample(model, meta: dict, data: Path, size: int):
     return (head["text_a"].tolist(), head["text_b"].tolist(), features), len(frame)
 
 
-def _synthetic_sample(model, meta: dict, size: int):
+def _synthetic_sample(model, meta: FoldMeta, size: int):
     """`size` pairs (texts and features) that fill max_len: an upper bound on the cost of real pairs."""
     import numpy as np
 
-    text = " ".join(["text"] * meta["max_len"])  # truncated to exactly max_len tokens
+    text = " ".join(["text"] * meta.max_len)  # truncated to exactly max_len tokens
     names = model.feature_names
     features = np.zeros((size, len(names))) if names else None
     return [text] * size, [text] * size, features
 
 
-def _time_folder(model, tokenizer, meta: dict, *, data: Path | None, rows: int | None, load_s: float,
+def _time_folder(model, tokenizer, meta: FoldMeta, *, data: Path | None, rows: int | None, load_s: float,
                  batch_size: int, device) -> Timing:
     from kagglekit.data.batching import PairEncodings
     from kagglekit.kaggle import amp_dtype, resolve_precision
@@ -285,11 +287,11 @@ def _time_folder(model, tokenizer, meta: dict, *, data: Path | None, rows: int |
     else:
         text_a, text_b, features = _synthetic_sample(model, meta, min(SAMPLE_ROWS, rows))
     options = dict(batch_size=batch_size, device=device, amp_dtype=amp_dtype(resolve_precision("auto", device)),
-                   activation=meta["activation"], values=(meta.get("output") or {}).get("values", ()))
+                   activation=meta.activation, values=meta.output.values)
     warm = 2  # a first pass of two rows sets up kernels, the allocator and caches outside the timing
-    time_inference(model, PairEncodings(tokenizer, text_a[:warm], text_b[:warm], meta["max_len"],
+    time_inference(model, PairEncodings(tokenizer, text_a[:warm], text_b[:warm], meta.max_len,
                                         features=None if features is None else features[:warm]), **options)
-    encodings = PairEncodings(tokenizer, text_a, text_b, meta["max_len"], features=features)
+    encodings = PairEncodings(tokenizer, text_a, text_b, meta.max_len, features=features)
     seconds = time_inference(model, encodings, **options)
     return Timing(load_s=load_s, sample_s=seconds, sample_rows=len(encodings), rows=rows)
 
@@ -312,8 +314,8 @@ def check_folder(folder: Path, *, device, data: Path | None = None, rows: int | 
     except Exception as err:  # a diagnostic reports every failure as a line instead of stopping at the first
         return Check("fail", name, f"does not load offline: {type(err).__name__}: {err}"), None
     load_s = time.perf_counter() - start
-    found = f"complete, loads offline in {load_s:.1f} s (task {meta['task']}, max_len {meta['max_len']})"
-    embedding = (meta.get("recipe_state") or {}).get("embedding_model")
+    found = f"complete, loads offline in {load_s:.1f} s (task {meta.task}, max_len {meta.max_len})"
+    embedding = meta.recipe_state.get("embedding_model")
     if embedding:  # the run's copy of its embedding model, beside the fold folders
         from kagglekit.data.embeddings import find_embedder
 
@@ -332,15 +334,6 @@ def check_folder(folder: Path, *, device, data: Path | None = None, rows: int | 
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return Check("ok", name, found), timing
-
-
-def duration(seconds: float) -> str:
-    """Seconds as people read them: ``45 s``, ``12 min``, ``3.2 h``."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def inference_time_check(timings: Sequence[Timing], *, synthetic: bool) -> Check:

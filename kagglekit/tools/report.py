@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping
 
 from kagglekit._io import atomic_path, read_csv, write_csv, write_json, write_text
+from kagglekit.run import CARD_FILE, FOLD_DIR, FOLDS_FILE, OOF_FILE, RunFolder, fold_number
 
 if TYPE_CHECKING:  # numpy and pandas load when a report is made, not when the command line builds its parser
     import pandas as pd
 
 LB_FILE = "lb.json"
 WEIGHTS_FILE = "weights.json"
-RUN_FILE = "run.json"
-_FOLD_DIR = re.compile(r"fold(\d+)$")
 _GENERIC_NAMES = {"model", "last", "best", "final"}  # a backbone folder named so is shown with its parent
 
 
@@ -77,7 +76,7 @@ def find_runs(root: str | os.PathLike, *, exclude: str | os.PathLike | None = No
         subdirs[:] = sorted(d for d in subdirs if not d.startswith(".") and (here / d).resolve() != excluded)
         if WEIGHTS_FILE in files:
             weights.append(here / WEIGHTS_FILE)
-        if RUN_FILE in files:
+        if CARD_FILE in files:
             name = here.resolve().name if here == root else here.relative_to(root).as_posix()
             run, reason = _load_run(name, here)
             if run is None:
@@ -86,22 +85,22 @@ def find_runs(root: str | os.PathLike, *, exclude: str | os.PathLike | None = No
                 runs.append(run)
             subdirs[:] = []  # fold folders hold no other runs
         elif _looks_like_run(files, subdirs):
-            skipped.append(f"skipped {here}: no {RUN_FILE} (not written by kagglekit train, or copied without it)")
+            skipped.append(f"skipped {here}: no {CARD_FILE} (not written by kagglekit train, or copied without it)")
             subdirs[:] = []
     return sorted(runs, key=lambda r: r.name), skipped, weights
 
 
 def _looks_like_run(files: list[str], subdirs: list[str]) -> bool:
-    return "oof.csv" in files or "folds.csv" in files or any(_FOLD_DIR.match(d) for d in subdirs)
+    return OOF_FILE in files or FOLDS_FILE in files or any(fold_number(d) is not None for d in subdirs)
 
 
 def _load_run(name: str, folder: Path) -> tuple[Run | None, str]:
     try:
-        card = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
+        card = RunFolder(folder).read_card()
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        return None, f"{RUN_FILE} is not valid JSON ({err})"
+        return None, f"{CARD_FILE} is not valid JSON ({err})"
     if not isinstance(card, dict) or card.get("cv") is None or not card.get("folds"):
-        return None, f"{RUN_FILE} has no finished fold yet (no cv)"
+        return None, f"{CARD_FILE} has no finished fold yet (no cv)"
     return Run(name, folder, card, read_lb(folder)), ""
 
 
@@ -160,7 +159,7 @@ def leaderboard(runs: Iterable[Run]) -> pd.DataFrame:
     if not rows:
         raise ValueError("leaderboard: no runs to rank.")
     frame = pd.DataFrame(rows)
-    fold_cols = sorted((c for c in frame.columns if _FOLD_DIR.match(c)), key=lambda c: int(c[4:]))
+    fold_cols = sorted((c for c in frame.columns if FOLD_DIR.match(c)), key=lambda c: int(c[4:]))
     groups = []
     for (_, _, higher), group in frame.groupby(["task", "metric", "higher_is_better"], sort=True):
         group = group.sort_values(["cv", "run"], ascending=[not higher, True], kind="stable")
@@ -203,13 +202,13 @@ def to_markdown(table: pd.DataFrame, blends: Iterable[tuple[str, dict]] = ()) ->
     """The leaderboard as markdown: one section per (task, metric), the best run in bold; then the blends."""
     lines = ["# Leaderboard", ""]
     for (task, metric), group in table.groupby(["task", "metric"], sort=False):
-        folds = [c for c in group.columns if _FOLD_DIR.match(c) and group[c].notna().any()]
+        folds = [c for c in group.columns if FOLD_DIR.match(c) and group[c].notna().any()]
         head = ["rank", "run", "backbone", "head", "loss", "adversary", "folds", *folds, "CV", "LB", "time"]
         lines += [f"## {task}: {metric}", "", _md_row(head), _md_row(["---"] * len(head))]
         for _, r in group.iterrows():
             run = f"**{r['run']}** (best)" if r["best"] else r["run"]
             cells = [r["rank"], run, r["backbone"], r["head"], r["loss"], r["adversary"], r["folds"],
-                     *(_num(r[c]) for c in folds), _num(r["cv"]), _num(r["lb"]), _duration(r["time_s"])]
+                     *(_num(r[c]) for c in folds), _num(r["cv"]), _num(r["lb"]), duration(r["time_s"])]
             lines.append(_md_row(cells))
         lines.append("")
     blends = list(blends)
@@ -230,10 +229,13 @@ def _num(value) -> str:
     return "" if value is None or math.isnan(float(value)) else f"{float(value):.4f}"
 
 
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+def duration(seconds: float) -> str:
+    """Seconds as people read them: ``45 s``, ``12 min``, ``3.2 h`` (the leaderboard's times, doctor's estimates)."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,23 +263,23 @@ def plot_learning_curves(run: Run, out_dir: Path) -> list[Path]:
     from kagglekit.train.curves import LOG_FILE, plot_curve
 
     paths = []
-    for log in sorted(run.path.glob(f"fold*/{LOG_FILE}"), key=lambda p: p.parent.name):
-        match = _FOLD_DIR.match(log.parent.name)
-        if match:
-            frame = read_csv(log, what=f"{run.name}/{log.parent.name}/{LOG_FILE}", required=("step", "loss", "score"))
-            paths.append(plot_curve(frame, out_dir / f"curve_fold{match.group(1)}.png",
-                                    metric=run.card.get("metric", "score"), title=f"{run.name}: fold {match.group(1)}"))
+    for folder in RunFolder(run.path).fold_dirs(complete=False):
+        log, fold = folder / LOG_FILE, fold_number(folder)
+        if log.is_file():
+            frame = read_csv(log, what=f"{run.name}/{folder.name}/{LOG_FILE}", required=("step", "loss", "score"))
+            paths.append(plot_curve(frame, out_dir / f"curve_fold{fold}.png",
+                                    metric=run.card.get("metric", "score"), title=f"{run.name}: fold {fold}"))
     return paths
 
 
 def plot_oof(run: Run, out_dir: Path) -> Path | None:
     """``oof.png``: out-of-fold predictions against labels (scatter, mean per label) and both histograms."""
-    path = run.path / "oof.csv"
+    path = RunFolder(run.path).oof_path
     if not path.is_file():
         return None
     import numpy as np
 
-    oof = read_csv(path, what=f"{run.name}/oof.csv", required=("label", "pred"))
+    oof = read_csv(path, what=f"{run.name}/{OOF_FILE}", required=("label", "pred"))
     label, pred = oof["label"].to_numpy(float), oof["pred"].to_numpy(float)
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
@@ -367,7 +369,7 @@ def write_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
     out = Path(out) if out is not None else runs_dir / "report"
     runs, skipped, found_weights = find_runs(runs_dir, exclude=out)
     if not runs:
-        raise ValueError(f"RUNS_DIR: no run folder (a folder with {RUN_FILE}) under {runs_dir}. "
+        raise ValueError(f"RUNS_DIR: no run folder (a folder with {CARD_FILE}) under {runs_dir}. "
                          "Pass the output_dir of kagglekit train, or the folder that holds several.")
     for run, score in [(resolve_run(runs, name), score) for name, score in (lb or {}).items()]:  # all names checked first
         store_lb(run.path, score)

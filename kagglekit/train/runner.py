@@ -1,14 +1,13 @@
 """Train a run: read the data, fix the folds, train the requested folds, keep the run folder current.
 
 After every fold the run folder is complete and consistent: ``config.yaml``, ``folds.csv``,
-``fold{K}/``, ``oof.csv`` (all folds trained so far) and ``run.json``. Folds may be trained in
-separate processes or notebooks (``--fold 0``, then ``--fold 1`` ...) into the same folder.
+``fold{K}/``, ``oof.csv`` (all folds trained so far) and ``run.json`` (see `kagglekit.run`). Folds may
+be trained in separate processes or notebooks (``--fold 0``, then ``--fold 1`` ...) into the same folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Iterable
@@ -17,17 +16,17 @@ import pandas as pd
 import yaml
 
 import kagglekit
-from kagglekit._io import file_lock, write_csv, write_json
 from kagglekit.config import Config
 from kagglekit.data.recipes import get_recipe
 from kagglekit.folds import add_fold_column
 from kagglekit.losses import check_loss_output, default_loss, get_loss
+from kagglekit.run import FoldMeta, RunFolder
 from kagglekit.targets import make_target
 
 
 # Keys that say where a run trains, not what it is: folds of one run may differ in them (one fold
 # per GPU runs with device=cuda beside a run folder made with device=auto).
-MACHINE_KEYS = frozenset({"device", "num_workers", "eval_batch_size", "parallel_folds"})
+MACHINE_KEYS = frozenset({"device", "eval_batch_size", "parallel_folds"})
 
 
 def parse_folds(folds: str | int | Iterable[int], n_folds: int) -> list[int]:
@@ -47,10 +46,11 @@ def parse_folds(folds: str | int | Iterable[int], n_folds: int) -> list[int]:
 
 def _check_same_config(cfg: Config, out: Path) -> None:
     """A run folder is one experiment: training more folds into it with other settings would mix them."""
-    path = out / "config.yaml"
+    path = RunFolder(out).config_path
     if not path.is_file():
         return
     old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    old = {Config.RENAMED_KEYS.get(k, k): v for k, v in old.items()}  # a run saved before a key was renamed
     new = cfg.to_dict()
     changed = sorted(k for k in new if k in old and old[k] != new[k] and k not in MACHINE_KEYS)
     if changed:
@@ -66,12 +66,11 @@ def assign_folds(frame: pd.DataFrame, cfg: Config, out: Path) -> tuple[pd.DataFr
 
     Returns the frame and whether the folds are new (and so still to be written).
     """
-    path = out / "folds.csv"
-    if path.is_file():
-        saved = pd.read_csv(path, dtype={"id": str})
+    saved = RunFolder(out).read_folds()
+    if saved is not None:
         if len(saved) == len(frame) and (saved["id"].to_numpy() == frame["id"].to_numpy()).all():
             return frame.assign(fold=saved["fold"].to_numpy()), False
-    frame = add_fold_column(frame, n_folds=cfg.n_folds, label_col="label", group_col="group", n_bins=cfg.n_bins, seed=cfg.fold_seed)
+    frame = add_fold_column(frame, n_folds=cfg.n_folds, label_col="label", group_col="group", n_bins=cfg.fold_bins, seed=cfg.fold_seed)
     return frame, True
 
 
@@ -83,17 +82,6 @@ def derive_max_len(backbone: str, frame: pd.DataFrame, cap: int = 512) -> int:
     lengths = [len(ids) for ids in tokenizer(list(frame["text_a"]), list(frame["text_b"]))["input_ids"]]
     limit = min(cap, getattr(tokenizer, "model_max_length", cap) or cap)
     return max(8, min(max(lengths), limit))
-
-
-def _merge_oof(out: Path, new: pd.DataFrame, order: pd.Series) -> pd.DataFrame:
-    path = out / "oof.csv"
-    if path.is_file():
-        old = pd.read_csv(path, dtype={"id": str})
-        new = pd.concat([old[~old["fold"].isin(new["fold"].unique())], new], ignore_index=True)
-    rank = pd.Series(range(len(order)), index=order.to_numpy())
-    new = new.assign(_rank=new["id"].map(rank)).sort_values("_rank").drop(columns="_rank").reset_index(drop=True)
-    write_csv(path, new)
-    return new
 
 
 def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all", *, resume: bool = False) -> dict:
@@ -120,6 +108,7 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all", *, resume
     cfg.validate()
     fold_list = parse_folds(folds, cfg.n_folds)
     out = Path(cfg.output_dir)
+    run = RunFolder(out)
     recipe = get_recipe(cfg.task)
     state = recipe.state(cfg)
     frame = recipe.read_train(cfg.train_csv, state, max_rows=cfg.max_rows)
@@ -144,25 +133,14 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all", *, resume
     check_loss_output(loss, cfg.output)
     # every fold gets the same outputs: class values / bin centres come from all training rows
     target = make_target(cfg.output, frame["label"], num_bins=cfg.num_bins, label_range=recipe.label_range)
-    meta = {
-        "task": recipe.name,
-        "id_col": recipe.id_col,
-        "target_col": recipe.target_col,
-        "max_len": cfg.max_len,
-        "loss": loss.name,
-        "activation": loss.activation,
-        "output": target.to_meta(),
-        "metric": metric.name,
-        "recipe_state": state,
-    }
+    meta = FoldMeta(task=recipe.name, id_col=recipe.id_col, target_col=recipe.target_col, max_len=cfg.max_len, loss=loss.name,
+                    activation=loss.activation, output=target, metric=metric.name, recipe_state=state)
     out.mkdir(parents=True, exist_ok=True)
     if new_folds:
-        write_csv(out / "folds.csv", frame[["id", "fold"]])
-    user_cfg.save(out / "config.yaml")
+        run.write_folds(frame)
+    user_cfg.save(run.config_path)
 
-    card_path = out / "run.json"
-    with file_lock(out / ".lock"):
-        card = json.loads(card_path.read_text()) if card_path.is_file() else {"folds": {}}
+    with run.update_card() as card:
         card.update(
             {
                 "task": recipe.name,
@@ -180,7 +158,6 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all", *, resume
                 "output": target.to_meta(),
             }
         )
-        write_json(card_path, card)
     if resume:
         done = [f for f in fold_list if _fold_complete(out, f, card)]
         if done:
@@ -189,16 +166,16 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all", *, resume
     gpus = visible_gpus() if device.type == "cuda" and len(fold_list) > 1 and cfg.parallel_folds else []
     if len(gpus) >= 2:  # Kaggle's T4 x2: one fold per GPU, each in its own process with its own log
         print(f"kagglekit: {len(frame)} rows, folds {fold_list} on {len(gpus)} GPUs, one fold each: {plan(fold_list, gpus)}; "
-              f"logs in {out / 'logs'}", flush=True)
-        run_folds_parallel(fold_list, gpus, default_launcher(str(out / "config.yaml"), [], resume=resume), out / "logs")
-        return json.loads(card_path.read_text())
+              f"logs in {run.logs_dir}", flush=True)
+        run_folds_parallel(fold_list, gpus, default_launcher(str(run.config_path), [], resume=resume), run.logs_dir)
+        return run.read_card()
     print(f"kagglekit: {len(frame)} rows, {cfg.n_folds} folds, training fold(s) {fold_list} on {card['device']} ({precision})", flush=True)
     for fold in fold_list:
-        result = train_fold(cfg, frame, fold, out / f"fold{fold}", device=device, precision=precision, meta=meta,
+        result = train_fold(cfg, frame, fold, run.fold_dir(fold), device=device, precision=precision, meta=meta,
                             metric_name=metric.name, resume=resume, featurize=featurize, extra=extra)
-        card = _record_fold(out, result, frame["id"], metric, start)
+        card = _record_fold(run, result, frame["id"], metric, start)
         print(f"fold {fold}: {metric.name} {result.score:.4f} (epoch {result.best_epoch}); CV over folds {card['cv_folds']}: {card['cv']:.4f}", flush=True)
-    return json.loads(card_path.read_text())
+    return run.read_card()
 
 
 def computed_features(cfg: Config, recipe, state: dict, frame: pd.DataFrame, out: Path, device):
@@ -225,7 +202,7 @@ def computed_features(cfg: Config, recipe, state: dict, frame: pd.DataFrame, out
         source = TextEmbedder(cfg.embedding_model, cfg.embedding_pooling, max_len=cfg.embedding_max_len, device=device)  # checks the folder
         copy = out / EMBEDDER_DIR
         out.mkdir(parents=True, exist_ok=True)
-        with file_lock(out / ".lock"):  # folds on other GPUs may get here at the same moment
+        with RunFolder(out).lock():  # folds on other GPUs may get here at the same moment
             if not (copy / EMBEDDER_FILE).is_file():
                 print(f"kagglekit: embedding_model: copying {cfg.embedding_model} to {copy} (predict reads it from there)", flush=True)
                 source.save(copy)
@@ -276,15 +253,14 @@ def _fold_complete(out: Path, fold: int, card: dict) -> bool:
     """A fold is complete when the run card has its score, its model folder exists and no resume state is left."""
     from kagglekit.train.state import state_path
 
-    return str(fold) in card.get("folds", {}) and (out / f"fold{fold}").is_dir() and not state_path(out, fold).is_file()
+    return str(fold) in card.get("folds", {}) and RunFolder(out).fold_dir(fold).is_dir() and not state_path(out, fold).is_file()
 
 
-def _record_fold(out: Path, result, order: pd.Series, metric, start: float) -> dict:
+def _record_fold(run: RunFolder, result, order: pd.Series, metric, start: float) -> dict:
     """Merge a finished fold into oof.csv and run.json, under the run folder's lock (other processes may
     be finishing other folds of the same run at the same moment); returns the updated card."""
-    with file_lock(out / ".lock"):
-        oof = _merge_oof(out, result.oof, order)
-        card = json.loads((out / "run.json").read_text())
+    with run.update_card() as card:
+        oof = run.merge_oof(result.oof, order)
         card["folds"][str(result.fold)] = {
             "score": result.score,
             "best_epoch": result.best_epoch,
@@ -297,5 +273,4 @@ def _record_fold(out: Path, result, order: pd.Series, metric, start: float) -> d
         card["cv"] = float(metric.fn(oof["label"].to_numpy(), oof["pred"].to_numpy())) if oof["fold"].nunique() > 1 else result.score
         card["cv_folds"] = sorted(int(f) for f in oof["fold"].unique())
         card["timings"] = {"last_call_seconds": round(time.time() - start, 1), "fold_seconds": {k: v["seconds"] for k, v in card["folds"].items()}}
-        write_json(out / "run.json", card)
     return card

@@ -1,0 +1,203 @@
+"""The run folder module: FoldMeta round trips, fold discovery, the locked run card, OOF merge."""
+
+import json
+import multiprocessing
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kagglekit.run import (CARD_FILE, META_FILE, OOF_FILE, FoldMeta, RunFolder, as_fold_meta, find_fold_dirs, fold_dirs,
+                           merge_oof)
+from kagglekit.targets import Target
+
+FULL = FoldMeta(
+    task="pairs", max_len=48, activation="expected", id_col="pair_id", target_col="similarity", loss="soft_ce",
+    output=Target("bins", (0.0, 0.25, 0.5, 0.75, 1.0)), metric="pearson", recipe_state={"label_scale": 5.0, "features": ["a"]},
+    model={"head": "mean", "num_outputs": 5}, fold=2, score=0.8125, epoch=3, step=120, kagglekit_version="0.9.0",
+)
+# kagglekit.json as save_model_folder wrote it before FoldMeta (and as tests and benchmarks still write it): no id/target
+# columns, loss, output, metric or recipe state
+OLD = {"format": 1, "kagglekit_version": "0.3.0", "task": "uspppm", "max_len": 32, "activation": "sigmoid",
+       "model": {"head": "mean", "num_outputs": 1, "dropout": [0.1], "msd_samples": 1, "msd_average": "logits",
+                 "head_options": {}, "feature_names": []}}
+
+
+# ---------------------------------------------------------------------------------------------- FoldMeta
+
+
+def test_fold_meta_round_trips_through_json_text():
+    payload = json.loads(json.dumps(FULL.to_json()))
+    assert FoldMeta.from_json(payload) == FULL
+    assert payload["output"] == {"kind": "bins", "values": [0.0, 0.25, 0.5, 0.75, 1.0]}
+    assert list(payload)[:3] == ["format", "kagglekit_version", "task"] and list(payload)[-1] == "model"
+
+
+def test_an_old_kagglekit_json_reads_with_todays_defaults_and_writes_back_unchanged():
+    meta = FoldMeta.from_json(OLD)
+    assert (meta.task, meta.max_len, meta.activation) == ("uspppm", 32, "sigmoid")
+    assert (meta.id_col, meta.target_col, meta.loss, meta.metric) == ("id", "label", None, None)
+    assert meta.output == Target() and meta.output.values == () and meta.recipe_state == {}
+    assert (meta.fold, meta.score, meta.epoch, meta.step) == (None, None, None, None)
+    assert meta.to_json() == {**OLD, "id_col": "id", "target_col": "label", "output": {"kind": "single", "values": []},
+                              "recipe_state": {}}
+
+
+def test_unknown_keys_are_kept_and_written_back():
+    meta = FoldMeta.from_json({**OLD, "note": "pseudo labels v2"})
+    assert meta.extra == {"note": "pseudo labels v2"} and meta.to_json()["note"] == "pseudo labels v2"
+
+
+@pytest.mark.parametrize("drop", ["task", "max_len", "activation"])
+def test_a_missing_required_key_is_refused_naming_the_file_and_key(tmp_path, drop):
+    folder = tmp_path / "fold0"
+    folder.mkdir()
+    (folder / META_FILE).write_text(json.dumps({k: v for k, v in OLD.items() if k != drop}))
+    with pytest.raises(ValueError, match=rf"{folder / META_FILE}: lacks the key\(s\) \['{drop}'\]"):
+        FoldMeta.read(folder)
+
+
+def test_reading_a_folder_checks_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=rf"{tmp_path} is not a kagglekit model folder: {META_FILE} is missing"):
+        FoldMeta.read(tmp_path)
+    (tmp_path / META_FILE).write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        FoldMeta.read(tmp_path)
+    (tmp_path / META_FILE).write_text(json.dumps({k: v for k, v in OLD.items() if k != "model"}))
+    with pytest.raises(ValueError, match="lacks the key 'model'"):
+        FoldMeta.read(tmp_path)
+    (tmp_path / META_FILE).write_text(json.dumps(OLD))
+    assert FoldMeta.read(tmp_path).model == OLD["model"]
+
+
+def test_the_dict_view_of_earlier_versions_still_reads_but_warns():
+    with pytest.warns(DeprecationWarning, match=r"use the attribute meta.loss"):
+        assert FULL["loss"] == "soft_ce"
+    with pytest.warns(DeprecationWarning):
+        assert FULL["output"] == {"kind": "bins", "values": [0.0, 0.25, 0.5, 0.75, 1.0]}  # the JSON form, as before
+    with pytest.warns(DeprecationWarning):
+        merged = {**FULL, "epoch": 4}  # what train_fold does to stamp a checkpoint
+    assert as_fold_meta(merged) == FoldMeta(**{**FULL.__dict__, "epoch": 4})
+    assert as_fold_meta(FULL) is FULL
+
+
+# ---------------------------------------------------------------------------------------------- fold discovery
+
+
+def _model_dir(folder):
+    folder.mkdir(parents=True)
+    (folder / META_FILE).write_text(json.dumps(OLD))
+    return folder
+
+
+def test_folds_are_the_fold_folders_holding_kagglekit_json_sorted_by_number(tmp_path):
+    for k in (10, 2, 0, 1):
+        _model_dir(tmp_path / f"fold{k}")
+    (tmp_path / "fold3").mkdir()  # a fold still training, or copied without its meta
+    _model_dir(tmp_path / "fold_old")  # not fold{K}
+    (tmp_path / "fold4").write_text("a file, not a folder")
+    names = [p.name for p in find_fold_dirs(tmp_path)]
+    assert names == ["fold0", "fold1", "fold2", "fold10"]  # by number: fold10 after fold2
+    assert [p.name for p in fold_dirs(tmp_path, complete=False)] == ["fold0", "fold1", "fold2", "fold3", "fold10"]
+    assert find_fold_dirs(tmp_path / "fold2") == [tmp_path / "fold2"]  # a model folder is its own only fold
+
+
+def test_find_fold_dirs_names_the_option_and_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"--models: folder not found"):
+        find_fold_dirs(tmp_path / "missing")
+    (tmp_path / "fold0").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"run_dir: .* holds no trained fold \(no fold\*/kagglekit.json\)"):
+        find_fold_dirs(tmp_path, what="run_dir")
+    assert fold_dirs(tmp_path / "missing") == []
+
+
+# ---------------------------------------------------------------------------------------------- the run card
+
+
+def _add_fold(path, fold, pause):
+    with RunFolder(path).update_card() as card:
+        time.sleep(pause)  # read ... write: without the lock another writer's fold would be lost here
+        card["folds"][str(fold)] = {"score": fold / 10}
+
+
+def test_card_updates_from_many_threads_lose_no_fold(tmp_path):
+    threads = [threading.Thread(target=_add_fold, args=(tmp_path, k, 0.02)) for k in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    card = json.loads((tmp_path / CARD_FILE).read_text())
+    assert sorted(int(k) for k in card["folds"]) == list(range(8)) and card["folds"]["7"] == {"score": 0.7}
+
+
+def _add_folds(path, folds):
+    for fold in folds:
+        _add_fold(path, fold, 0.01)
+
+
+def test_card_updates_from_two_processes_lose_no_fold(tmp_path):
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_add_folds, args=(tmp_path, range(start, 10, 2))) for start in (0, 1)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert [w.exitcode for w in workers] == [0, 0]
+    assert sorted(int(k) for k in RunFolder(tmp_path).read_card()["folds"]) == list(range(10))
+
+
+def test_a_failed_update_leaves_the_card_as_it_was(tmp_path):
+    run = RunFolder(tmp_path)
+    with run.update_card() as card:
+        card["cv"] = 0.5
+    with pytest.raises(RuntimeError):
+        with run.update_card() as card:
+            card["cv"] = 0.9
+            raise RuntimeError("fold crashed")
+    assert run.read_card() == {"folds": {}, "cv": 0.5}
+    with pytest.raises(FileNotFoundError, match=rf"ensemble: {tmp_path / 'x' / CARD_FILE} not found"):
+        RunFolder(tmp_path / "x").read_card(what="ensemble")
+
+
+# ---------------------------------------------------------------------------------------------- OOF
+
+
+def _oof(ids, fold, seed):
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"id": ids, "fold": fold, "label": rng.random(len(ids)), "pred": rng.random(len(ids))})
+
+
+def test_merging_folds_keeps_the_training_row_order_and_replaces_a_retrained_fold(tmp_path):
+    order = pd.Series([f"r{i}" for i in range(10)])
+    folds = {0: ["r7", "r1", "r4"], 1: ["r0", "r9", "r5", "r2"], 2: ["r8", "r3", "r6"]}
+    run = RunFolder(tmp_path)
+    for fold in (2, 0):
+        run.merge_oof(_oof(folds[fold], fold, fold), order)
+    retrained = _oof(folds[0], 0, seed=99)
+    merged = run.merge_oof(retrained, order)
+    merged = run.merge_oof(_oof(folds[1], 1, 1), order)
+    assert merged["id"].tolist() == order.tolist()  # every row once, in the training frame's order
+    on_disk = run.read_oof()
+    pd.testing.assert_frame_equal(on_disk, merged, check_dtype=False)
+    got = on_disk.set_index("id").loc[folds[0], "pred"].to_numpy()
+    assert np.allclose(got, retrained["pred"].to_numpy())  # fold 0's second training replaced its first
+    assert (on_disk.set_index("id").loc[folds[2], "fold"] == 2).all()
+
+
+def test_merge_oof_puts_unknown_ids_last_in_arrival_order():
+    merged = merge_oof(None, _oof(["x", "b", "y", "a"], 0, 0), ["a", "b"])
+    assert merged["id"].tolist() == ["a", "b", "x", "y"]
+
+
+def test_read_oof_refuses_duplicates_and_non_finite_values(tmp_path):
+    run = RunFolder(tmp_path)
+    frame = _oof(["a", "b", "a"], 0, 0)
+    frame.to_csv(tmp_path / OOF_FILE, index=False)
+    with pytest.raises(ValueError, match=r"1 duplicated id\(s\), e.g. \['a'\]"):
+        run.read_oof()
+    assert len(run.read_oof(check=False)) == 3
+    frame.assign(id=["a", "b", "c"], pred=[0.1, np.nan, 0.3]).to_csv(tmp_path / OOF_FILE, index=False)
+    with pytest.raises(ValueError, match=r"NaN or infinite label/pred in 1 row\(s\), e.g. ids \['b'\]"):
+        run.read_oof()
