@@ -249,3 +249,28 @@ def test_is_nezha_config_reads_model_type(tmp_path):
     assert is_nezha_config(NezhaConfig()) and is_nezha_config(FIXTURE)
     with pytest.raises(FileNotFoundError, match="no config.json"):
         is_nezha_config(tmp_path / "missing")
+
+
+def test_mlm_head_scores_against_the_tied_word_embeddings():
+    """NezhaForMaskedLM (moved here from pretraining): logits = LayerNorm(gelu(dense(h))) @ E^T + bias, by hand."""
+    from kagglekit.models.nezha import NezhaForMaskedLM
+
+    config = NezhaConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                         max_relative_position=4)
+    torch.manual_seed(0)
+    model = NezhaForMaskedLM(config).eval()
+    with torch.no_grad():
+        model.cls.predictions.bias.normal_()  # zero at init: make it count
+    ids = torch.tensor([[2, 5, 6, 7, 3], [2, 8, 3, 0, 0]])
+    mask = (ids != 0).long()
+    transform = model.cls.predictions.transform
+    with torch.no_grad():
+        hidden = model.nezha(ids, attention_mask=mask).last_hidden_state  # (B, T, H)
+        h = torch.nn.functional.gelu(hidden @ transform.dense.weight.T + transform.dense.bias)
+        h = torch.nn.functional.layer_norm(h, (16,), transform.LayerNorm.weight, transform.LayerNorm.bias, config.layer_norm_eps)
+        expected = h @ model.nezha.embeddings.word_embeddings.weight.T + model.cls.predictions.bias  # (B, T, V)
+        logits = model(ids, mask).logits
+    assert logits.shape == (2, 5, 50)
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)
+    keys = set(model.state_dict())
+    assert not any(k.startswith(("cls.predictions.decoder", "nezha.pooler")) for k in keys)  # tied functionally, no pooler

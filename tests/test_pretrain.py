@@ -163,7 +163,7 @@ def test_nezha_mlm_matches_transformers_4(tmp_path, corpus, tiny_models):
     """Both ways: 4.x's NezhaForMaskedLM loads the kit's MLM folder, and the kit loads 4.x's, with equal logits."""
     from transformers import NezhaForMaskedLM as Reference
 
-    from kagglekit.train.pretrain import NezhaForMaskedLM
+    from kagglekit.models.nezha import NezhaForMaskedLM
 
     torch.manual_seed(0)
     result = run_pretraining(_cfg(corpus, tiny_models("nezha"), tmp_path / "out", steps=2, save_every=0))
@@ -210,6 +210,37 @@ def test_resume_equals_uninterrupted_run(corpus, tiny_bert, tmp_path, monkeypatc
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-6, rtol=0), key
     assert pd.read_csv(full["loss_log"])["loss"].tolist() == pytest.approx(pd.read_csv(resumed["loss_log"])["loss"].tolist(), abs=1e-6)
+
+
+def test_non_finite_losses_stop_pretraining_as_they_stop_a_fold(corpus, tiny_bert, tmp_path, monkeypatch):
+    """The shared divergence rule: `nonfinite_limit` NaN losses in a row raise TrainingDiverged; the
+    skipped steps leave the weights alone and the checkpoint before them stays."""
+    import dataclasses
+
+    import kagglekit.train.pretrain as pretrain
+    from kagglekit.train.loop import TrainingDiverged
+
+    real, calls = pretrain.masked_lm_loss, []
+
+    def nan_from_step_4(output, labels):
+        calls.append(1)
+        loss = real(output, labels)
+        return loss * float("nan") if len(calls) > 3 else loss
+
+    monkeypatch.setattr(pretrain, "masked_lm_loss", nan_from_step_4)
+    cfg = _cfg(corpus, tiny_bert, tmp_path / "out", steps=20, save_every=3)
+    if any(f.name == "nonfinite_limit" for f in dataclasses.fields(cfg)):
+        cfg = dataclasses.replace(cfg, nonfinite_limit=5)
+    else:
+        monkeypatch.setattr(pretrain, "_NONFINITE_LIMIT", 5)
+    with pytest.raises(TrainingDiverged, match=r"pretraining: the training loss was NaN or infinite for 5 steps in a row \(step 8\)"):
+        run_pretraining(cfg)
+    assert len(calls) == 8 and not (tmp_path / "out" / "checkpoint-9").exists()
+    log = pd.read_csv(tmp_path / "out" / "loss_log.csv")  # as of the last checkpoint
+    assert log["step"].tolist() == list(range(1, 7))
+    assert np.isfinite(log["loss"][:3]).all() and log["loss"][3:].isna().all()
+    a, b = (load_file(str(tmp_path / "out" / f"checkpoint-{s}" / "model.safetensors")) for s in (3, 6))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # the NaN steps changed no weight
 
 
 def test_batches_and_masks_depend_on_seed_and_step_only():

@@ -5,6 +5,10 @@ or ``pytorch_model.bin``) load with ``NezhaModel.from_pretrained(folder)``. Unde
 `register_nezha` makes ``AutoConfig``/``AutoModel`` resolve ``"nezha"`` to these classes. Under 4.x,
 ``AutoModel`` keeps mapping ``"nezha"`` to transformers' own class and `register_nezha` leaves it alone: the kit
 loads NeZha folders with ``NezhaModel.from_pretrained`` there too, so results do not depend on the major version.
+`NezhaForMaskedLM` (the encoder with BERT's MLM head) is what ``kagglekit pretrain`` trains.
+
+One model family in one file, as transformers' ``modeling_nezha`` (about 400 lines): the encoder's parts, its
+pooler and its MLM head share the config, the init and the checkpoint names, and are read together.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.activations import ACT2FN
-from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions
+from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions, MaskedLMOutput
 
-__all__ = ["NezhaConfig", "NezhaModel", "is_nezha_config", "register_nezha",
+__all__ = ["NezhaConfig", "NezhaModel", "NezhaForMaskedLM", "is_nezha_config", "register_nezha",
            "relative_position_table"]
 
 
@@ -299,6 +303,78 @@ class NezhaModel(PreTrainedModel):
             return tuple(v for v in (hidden, pooled, all_hidden, all_probs) if v is not None)
         return BaseModelOutputWithPoolingAndCrossAttentions(
             last_hidden_state=hidden, pooler_output=pooled, hidden_states=all_hidden, attentions=all_probs)
+
+
+# --- NeZha's MLM head: transformers 5 has none; names as 4.x's NezhaForMaskedLM, so its checkpoints load ---
+
+
+class NezhaPredictionHeadTransform(nn.Module):
+    """dense -> activation -> LayerNorm, as BERT's ``cls.predictions.transform``."""
+
+    def __init__(self, config: NezhaConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.transform_act_fn = ACT2FN[config.hidden_act] if isinstance(config.hidden_act, str) else config.hidden_act
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, hidden):
+        return self.LayerNorm(self.transform_act_fn(self.dense(hidden)))
+
+
+class NezhaLMPredictionHead(nn.Module):
+    """The transform, then scores against the (tied) word embeddings plus an output-only bias."""
+
+    def __init__(self, config: NezhaConfig):
+        super().__init__()
+        self.transform = NezhaPredictionHeadTransform(config)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, hidden, word_embeddings: torch.Tensor):
+        return nn.functional.linear(self.transform(hidden), word_embeddings, self.bias)  # (B, T, V)
+
+
+class NezhaOnlyMLMHead(nn.Module):
+    def __init__(self, config: NezhaConfig):
+        super().__init__()
+        self.predictions = NezhaLMPredictionHead(config)
+
+
+class NezhaForMaskedLM(PreTrainedModel):
+    """The kit's NeZha encoder (``nezha.*``, no pooler) with BERT's MLM head (``cls.predictions.*``).
+
+    The decoder is the word-embedding matrix itself (a functional tie: no second parameter to keep
+    tied across transformers versions), so 4.x checkpoints' ``cls.predictions.decoder.*`` copies
+    are skipped on loading, and 4.x's ``NezhaForMaskedLM`` re-ties them when it loads this one.
+    """
+
+    config_class = NezhaConfig
+    base_model_prefix = "nezha"
+    supports_gradient_checkpointing = True
+    _keys_to_ignore_on_load_unexpected = [r"cls\.predictions\.decoder\.", r"pooler\.", r"relative_positions_encoding",
+                                          r"embeddings\.(token_type_ids|position_ids)$"]
+
+    def __init__(self, config: NezhaConfig):
+        super().__init__(config)
+        self.nezha = NezhaModel(config, add_pooling_layer=False)
+        self.cls = NezhaOnlyMLMHead(config)
+        self.post_init()
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        NezhaModel._init_weights(self, module)  # BERT's init; it only reads self.config
+        if isinstance(module, NezhaLMPredictionHead):
+            nn.init.zeros_(module.bias)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.nezha.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.nezha.embeddings.word_embeddings = value
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, **kwargs):
+        """input_ids, attention_mask (B, T) -> an object with ``logits`` (B, T, V)."""
+        hidden = self.nezha(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=True).last_hidden_state
+        return MaskedLMOutput(logits=self.cls.predictions(hidden, self.get_input_embeddings().weight))
 
 
 def is_nezha_config(path_or_dict) -> bool:

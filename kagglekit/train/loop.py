@@ -1,9 +1,10 @@
-"""Train one fold: the step function, the loop around it, and the model options from the config.
+"""Train one fold: the step function, the evaluation, and the loop around them.
 
 The step runs in the order that makes mixed precision and adversarial training correct (see
 `train_step`). The loop adds accumulation, evaluation every N steps and at each epoch's end, early
 stopping, EMA, the adversary from its start epoch, the step log, the stop on non-finite losses, and
-a resumable state saved at every evaluation (`kagglekit.train.state`).
+a resumable state (`kagglekit.train.fold_state.FoldState`). The fold's rows come from
+`kagglekit.data.rows`, its model and optimizer from `kagglekit.train.components`.
 """
 
 from __future__ import annotations
@@ -22,15 +23,14 @@ import torch
 from tqdm import tqdm
 
 from kagglekit.config import Config
-from kagglekit.data.augment import augment_training_rows, merge_extra, repeats_pairs
 from kagglekit.data.batching import PairEncodings, bucketed_batches, shuffled_batches
-from kagglekit.kaggle import amp_dtype as to_amp_dtype
-from kagglekit.losses import get_loss
-from kagglekit.metrics import get_metric, is_better
-from kagglekit.models.pair_model import build_model, save_model_folder
+from kagglekit.data.rows import fold_encodings, fold_rows
+from kagglekit.metrics import Metric, get_metric, is_better
 from kagglekit.models.forward import run_inference
+from kagglekit.models.pair_model import save_model_folder
 from kagglekit.targets import Target
-from kagglekit.train.optim import build_optimizer, build_scheduler
+from kagglekit.train.components import build_components
+from kagglekit.train.fold_state import FoldState
 
 
 @dataclass
@@ -40,7 +40,7 @@ class FoldResult:
     best_epoch: int
     oof: pd.DataFrame  # id, fold, label, pred of the best epoch
     history: list = field(default_factory=list)  # one dict per epoch
-    surgery: dict = field(default_factory=dict)  # what was done to the backbone (see backbone_surgery)
+    surgery: dict = field(default_factory=dict)  # what was done to the backbone (`kagglekit.train.components.backbone_surgery`)
     augmentation: dict = field(default_factory=dict)  # rows added to the training folds (closure, swap)
     seconds: float = 0.0
 
@@ -62,55 +62,6 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
         torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def model_options(cfg: Config, num_outputs: int = 1) -> dict:
-    """`PairModel` arguments from the config. Head options go only when set away from their
-    defaults, and `Config.validate` has checked that the head takes each of them."""
-    rates = cfg.dropout_rates()
-    return {
-        "head": cfg.head,
-        "num_outputs": num_outputs,
-        "dropout": rates,
-        "msd_samples": len(rates),
-        "msd_average": cfg.msd_average,
-        "head_options": cfg.head_option_values(),
-        "feature_names": cfg.model_features(),
-    }
-
-
-def loss_options(cfg: Config) -> dict:
-    """Options of the configured loss (huber's delta, also inside a weighted sum)."""
-    return {"huber_delta": cfg.huber_delta}
-
-
-def adversary_options(cfg: Config) -> dict:
-    """The configured adversary's own options, under its argument names."""
-    embedding = cfg.adv_embedding or None
-    return {
-        "none": {},
-        "fgm": {"epsilon": cfg.adv_epsilon, "embedding": embedding},
-        "pgd": {"epsilon": cfg.adv_epsilon, "alpha": cfg.adv_alpha, "steps": cfg.adv_steps, "embedding": embedding},
-        "awp": {"adv_lr": cfg.awp_lr, "adv_eps": cfg.awp_eps, "steps": cfg.awp_steps, "params": cfg.awp_params},
-    }[cfg.adversary]
-
-
-def backbone_surgery(backbone, cfg: Config) -> dict:
-    """Dropout overrides, re-initialised top layers, freezing, mixout, gradient checkpointing; a summary."""
-    from kagglekit.models.surgery import apply_surgery, set_dropout
-
-    hidden = None if cfg.hidden_dropout == -1 else cfg.hidden_dropout
-    attention = None if cfg.attention_dropout == -1 else cfg.attention_dropout
-    summary = {"dropout": set_dropout(backbone, hidden, attention) if (hidden, attention) != (None, None) else {}}
-    summary.update(apply_surgery(
-        backbone, reinit_layers=cfg.reinit_layers, reinit_pooler=cfg.reinit_pooler, freeze_embeddings=cfg.freeze_embeddings,
-        freeze_layers=cfg.freeze_layers, gradient_checkpointing=cfg.gradient_checkpointing, mixout=cfg.mixout,
-    ))
-    return summary
-
-
-def _features(frame: pd.DataFrame, names: list[str]):
-    return frame[names].to_numpy() if names else None
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
@@ -189,6 +140,81 @@ class TrainingDiverged(ValueError):
     """The loss stayed non-finite for `nonfinite_limit` steps in a row; the last good checkpoint is kept."""
 
 
+def evaluate(model, encodings: PairEncodings, labels, metric: Metric, *, batch_size: int, device: torch.device,
+             amp_dtype=None, activation: str = "identity", values=()) -> tuple[float, np.ndarray]:
+    """Score `model` as it is on labelled rows (the caller chooses the weights, e.g. EMA's).
+
+    Args:
+        encodings: the rows, tokenized.
+        labels: their labels, length N, in the label's own space.
+        metric: a `kagglekit.metrics.Metric`.
+        activation: the loss's logits → predictions (`kagglekit.losses.Loss.activation`).
+        values: class values or bin centres of a multi-output target (``expected``), else empty.
+
+    Returns:
+        ``(score, preds)``: the metric on the predictions, and the predictions, shape (N,).
+
+    Example:
+        >>> score, preds = evaluate(model, valid_enc, valid_df["label"], get_metric("pearson"), batch_size=64, device=device)
+    """
+    preds = run_inference(model, encodings, batch_size=batch_size, device=device, amp_dtype=amp_dtype,
+                          activation=activation, values=values)
+    return float(metric.fn(np.asarray(labels), preds)), preds
+
+
+@dataclass(frozen=True)
+class _Fold:
+    """What stays fixed while one fold trains: where it writes, what it validates on and how it scores."""
+
+    cfg: Config
+    fold: int
+    fold_dir: Path
+    meta: dict
+    target: Target
+    metric: Metric
+    valid_df: pd.DataFrame
+    valid_enc: PairEncodings
+    device: torch.device
+
+    def folder_meta(self, state: FoldState, score: float) -> dict:
+        """The model folder's kagglekit.json: the run's fold metadata and this evaluation."""
+        return {**self.meta, "fold": self.fold, "score": score, "epoch": state.epoch + 1, "step": state.step}
+
+    def write_log(self, state: FoldState) -> None:
+        from kagglekit.train.curves import write_log
+
+        if self.fold_dir.is_dir():  # the step log and curve sit beside the best model
+            write_log(self.fold_dir, state.log, metric=self.metric.name)
+
+
+def _evaluate_fold(run: _Fold, state: FoldState) -> bool:
+    """Score the validation fold (with the EMA weights if asked), keep the model if it improved, log it;
+    returns whether patience has run out."""
+    cfg, parts = run.cfg, state.parts
+    with parts.ema.apply_to(parts.model) if parts.ema is not None and cfg.ema_eval else contextlib.nullcontext():
+        score, preds = evaluate(parts.model, run.valid_enc, run.valid_df["label"], run.metric, batch_size=cfg.eval_batch_size,
+                                device=run.device, amp_dtype=parts.amp_dtype, activation=parts.loss.activation, values=run.target.values)
+        improved = is_better(run.metric, score, state.best_score)
+        if improved:  # saved inside the EMA context: the folder holds the weights that were scored
+            state.best_score, state.best_epoch, state.best_step, state.best_preds = score, state.epoch + 1, state.step, preds
+            save_model_folder(parts.model, parts.tokenizer, run.fold_dir, run.folder_meta(state, score))
+    train_loss = state.record_evaluation(score, improved)
+    run.write_log(state)
+    print(f"fold {run.fold} epoch {state.epoch + 1}/{cfg.epochs} step {state.step}: train loss {train_loss:.4f}, "
+          f"valid {run.metric.name} {score:.4f}{' (best)' if improved else ''}", flush=True)
+    return cfg.patience > 0 and state.stale >= cfg.patience
+
+
+def _diverged(run: _Fold, state: FoldState) -> TrainingDiverged:
+    run.write_log(state)
+    return TrainingDiverged(
+        f"fold {run.fold}: the training loss was NaN or infinite for {state.nonfinite} steps in a row (epoch {state.epoch + 1}, "
+        f"step {state.step}). Try a lower lr (now {run.cfg.lr:g}), max_grad_norm=1, precision=fp32 (or bf16 on an A100/H100), "
+        "adversary=none, and check the labels. The last good checkpoint is kept in "
+        f"{run.fold_dir if run.fold_dir.is_dir() else '(none yet)'}."
+    )
+
+
 def train_fold(
     cfg: Config,
     frame: pd.DataFrame,
@@ -225,169 +251,66 @@ def train_fold(
             training rows with loss weight ``cfg.extra_weight``, never to the validation fold; those
             that repeat a validation pair (either order) are left out of this fold.
     """
-    from kagglekit.train.adversarial import create_adversary
-    from kagglekit.train.curves import write_log
-    from kagglekit.train.ema import EMA
-    from kagglekit.train.state import (capture_rng, generator_state, load_state, restore_rng, save_state,
-                                       set_generator_state, state_path)
+    from kagglekit.train.state import generator_state, state_path
 
     start = time.time()
     seed_everything(cfg.seed, deterministic=cfg.deterministic)
-    fold_dir = Path(fold_dir)
-    train_df = frame[frame["fold"] != fold].reset_index(drop=True)
-    valid_df = frame[frame["fold"] == fold].reset_index(drop=True)
-    if len(valid_df) == 0:
-        raise ValueError(f"fold {fold} has no rows: n_folds={cfg.n_folds} folds were made, use --fold 0..{cfg.n_folds - 1}.")
-
-    augmentation = {}
-    if cfg.closure or cfg.swap:  # the fold's training rows only: validation rows stay as they are
-        train_df, augmentation = augment_training_rows(train_df, valid_df, closure=cfg.closure, swap=cfg.swap,
-                                                       max_new=cfg.closure_max or None, ratio=cfg.closure_ratio or None, seed=cfg.seed)
-        if featurize is not None:  # new pairs get their features as the file's rows did
-            featurize.add(train_df)
-        print(f"fold {fold}: augmentation {augmentation}", flush=True)
-    if extra is not None:
-        kept = extra[~repeats_pairs(extra, valid_df)]
-        train_df = merge_extra(train_df, kept, weight=cfg.extra_weight)
-        augmentation = {**augmentation, "extra_rows": len(kept), "extra_left_out": len(extra) - len(kept)}
-        if len(kept) < len(extra):
-            print(f"fold {fold}: {len(extra) - len(kept)} extra row(s) repeat a validation pair of this fold: left out", flush=True)
-    target = Target.from_meta(meta["output"])
-    model, tokenizer = build_model(cfg.backbone, **model_options(cfg, target.num_outputs))
-    surgery = backbone_surgery(model.backbone, cfg)
-    features = cfg.model_features()
-    if features:
-        model.set_feature_stats(train_df[features].to_numpy())  # training rows only: no validation leak
-    model.to(device)
-    weights = train_df["weight"] if "weight" in train_df else None  # extra rows: their own loss weight
-    train_enc = PairEncodings(tokenizer, train_df["text_a"], train_df["text_b"], cfg.max_len, train_df["label"],
-                              _features(train_df, features), weights)
-    valid_enc = PairEncodings(tokenizer, valid_df["text_a"], valid_df["text_b"], cfg.max_len, valid_df["label"], _features(valid_df, features))
-
-    loss = get_loss(meta["loss"], **loss_options(cfg))
-    metric = get_metric(metric_name)
-    batches_per_epoch = math.ceil(len(train_enc) / cfg.batch_size)
-    steps_per_epoch = math.ceil(batches_per_epoch / cfg.accum_steps)  # optimizer steps
-    optimizer = build_optimizer(model, lr=cfg.lr, head_lr=cfg.head_lr, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay)
-    scheduler = build_scheduler(optimizer, cfg.scheduler, total_steps=steps_per_epoch * cfg.epochs, warmup_ratio=cfg.warmup_ratio,
-                                warmup_steps=cfg.warmup_steps, num_cycles=cfg.num_cycles)
-    amp_dtype = to_amp_dtype(precision)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    ema = EMA(model, decay=cfg.ema, warmup=cfg.ema_warmup) if cfg.ema > 0 else None
-    adversary = create_adversary(cfg.adversary, model, **adversary_options(cfg))
-    rng = np.random.default_rng(cfg.seed)  # batch order: reproducible, independent of torch's RNG
-
-    # Everything below is what a resumed fold must get back exactly.
-    best = {"score": None, "epoch": -1, "step": -1, "preds": None}
-    history, log_rows, since_eval = [], [], []
-    step, first_epoch, skip_batches, stale, nonfinite = 0, 0, 0, 0, 0
-    epoch_rng = generator_state(rng)
-    path = state_path(fold_dir.parent, fold)
+    train_df, valid_df, augmentation = fold_rows(frame, fold, cfg, featurize=featurize, extra=extra)
+    target, loss_name = Target.from_meta(meta["output"]), meta["loss"]  # the fold's reads of `meta`
+    parts = build_components(cfg, train_df, num_outputs=target.num_outputs, loss=loss_name, device=device, precision=precision)
+    train_enc, valid_enc = fold_encodings(parts.tokenizer, train_df, valid_df, cfg)
+    run = _Fold(cfg, fold, Path(fold_dir), meta, target, get_metric(metric_name), valid_df, valid_enc, device)
+    state = FoldState(parts, rng=np.random.default_rng(cfg.seed))  # batch order: reproducible, independent of torch's RNG
+    path = state_path(run.fold_dir.parent, fold)
     if resume and path.is_file():
-        saved = load_state(path)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        scaler.load_state_dict(saved["scaler"])
-        if ema is not None:
-            ema.load_state_dict(saved["ema"])
-        best = {**saved["best"], "preds": saved["best"]["preds"].numpy() if saved["best"]["preds"] is not None else None}
-        history, log_rows, since_eval = saved["history"], saved["log"], saved["since_eval"]
-        step, first_epoch, skip_batches, stale = saved["step"], saved["epoch"], saved["batch"], saved["stale"]
-        epoch_rng = saved["epoch_rng"]
-        set_generator_state(rng, epoch_rng)
-        restore_rng(saved["rng"])
-        print(f"fold {fold}: resumed at epoch {first_epoch + 1}, batch {skip_batches}, step {step}", flush=True)
-
-    def snapshot(epoch: int, batch: int) -> None:
-        """Save the resumable state: the next batch to run is `batch` of `epoch`."""
-        save_state(path, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema is not None else {},
-            "best": {**best, "preds": torch.from_numpy(best["preds"]) if best["preds"] is not None else None},
-            "history": history, "log": log_rows, "since_eval": since_eval,
-            "step": step, "epoch": epoch, "batch": batch, "stale": stale, "rng": capture_rng(),
-            # mid-epoch: the epoch's batch order is drawn again from its start; at an epoch's end: the next one's
-            "epoch_rng": epoch_rng if batch else generator_state(rng),
-        })
-
-    def evaluate(epoch: int) -> bool:
-        """Score the validation fold (with the EMA weights if asked), keep the model if it improved."""
-        nonlocal stale
-        with ema.apply_to(model) if ema is not None and cfg.ema_eval else contextlib.nullcontext():
-            preds = run_inference(model, valid_enc, batch_size=cfg.eval_batch_size, device=device, amp_dtype=amp_dtype,
-                                  activation=loss.activation, values=target.values)
-            score = float(metric.fn(valid_df["label"].to_numpy(), preds))
-            improved = is_better(metric, score, best["score"])
-            if improved:
-                best.update(score=score, epoch=epoch + 1, step=step, preds=preds)
-                save_model_folder(model, tokenizer, fold_dir, {**meta, "fold": fold, "score": score, "epoch": epoch + 1, "step": step})
-        stale = 0 if improved else stale + 1
-        train_loss = float(np.mean(since_eval)) if since_eval else float("nan")
-        since_eval.clear()
-        history.append({"epoch": epoch + 1, "step": step, "train_loss": train_loss, "score": score, "improved": bool(improved)})
-        if log_rows:
-            log_rows[-1]["score"] = score
-        if fold_dir.is_dir():
-            write_log(fold_dir, log_rows, metric=metric.name)
-        print(f"fold {fold} epoch {epoch + 1}/{cfg.epochs} step {step}: train loss {train_loss:.4f}, "
-              f"valid {metric.name} {score:.4f}{' (best)' if improved else ''}", flush=True)
-        return cfg.patience > 0 and stale >= cfg.patience
+        state.load(path)
+        print(f"fold {fold}: resumed at epoch {state.epoch + 1}, batch {state.batch}, step {state.step}", flush=True)
 
     stop = False
-    for epoch in range(first_epoch, cfg.epochs):
-        if skip_batches == 0:
-            epoch_rng = generator_state(rng)  # this epoch's batch order can be drawn again on resume
-        batches = make_batches(train_enc.lengths, cfg, rng)
-        model.train()
-        micro = []
-        bar = tqdm(total=len(batches), initial=skip_batches, desc=f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True, mininterval=1.0)
-        for index in range(skip_batches, len(batches)):
+    for epoch in range(state.epoch, cfg.epochs):
+        state.epoch = epoch
+        if state.batch == 0:
+            state.epoch_rng = generator_state(state.rng)  # this epoch's batch order can be drawn again on resume
+        batches = make_batches(train_enc.lengths, cfg, state.rng)
+        parts.model.train()
+        micro = []  # the losses of the accumulation in progress
+        bar = tqdm(total=len(batches), initial=state.batch, desc=f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                   dynamic_ncols=True, mininterval=1.0)
+        for index in range(state.batch, len(batches)):
             batch = train_enc.collate(batches[index])
             batch["labels"] = target.encode(batch["labels"])  # (B,), or (B, C) for classes and bins
             boundary = (index + 1) % cfg.accum_steps == 0 or index + 1 == len(batches)
-            active = epoch + 1 >= cfg.adv_start_epoch and step >= cfg.adv_start_step
+            active = epoch + 1 >= cfg.adv_start_epoch and state.step >= cfg.adv_start_step
             value = train_step(
-                model, _to_device(batch, device), loss_fn=loss.fn, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                amp_dtype=amp_dtype, max_grad_norm=cfg.max_grad_norm, accum_steps=cfg.accum_steps, boundary=boundary,
-                adversary=adversary if active else None, ema=ema,
+                parts.model, _to_device(batch, device), loss_fn=parts.loss.fn, optimizer=parts.optimizer, scheduler=parts.scheduler,
+                scaler=parts.scaler, amp_dtype=parts.amp_dtype, max_grad_norm=cfg.max_grad_norm, accum_steps=cfg.accum_steps,
+                boundary=boundary, adversary=parts.adversary if active else None, ema=parts.ema,
             )
-            nonfinite = 0 if math.isfinite(value) else nonfinite + 1
-            if nonfinite >= cfg.nonfinite_limit:
-                if fold_dir.is_dir():
-                    write_log(fold_dir, log_rows, metric=metric.name)
-                raise TrainingDiverged(
-                    f"fold {fold}: the training loss was NaN or infinite for {nonfinite} steps in a row (epoch {epoch + 1}, "
-                    f"step {step}). Try a lower lr (now {cfg.lr:g}), max_grad_norm=1, precision=fp32 (or bf16 on an A100/H100), "
-                    "adversary=none, and check the labels. The last good checkpoint is kept in "
-                    f"{fold_dir if fold_dir.is_dir() else '(none yet)'}."
-                )
+            if state.count_loss(value) >= cfg.nonfinite_limit:
+                raise _diverged(run, state)
             micro.append(value)
             bar.update(1)
+            state.batch = index + 1  # the next batch to run, should the state be saved now
             if not boundary:
                 continue
-            step += 1
-            step_loss = float(np.mean(micro))
+            state.step += 1
+            state.record_step(float(np.mean(micro)), epoch + (index + 1) / len(batches), parts.scheduler.get_last_lr()[0])
             micro.clear()
-            since_eval.append(step_loss)
-            log_rows.append({"step": step, "epoch": round(epoch + (index + 1) / len(batches), 4), "loss": step_loss,
-                             "lr": scheduler.get_last_lr()[0], "score": float("nan")})
-            bar.set_postfix(loss=f"{np.nanmean(since_eval[-50:]):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
-                            score=f"{history[-1]['score']:.4f}" if history else "-",
-                            best=f"{best['score']:.4f}" if best["score"] is not None else "-", refresh=False)
+            bar.set_postfix(state.progress(), refresh=False)
             last_batch = index + 1 == len(batches)
-            if cfg.eval_every and step % cfg.eval_every == 0 and not last_batch:
-                stop = evaluate(epoch)
-            if stop or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and not last_batch):
-                snapshot(epoch, index + 1)
+            if cfg.eval_every and state.step % cfg.eval_every == 0 and not last_batch:
+                stop = _evaluate_fold(run, state)
+            if stop or (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and not last_batch):
+                state.save(path)
             if stop:
                 break
         bar.close()
-        skip_batches = 0
+        state.batch = 0
         if stop:
             break
-        stop = evaluate(epoch)
-        snapshot(epoch + 1, 0)
+        stop = _evaluate_fold(run, state)
+        state.epoch = epoch + 1  # the next epoch starts afresh
+        state.save(path)
         if stop:
             break
     if stop:
@@ -395,8 +318,8 @@ def train_fold(
     path.unlink(missing_ok=True)  # the fold is complete: its resume state has served
     with contextlib.suppress(OSError):
         path.parent.rmdir()  # only when no other fold is mid-way
-    oof = pd.DataFrame({"id": valid_df["id"], "fold": fold, "label": valid_df["label"], "pred": best["preds"]})
-    return FoldResult(fold, best["score"], best["epoch"], oof, history, surgery, augmentation, time.time() - start)
+    oof = pd.DataFrame({"id": valid_df["id"], "fold": fold, "label": valid_df["label"], "pred": state.best_preds})
+    return FoldResult(fold, state.best_score, state.best_epoch, oof, state.history, parts.surgery, augmentation, time.time() - start)
 
 
 def make_batches(lengths: np.ndarray, cfg: Config, rng: np.random.Generator) -> list[np.ndarray]:

@@ -7,28 +7,22 @@ its backbone, and ``last/`` at the end.
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import json
 import math
 import os
 import shutil
 import time
 import warnings
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 import yaml
-from torch import nn
-from transformers import PreTrainedModel
-from transformers.activations import ACT2FN
 
-from kagglekit.models.nezha import NezhaConfig, NezhaModel
+from kagglekit.config_pretrain import PretrainConfig, load_pretrain_config  # noqa: F401 (re-exported: the config lives there)
+from kagglekit.models.nezha import NezhaConfig, NezhaForMaskedLM  # NezhaForMaskedLM was defined here: still importable
 
 STATE_FILE = "resume/state.pt"
 LOG_FILE = "loss_log.csv"
@@ -36,220 +30,6 @@ CURVE_FILE = "loss_curve.png"
 META_FILE = "pretrain.json"
 _VOCAB_FILES = ("spm.model", "sentencepiece.bpe.model", "vocab.txt", "vocab.json", "merges.txt")
 _NONFINITE_LIMIT = 20  # stop after this many NaN/inf losses in a row
-
-
-@dataclass
-class PretrainConfig:
-    """Everything an MLM pretraining run needs. Paths are local: nothing is fetched from a hub."""
-
-    # --- corpus ---
-    files: list = field(default_factory=list)  # CSV/TSV files; the text of all of them, deduplicated, is the corpus
-    columns: list = field(default_factory=list)  # text columns to read (without a header: 0-based positions, "0", "1")
-    sep: str = ""  # field separator; empty: tab for .tsv/.txt, comma otherwise
-    header: bool = True  # the files have a header row (the GAIIC id files have none)
-    # --- model: a backbone to continue, or a model built from scratch ---
-    backbone: str = ""  # local model folder to continue pretraining
-    from_scratch_config: Any = field(default_factory=dict)  # model config dict with model_type (bert, nezha), or a JSON/YAML file
-    tokenizer_dir: str = ""  # from scratch: the tokenizer folder (vocab_size defaults to its size)
-    max_len: int = 128  # tokens per text after truncation; batches are padded to their longest row
-    # --- masking (kagglekit.data.masking.NgramMasker) ---
-    mask_rate: float = 0.15  # share of real tokens predicted
-    max_ngram: int = 3  # longest masked span (3: ALBERT/ERNIE-style n-grams; 1: plain BERT masking)
-    ngram_probs: list = field(default_factory=list)  # weight of each span length 1..max_ngram; empty: 1/n
-    mask_token_ratio: float = 0.8  # chosen tokens that become [MASK]
-    random_token_ratio: float = 0.1  # chosen tokens that become a random token; the rest stay
-    whole_word: bool = False  # a span unit is a whole word ("##" / "▁" pieces), not a token
-    # --- optimisation ---
-    output_dir: str = "runs/pretrain"  # checkpoint-{step}/, last/, loss_log.csv, loss_curve.png, resume/
-    steps: int = 1000  # total optimizer steps (the corpus is cycled through, reshuffled each pass)
-    batch_size: int = 32  # texts per step
-    lr: float = 5e-5  # peak learning rate
-    weight_decay: float = 0.01  # not applied to biases and normalisation weights
-    warmup_ratio: float = 0.06  # share of the steps spent warming up, then linear decay to 0
-    max_grad_norm: float = 1.0  # clip the unscaled gradient norm (0: no clipping)
-    save_every: int = 500  # write checkpoint-{step}/ and the resumable state every N steps (0: at the end only)
-    keep_checkpoints: int = 0  # keep only the newest N checkpoint-{step}/ folders (0: all)
-    seed: int = 42  # model init, data order, masking, dropout
-    precision: str = "auto"  # auto | fp32 | fp16 | bf16 (auto: fp16 + GradScaler on T4, bf16 where supported, fp32 on CPU)
-    device: str = "auto"  # auto | cpu | cuda
-
-    def validate(self) -> "PretrainConfig":
-        """Check values; raise ValueError naming the key, the bad value and the fix."""
-        if not self.files:
-            raise ValueError("pretrain config key 'files' is empty: list the CSV/TSV files whose text is the corpus, "
-                             "e.g. files: [data/train.tsv, data/test.tsv].")
-        if not self.columns:
-            raise ValueError("pretrain config key 'columns' is empty: name the text columns to read, e.g. columns: [anchor, target] "
-                             "(files without a header: positions, columns: ['0', '1']).")
-        if self.backbone and (self.from_scratch_config or self.tokenizer_dir):
-            raise ValueError("pretrain config: set either 'backbone' (continue a model) or 'from_scratch_config' + 'tokenizer_dir' "
-                             "(a new model), not both.")
-        if not self.backbone and not (self.from_scratch_config and self.tokenizer_dir):
-            missing = "from_scratch_config" if not self.from_scratch_config else "tokenizer_dir"
-            raise ValueError("pretrain config: no model. Set 'backbone' to a local model folder, or 'from_scratch_config' "
-                             f"(a config dict with model_type) and 'tokenizer_dir' (a tokenizer folder); {missing!r} is missing.")
-        for key, allowed in (("precision", ("auto", "fp32", "fp16", "bf16")), ("device", ("auto", "cpu", "cuda"))):
-            if getattr(self, key) not in allowed:
-                raise ValueError(f"pretrain config key {key!r}: unknown value {getattr(self, key)!r}; valid values are {list(allowed)}.")
-        for key in ("steps", "batch_size", "lr", "max_ngram"):
-            if not getattr(self, key) > 0:
-                raise ValueError(f"pretrain config key {key!r} must be > 0, got {getattr(self, key)!r}.")
-        for key in ("save_every", "keep_checkpoints", "weight_decay", "max_grad_norm"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"pretrain config key {key!r} must be >= 0, got {getattr(self, key)!r}.")
-        if self.max_len < 8:
-            raise ValueError(f"pretrain config key 'max_len' must be at least 8 tokens, got {self.max_len}.")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"pretrain config key 'warmup_ratio' must be in [0, 1), got {self.warmup_ratio}.")
-        from kagglekit.data.masking import check_masking
-
-        check_masking(mask_rate=self.mask_rate, max_ngram=self.max_ngram, ngram_probs=self.ngram_probs or None,
-                      mask_token_ratio=self.mask_token_ratio, random_token_ratio=self.random_token_ratio)
-        return self
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def _unknown_key(key: str, source: str) -> ValueError:
-    names = [f.name for f in fields(PretrainConfig)]
-    close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
-    hint = f" Did you mean {close[0]!r}?" if close else f" Valid keys: {', '.join(names)}."
-    return ValueError(f"unknown pretrain config key {key!r} in {source}.{hint}")
-
-
-def _coerce(key: str, value: Any, source: str) -> Any:
-    """Convert `value` (from YAML or a --set string) to the type of field `key`."""
-    default = getattr(PretrainConfig(), key)
-    if key == "from_scratch_config":
-        if isinstance(value, Mapping):
-            return dict(value)
-        text = str(value).strip()
-        if text.startswith("{"):
-            try:
-                return json.loads(text)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"pretrain config key 'from_scratch_config' in {source}: not valid JSON ({err}).") from None
-        return text  # a file path, read when the run starts
-    if isinstance(default, list):
-        items = value if isinstance(value, (list, tuple)) else [v for v in str(value).split(",") if v.strip()]
-        items = [v.strip() if isinstance(v, str) else v for v in items]
-        if key == "ngram_probs":
-            try:
-                return [float(v) for v in items]
-            except (TypeError, ValueError):
-                raise ValueError(f"pretrain config key 'ngram_probs' in {source}: expected numbers, got {value!r}.") from None
-        return [str(v) for v in items]
-    kind = type(default)
-    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
-        return value
-    text = "" if value is None else str(value).strip()
-    if kind is str:
-        return text
-    try:
-        if kind is bool and text.lower() in _BOOLS:
-            return _BOOLS[text.lower()]
-        if kind is int and float(text) == int(float(text)):
-            return int(float(text))
-        if kind is float:
-            return float(text)
-    except ValueError:
-        pass
-    raise ValueError(f"pretrain config key {key!r} in {source}: expected {kind.__name__}, got {value!r}.")
-
-
-_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
-
-
-def load_pretrain_config(path: str | os.PathLike | None = None,
-                         overrides: Mapping[str, Any] | Iterable[str] | None = None) -> PretrainConfig:
-    """A validated PretrainConfig from an optional YAML file and ``key=value`` overrides.
-
-    Lists (``files``, ``columns``, ``ngram_probs``) are YAML lists, or comma-separated in an override.
-
-    Example:
-        >>> cfg = load_pretrain_config("configs/pretrain.yaml", ["steps=2000", "files=a.tsv,b.tsv"])
-        >>> summary = run_pretraining(cfg)
-    """
-    from kagglekit.config import read_values
-
-    names = {f.name for f in fields(PretrainConfig)}
-    values = read_values(path, overrides, names=names, coerce=_coerce, unknown=_unknown_key, what="pretrain config")
-    return PretrainConfig(**values).validate()
-
-
-# --- NeZha's MLM head: transformers 5 has none; names as 4.x's NezhaForMaskedLM, so its checkpoints load ---
-
-
-class NezhaPredictionHeadTransform(nn.Module):
-    """dense -> activation -> LayerNorm, as BERT's ``cls.predictions.transform``."""
-
-    def __init__(self, config: NezhaConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.transform_act_fn = ACT2FN[config.hidden_act] if isinstance(config.hidden_act, str) else config.hidden_act
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-
-    def forward(self, hidden):
-        return self.LayerNorm(self.transform_act_fn(self.dense(hidden)))
-
-
-class NezhaLMPredictionHead(nn.Module):
-    """The transform, then scores against the (tied) word embeddings plus an output-only bias."""
-
-    def __init__(self, config: NezhaConfig):
-        super().__init__()
-        self.transform = NezhaPredictionHeadTransform(config)
-        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
-
-    def forward(self, hidden, word_embeddings: torch.Tensor):
-        return F.linear(self.transform(hidden), word_embeddings, self.bias)  # (B, T, V)
-
-
-class NezhaOnlyMLMHead(nn.Module):
-    def __init__(self, config: NezhaConfig):
-        super().__init__()
-        self.predictions = NezhaLMPredictionHead(config)
-
-
-class NezhaForMaskedLM(PreTrainedModel):
-    """The kit's NeZha encoder (``nezha.*``, no pooler) with BERT's MLM head (``cls.predictions.*``).
-
-    The decoder is the word-embedding matrix itself (a functional tie: no second parameter to keep
-    tied across transformers versions), so 4.x checkpoints' ``cls.predictions.decoder.*`` copies
-    are skipped on loading, and 4.x's ``NezhaForMaskedLM`` re-ties them when it loads this one.
-    """
-
-    config_class = NezhaConfig
-    base_model_prefix = "nezha"
-    supports_gradient_checkpointing = True
-    _keys_to_ignore_on_load_unexpected = [r"cls\.predictions\.decoder\.", r"pooler\.", r"relative_positions_encoding",
-                                          r"embeddings\.(token_type_ids|position_ids)$"]
-
-    def __init__(self, config: NezhaConfig):
-        super().__init__(config)
-        self.nezha = NezhaModel(config, add_pooling_layer=False)
-        self.cls = NezhaOnlyMLMHead(config)
-        self.post_init()
-
-    @torch.no_grad()
-    def _init_weights(self, module: nn.Module) -> None:
-        NezhaModel._init_weights(self, module)  # BERT's init; it only reads self.config
-        if isinstance(module, NezhaLMPredictionHead):
-            nn.init.zeros_(module.bias)
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.nezha.embeddings.word_embeddings
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.nezha.embeddings.word_embeddings = value
-
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, **kwargs):
-        """input_ids, attention_mask (B, T) -> an object with ``logits`` (B, T, V)."""
-        hidden = self.nezha(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=True).last_hidden_state
-        from transformers.modeling_outputs import MaskedLMOutput
-
-        return MaskedLMOutput(logits=self.cls.predictions(hidden, self.get_input_embeddings().weight))
 
 
 # --- corpus and model ---
@@ -341,6 +121,11 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return total / labels.ne(-100).sum().clamp(min=1)
 
 
+def masked_lm_loss(output, labels: torch.Tensor) -> torch.Tensor:
+    """`mlm_loss` on a masked-LM model's output: the ``loss_fn`` `kagglekit.train.loop.train_step` calls with it."""
+    return mlm_loss(output.logits, labels)  # logits (B, T, V), labels (B, T) with -100 where not predicted
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     """The corpus order of pass `epoch`: a function of (seed, epoch) only, so a resumed run draws it again."""
     return np.random.default_rng([seed, epoch]).permutation(n)
@@ -394,13 +179,15 @@ def _prune_checkpoints(output_dir: Path, keep: int) -> None:
 def run_pretraining(cfg: PretrainConfig, *, resume: bool = False) -> dict:
     """Pretrain with masked language modelling for `cfg.steps` optimizer steps.
 
-    One step: mask a batch (`NgramMasker`, drawn from a generator seeded by (seed, step)) →
-    autocast forward → MLM loss → scaled backward → unscale → clip → optimizer step → scaler update
-    → zero grad → scheduler step (linear warmup and decay). Every `cfg.save_every` steps and at the
-    end it writes ``checkpoint-{step}/`` and the resumable state ``resume/state.pt`` (weights,
+    One step: mask a batch (`NgramMasker`, drawn from a generator seeded by (seed, step)), then
+    fine-tuning's `kagglekit.train.loop.train_step` with the MLM loss (autocast forward → scaled
+    backward → unscale → clip → optimizer step → scaler update → zero grad → scheduler step, linear
+    warmup and decay). Every `cfg.save_every` steps and at the end it writes ``checkpoint-{step}/``
+    and the resumable state ``resume/state.pt`` (a `kagglekit.train.fold_state.FoldState`: weights,
     optimizer, scheduler, scaler, step, RNGs, loss log); the data order and masks depend only on the
     seed and the step, so a resumed run equals an uninterrupted one. At the end ``last/`` holds the
-    final model.
+    final model. ``nonfinite_limit`` non-finite losses in a row raise `TrainingDiverged`, as in
+    fine-tuning (a skipped step's scheduler does not advance, as there).
 
     Args:
         cfg: the settings (validated here).
@@ -421,9 +208,10 @@ def run_pretraining(cfg: PretrainConfig, *, resume: bool = False) -> dict:
     from kagglekit._io import write_text
     from kagglekit.data.masking import NgramMasker
     from kagglekit.kaggle import amp_dtype as to_amp_dtype, resolve_device, resolve_precision
-    from kagglekit.train.loop import seed_everything
+    from kagglekit.train.components import Components
+    from kagglekit.train.fold_state import FoldState
+    from kagglekit.train.loop import TrainingDiverged, _to_device, seed_everything, train_step
     from kagglekit.train.optim import build_optimizer, build_scheduler
-    from kagglekit.train.state import capture_rng, load_state, restore_rng, save_state
 
     start = time.time()
     cfg.validate()
@@ -439,81 +227,56 @@ def run_pretraining(cfg: PretrainConfig, *, resume: bool = False) -> dict:
                          mask_token_ratio=cfg.mask_token_ratio, random_token_ratio=cfg.random_token_ratio,
                          whole_word=cfg.whole_word, seed=cfg.seed)
     optimizer = build_optimizer(model, lr=cfg.lr, head_lr=0.0, weight_decay=cfg.weight_decay)
-    scheduler = build_scheduler(optimizer, "linear", total_steps=cfg.steps, warmup_ratio=cfg.warmup_ratio)
-    amp_dtype = to_amp_dtype(precision)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    source = Path(cfg.backbone or cfg.tokenizer_dir)
-
-    step, log_rows = 0, []
+    parts = Components(model, optimizer, build_scheduler(optimizer, "linear", total_steps=cfg.steps, warmup_ratio=cfg.warmup_ratio),
+                       torch.amp.GradScaler(device.type, enabled=precision == "fp16"), amp_dtype=to_amp_dtype(precision),
+                       tokenizer=tokenizer)
+    state = FoldState(parts)  # no batch-order generator: batches and masks are functions of (seed, step)
     state_file = output_dir / STATE_FILE
     if resume and state_file.is_file():
-        saved = load_state(state_file)
+        saved = state.load(state_file)
         changed = [k for k, v in cfg.to_dict().items() if k != "output_dir" and saved["config"].get(k) != v]
         if changed:
             warnings.warn(f"resuming {output_dir} with changed settings {changed}: the result will differ from an uninterrupted run.",
                           stacklevel=2)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        scaler.load_state_dict(saved["scaler"])
-        step, log_rows = saved["step"], saved["log"]
-        restore_rng(saved["rng"])
-        print(f"pretrain: resumed {output_dir} at step {step}/{cfg.steps}", flush=True)
+        print(f"pretrain: resumed {output_dir} at step {state.step}/{cfg.steps}", flush=True)
     elif resume:
         print(f"pretrain: no resumable state at {state_file}; starting at step 0", flush=True)
     write_text(output_dir / "pretrain_config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    nonfinite_limit = getattr(cfg, "nonfinite_limit", _NONFINITE_LIMIT)
 
-    def save(folder: Path) -> None:
-        meta = {"step": step, "loss": log_rows[-1]["loss"] if log_rows else None, "texts": len(texts), "config": cfg.to_dict()}
-        save_checkpoint(model, tokenizer, folder, source=source, meta=meta)
-
-    def snapshot() -> None:
-        save_state(state_file, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                "scaler": scaler.state_dict(), "step": step, "log": log_rows, "rng": capture_rng(),
-                                "config": cfg.to_dict()})
-
-    nonfinite = 0
-    progress = tqdm(total=cfg.steps, initial=step, desc="pretrain", dynamic_ncols=True)
-    while step < cfg.steps:
-        picked = batch_rows(len(rows), cfg.batch_size, cfg.seed, step)
-        batch = masker([rows[i] for i in picked], rng=np.random.default_rng([cfg.seed, step, 1]))  # masks: a function of the step
-        batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
-        labels = batch.pop("labels")  # (B, T), -100 where not predicted
-        with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            loss = mlm_loss(model(**batch).logits, labels)  # logits (B, T, V)
-        value = loss.item()
-        if math.isfinite(value):
-            nonfinite = 0
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)  # clip the real gradient, not the scaled one
-            if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            scaler.step(optimizer)  # skipped on inf/NaN gradients (fp16 overflow)
-            scaler.update()
-        else:  # in fp32 nothing else would stop NaN reaching the weights: skip the update, as the scaler would
-            nonfinite += 1
-            if nonfinite >= _NONFINITE_LIMIT:
-                raise ValueError(f"pretraining diverged: {nonfinite} non-finite losses in a row up to step {step + 1}; lower lr "
-                                 f"(now {cfg.lr}) or use precision=fp32. The last checkpoint is kept.")
-        optimizer.zero_grad(set_to_none=True)
-        lr = scheduler.get_last_lr()[0]
-        scheduler.step()
-        step += 1
-        log_rows.append({"step": step, "loss": value, "lr": lr})
+    progress = tqdm(total=cfg.steps, initial=state.step, desc="pretrain", dynamic_ncols=True)
+    while state.step < cfg.steps:
+        picked = batch_rows(len(rows), cfg.batch_size, cfg.seed, state.step)
+        batch = masker([rows[i] for i in picked], rng=np.random.default_rng([cfg.seed, state.step, 1]))  # masks: a function of the step
+        lr = parts.scheduler.get_last_lr()[0]  # the rate this step uses
+        value = train_step(model, _to_device(batch, device), loss_fn=masked_lm_loss, optimizer=parts.optimizer,
+                           scheduler=parts.scheduler, scaler=parts.scaler, amp_dtype=parts.amp_dtype, max_grad_norm=cfg.max_grad_norm)
+        if state.count_loss(value) >= nonfinite_limit:
+            raise TrainingDiverged(
+                f"pretraining: the training loss was NaN or infinite for {state.nonfinite} steps in a row (step {state.step + 1}). "
+                f"Try a lower lr (now {cfg.lr:g}), precision=fp32 (or bf16 on an A100/H100), max_grad_norm=1. The last checkpoint "
+                f"is kept in {output_dir}.")
+        state.step += 1
+        state.log.append({"step": state.step, "loss": value, "lr": lr})
         progress.update(1)
         progress.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}")
-        if step == cfg.steps or (cfg.save_every and step % cfg.save_every == 0):
-            save(output_dir / f"checkpoint-{step}")
+        if state.step == cfg.steps or (cfg.save_every and state.step % cfg.save_every == 0):
+            _save_model(state, output_dir / f"checkpoint-{state.step}", cfg, texts)
             _prune_checkpoints(output_dir, cfg.keep_checkpoints)
-            snapshot()
-            _write_log(output_dir, log_rows)
+            state.save(state_file, config=cfg.to_dict())
+            _write_log(output_dir, state.log)
     progress.close()
-    save(output_dir / "last")
-    _write_log(output_dir, log_rows)
-    losses = [row["loss"] for row in log_rows[-10:]]
+    _save_model(state, output_dir / "last", cfg, texts)
+    _write_log(output_dir, state.log)
+    losses = [row["loss"] for row in state.log[-10:]]
     return {
-        "steps": step, "final_loss": float(np.mean(losses)) if losses else float("nan"), "last_dir": str(output_dir / "last"),
+        "steps": state.step, "final_loss": float(np.mean(losses)) if losses else float("nan"), "last_dir": str(output_dir / "last"),
         "checkpoints": sorted(str(p) for p in output_dir.glob("checkpoint-*") if p.is_dir()),
         "loss_log": str(output_dir / LOG_FILE), "loss_curve": str(output_dir / CURVE_FILE), "texts": len(texts),
         "seconds": time.time() - start,
     }
+
+
+def _save_model(state, folder: Path, cfg: PretrainConfig, texts: list[str]) -> None:
+    meta = {"step": state.step, "loss": state.log[-1]["loss"] if state.log else None, "texts": len(texts), "config": cfg.to_dict()}
+    save_checkpoint(state.parts.model, state.parts.tokenizer, folder, source=Path(cfg.backbone or cfg.tokenizer_dir), meta=meta)
