@@ -34,17 +34,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import pick_backbone, real_pairs, synthetic_pairs  # noqa: E402  (shared USPPPM inputs)
 
 BUDGET_MS_PER_PAIR = 15 * 60 * 1000 / 50_000  # GAIIC 2021 track 3: 50,000 pairs in 15 minutes = 18 ms
-META = {"task": "uspppm", "loss": "bce", "activation": "sigmoid", "output": {"kind": "single", "values": []}}
 
 
 def model_folder(args, out: Path) -> tuple[Path, str]:
     """A kit model folder around the benchmark's backbone (mean pooling, one sigmoid output)."""
     from kagglekit.models.pair_model import build_model, save_model_folder
+    from kagglekit.run import FoldMeta
 
     backbone, name = pick_backbone(args.quick, args.backbone, out)
     torch.manual_seed(args.seed)
     model, tokenizer = build_model(backbone, head="mean", dropout=0.1)
-    return save_model_folder(model, tokenizer, out / "fold0", {**META, "max_len": args.max_len}), name
+    return save_model_folder(model, tokenizer, out / "fold0", FoldMeta(task="uspppm", max_len=args.max_len, loss="bce", activation="sigmoid")), name
 
 
 def timed(fn) -> tuple[np.ndarray, float]:
@@ -95,11 +95,11 @@ def main() -> None:
               f"{n_requests} timed requests per batch size after 10 warm-up ones")
 
         def encode(rows):
-            return PairEncodings(tokenizer, [text_a[i] for i in rows], [text_b[i] for i in rows], meta["max_len"])
+            return PairEncodings(tokenizer, [text_a[i] for i in rows], [text_b[i] for i in rows], meta.max_len)
 
         runtimes = {
             "tokenize": lambda rows: encode(rows).collate(list(range(len(rows)))),
-            "pytorch": lambda rows: run_inference(model, encode(rows), batch_size=len(rows), device=cpu, activation=meta["activation"]),
+            "pytorch": lambda rows: run_inference(model, encode(rows), batch_size=len(rows), device=cpu, activation=meta.activation),
             "onnx": lambda rows: predictor.predict(encode(rows), batch_size=len(rows)),
         }
         p99, lines, max_diff, cursor = {}, [], 0.0, 0

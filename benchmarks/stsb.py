@@ -93,7 +93,7 @@ def cosine_only(embedding, folder: Path, read_table, pearson, spearman) -> None:
     """The embedding model's cosine of each sts-dev and sts-test pair, scored as a prediction (no training)."""
     import pandas as pd
 
-    from kagglekit.data.embeddings import TextEmbedder
+    from kagglekit.models.embeddings import TextEmbedder
 
     if not embedding:
         raise SystemExit("--cosine-only needs an embedding model: leave --embedding-model at 'backbone' or name a folder.")

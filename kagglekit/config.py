@@ -20,12 +20,17 @@ import yaml
 
 from kagglekit._keys import above, check_keys, contains, is_set, key, load_keys, parse_overrides, when
 
-__all__ = ["Config", "load_config", "parse_overrides", "field_names"]
+__all__ = ["Config", "load_config", "parse_overrides", "field_names", "parse_cpc_levels"]
 
 # Registry names, so that validation needs no torch; tests/test_config.py holds each equal to its registry.
 HEAD_NAMES = ("attention", "cls", "cls_pooler", "cnn", "concat_last_k", "lstm", "max", "mean", "weighted_layers")  # models.heads.HEADS
 METRIC_NAMES = ("pearson", "rmse", "roc_auc", "spearman")  # metrics.METRICS
-EMBEDDING_POOLINGS = ("auto", "mean", "cls")  # data.embeddings.POOLINGS
+EMBEDDING_POOLINGS = ("auto", "mean", "cls")  # models.embeddings.POOLINGS
+# The names of the features the kit computes, declared here (the config layer) and imported by the modules that
+# compute them (data.features, models.embeddings), so validation needs neither.
+COOCCURRENCE_FEATURES = ("freq_a", "freq_b", "degree_a", "degree_b", "common_neighbours", "component_size", "jaccard")
+EMBEDDING_FEATURES = ("embedding_cosine",)
+CPC_LEVELS = ("section", "class", "subclass")  # the titles a USPPPM context code can contribute
 
 # Where each recipe's, head's and adversary's own keys apply.
 PAIRS, USPPPM = when(task="pairs"), when(task="uspppm")
@@ -226,12 +231,8 @@ class Config:
         """The features the kit computes for any pair (so closure-augmented pairs get them too)."""
         out: list[str] = []
         if self.cooccurrence:
-            from kagglekit.data.features import FEATURE_NAMES
-
-            out += FEATURE_NAMES
+            out += COOCCURRENCE_FEATURES
         if self.embedding_model:
-            from kagglekit.data.embeddings import EMBEDDING_FEATURES
-
             out += EMBEDDING_FEATURES
         return out
 
@@ -294,9 +295,15 @@ def _closure_settings(cfg: Config) -> None:
 
 
 def _cpc_levels_parse(cfg: Config) -> None:
-    from kagglekit.data.cpc import parse_levels  # light: no torch, no pandas
+    parse_cpc_levels(cfg.cpc_levels)
 
-    parse_levels(cfg.cpc_levels)
+
+def parse_cpc_levels(levels: str) -> list[str]:
+    """``"section,class"`` -> ``["section", "class"]``, checked (the ``cpc_levels`` key; the uspppm recipe reads it so)."""
+    names = [name.strip() for name in levels.split(",") if name.strip()]
+    if not names or any(name not in CPC_LEVELS for name in names):
+        raise ValueError(f"config key 'cpc_levels': {levels!r}; use a comma-separated subset of {list(CPC_LEVELS)}, e.g. section,class.")
+    return names
 
 
 CROSS_CHECKS = (_loss_parses_and_trains_output, _head_kernels_parse, _msd_rates_match_samples, _features_are_distinct,

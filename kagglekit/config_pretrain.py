@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping, Sequence
 
 from kagglekit._keys import check_keys, key, load_keys
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["PretrainConfig", "load_pretrain_config"]
 
@@ -60,6 +63,7 @@ class PretrainConfig:
     weight_decay: float = key(0.01, "not applied to biases and normalisation weights", ge=0)
     warmup_ratio: float = key(0.06, "share of the steps spent warming up, then linear decay to 0", ge=0, lt=1)
     max_grad_norm: float = key(1.0, "clip the unscaled gradient norm (0: no clipping)", ge=0)
+    nonfinite_limit: int = key(20, "stop after this many NaN/inf losses in a row (TrainingDiverged), as training does", ge=1)
     save_every: int = key(500, "write checkpoint-{step}/ and the resumable state every N steps (0: at the end only)", ge=0)
     keep_checkpoints: int = key(0, "keep only the newest N checkpoint-{step}/ folders (0: all)", ge=0)
     seed: int = key(42, "model init, data order, masking, dropout")
@@ -82,8 +86,6 @@ class PretrainConfig:
             missing = "from_scratch_config" if not self.from_scratch_config else "tokenizer_dir"
             raise ValueError("pretrain config: no model. Set 'backbone' to a local model folder, or 'from_scratch_config' "
                              f"(a config dict with model_type) and 'tokenizer_dir' (a tokenizer folder); {missing!r} is missing.")
-        from kagglekit.data.masking import check_masking  # the one place the masking keys' ranges live
-
         check_masking(mask_rate=self.mask_rate, max_ngram=self.max_ngram, ngram_probs=self.ngram_probs or None,
                       mask_token_ratio=self.mask_token_ratio, random_token_ratio=self.random_token_ratio)
         return self
@@ -106,3 +108,41 @@ def load_pretrain_config(path: str | os.PathLike | None = None,
         2000
     """
     return load_keys(PretrainConfig, path, overrides).validate()
+
+
+# The masking keys' ranges live here, in one place: the config checks them and NgramMasker (data.masking) imports them.
+def default_ngram_probs(max_ngram: int) -> np.ndarray:
+    """p(n) proportional to 1/n for n = 1..max_ngram (ALBERT's n-gram masking; ERNIE/MacBERT use the same idea).
+
+    With max_ngram=3: (6/11, 3/11, 2/11) ~ (0.545, 0.273, 0.182): short spans are the most common, and
+    a mean span of 1.64 units.
+    """
+    import numpy as np
+
+    weights = 1.0 / np.arange(1, max_ngram + 1)
+    return weights / weights.sum()
+
+
+def check_masking(*, mask_rate: float, max_ngram: int, ngram_probs: Sequence[float] | None, mask_token_ratio: float,
+                  random_token_ratio: float) -> np.ndarray:
+    """Check the masking options (errors name the argument and the fix); returns the span-length probabilities."""
+    import numpy as np
+
+    if not 0 < mask_rate < 1:
+        raise ValueError(f"mask_rate must be in (0, 1), got mask_rate={mask_rate}: 0.15 is usual.")
+    if int(max_ngram) != max_ngram or max_ngram < 1:
+        raise ValueError(f"max_ngram must be an integer >= 1, got max_ngram={max_ngram}: 1 is plain token masking, 3 is usual.")
+    max_ngram = int(max_ngram)
+    for name, value in (("mask_token_ratio", mask_token_ratio), ("random_token_ratio", random_token_ratio)):
+        if not 0 <= value <= 1:
+            raise ValueError(f"{name} must be in [0, 1], got {name}={value}.")
+    if mask_token_ratio + random_token_ratio > 1 + 1e-9:
+        raise ValueError(f"mask_token_ratio + random_token_ratio must be <= 1 (the rest stay unchanged), got "
+                         f"{mask_token_ratio} + {random_token_ratio}: 0.8 and 0.1 are BERT's.")
+    if ngram_probs is None or len(ngram_probs) == 0:
+        return default_ngram_probs(max_ngram)
+    probs = np.asarray(ngram_probs, dtype=float)
+    if probs.shape != (max_ngram,) or (probs < 0).any() or probs.sum() <= 0:
+        raise ValueError(f"ngram_probs must hold {max_ngram} non-negative weights (one per span length 1..max_ngram={max_ngram}) "
+                         f"with a positive sum, got {list(ngram_probs)}; leave it empty for the 1/n default.")
+    return probs / probs.sum()

@@ -14,7 +14,6 @@ import dataclasses
 import json
 import os
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
@@ -140,23 +139,6 @@ class FoldMeta:
             raise ValueError(f"{path}: lacks the key 'model' (the head and output layer's settings): it was not written by "
                              "save_model_folder; re-download or retrain the model folder.")
         return meta
-
-    # The dict view of earlier versions, kept while callers move to attributes.
-    def keys(self):
-        return self.to_json().keys()
-
-    def __getitem__(self, key: str):
-        warnings.warn(f"FoldMeta[{key!r}] is deprecated: use the attribute meta.{key}.", DeprecationWarning, stacklevel=2)
-        return self.to_json()[key]
-
-    def get(self, key: str, default=None):
-        warnings.warn(f"FoldMeta.get({key!r}) is deprecated: use the attribute meta.{key}.", DeprecationWarning, stacklevel=2)
-        return self.to_json().get(key, default)
-
-
-def as_fold_meta(meta: FoldMeta | Mapping) -> FoldMeta:
-    """A FoldMeta passes through; a dict (the form of earlier versions) is read with `FoldMeta.from_json`."""
-    return meta if isinstance(meta, FoldMeta) else FoldMeta.from_json(meta, source="meta")
 
 
 # ---------------------------------------------------------------------------------------------- fold discovery

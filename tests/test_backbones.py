@@ -7,17 +7,18 @@ import torch
 
 from kagglekit.data.batching import PairEncodings
 from kagglekit.models.pair_model import build_model, load_model_folder, save_model_folder
+from kagglekit.run import FoldMeta
 from kagglekit.testing import TINY_ARCHS
 
 pytestmark = pytest.mark.compat
 
 PAIRS = (["engine housing", "a wireless transmitter with two antennas", "Zebra-42 widget (x+y)=3%"],
          ["motor casing", "radio", "dental implant"])
-META = {"task": "uspppm", "max_len": 32, "activation": "sigmoid"}
+META = FoldMeta(task="uspppm", max_len=32, activation="sigmoid")
 
 
 def _logits(model, tokenizer):
-    batch = PairEncodings(tokenizer, *PAIRS, max_len=META["max_len"]).collate([0, 1, 2])  # padded (B, T)
+    batch = PairEncodings(tokenizer, *PAIRS, max_len=META.max_len).collate([0, 1, 2])  # padded (B, T)
     with torch.no_grad():
         return batch, model.eval()(**batch)  # (B,)
 
@@ -35,7 +36,7 @@ def test_model_folder_round_trip_is_bit_identical(arch, tiny_models, tmp_path):
     folder = save_model_folder(model, tokenizer, tmp_path / "fold0", META)
     shutil.rmtree(source)  # the folder must stand alone
     loaded, loaded_tokenizer, meta = load_model_folder(folder)
-    assert meta["max_len"] == META["max_len"] and type(loaded.backbone) is type(model.backbone)
+    assert meta.max_len == META.max_len and type(loaded.backbone) is type(model.backbone)
 
     batch_after, after = _logits(loaded, loaded_tokenizer)
     assert batch_after.keys() == batch.keys()

@@ -202,7 +202,7 @@ def test_head_applicability_matches_the_heads_registry():
 
 
 def test_registry_name_lists_match_the_registries():
-    from kagglekit.data.embeddings import POOLINGS
+    from kagglekit.models.embeddings import POOLINGS
     from kagglekit.metrics import METRICS
 
     assert tuple(sorted(METRICS)) == METRIC_NAMES

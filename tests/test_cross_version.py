@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kagglekit.data.embeddings import TextEmbedder
+from kagglekit.models.embeddings import TextEmbedder
 from kagglekit.testing import TINY_ARCHS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,12 +55,13 @@ def build_and_save(arch: str, root: Path) -> dict:
     import torch
 
     from kagglekit.models.pair_model import build_model, save_model_folder
+    from kagglekit.run import FoldMeta
     from kagglekit.testing import build_tiny_model
 
     backbone = build_tiny_model(arch, root / arch / "backbone", seed=0)
     torch.manual_seed(0)
     model, tokenizer = build_model(backbone)
-    save_model_folder(model, tokenizer, root / arch / "model", {"task": "uspppm", "max_len": MAX_LEN, "activation": "sigmoid"})
+    save_model_folder(model, tokenizer, root / arch / "model", FoldMeta(task="uspppm", max_len=MAX_LEN, activation="sigmoid"))
     TextEmbedder(backbone).save(root / arch / "embedder")  # a run's copy of its embedding model (embedding_model)
     return {**_predict(model.eval(), tokenizer), "cosine": _cosine(root / arch / "embedder")}
 

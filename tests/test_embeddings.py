@@ -12,7 +12,7 @@ import torch
 from conftest import SAMPLE
 from kagglekit.cli import main
 from kagglekit.config import Config
-from kagglekit.data.embeddings import EMBEDDER_DIR, EMBEDDER_FILE, EMBEDDING_FEATURES, TextEmbedder, resolve_pooling
+from kagglekit.models.embeddings import EMBEDDER_DIR, EMBEDDER_FILE, EMBEDDING_FEATURES, TextEmbedder, resolve_pooling
 from kagglekit.data.features import ComputedFeatures
 from kagglekit.tools.doctor import check_folder
 

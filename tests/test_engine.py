@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, SAMPLE
+from conftest import ROOT
 from kagglekit.cli import main
 from kagglekit.config import load_config
 from kagglekit.train import train_folds

@@ -1,6 +1,7 @@
 """ONNX export: onnxruntime's predictions equal PyTorch's, at other batch sizes and lengths than the export example."""
 
 import argparse
+import dataclasses
 import sys
 
 import numpy as np
@@ -14,6 +15,8 @@ from kagglekit.data.batching import PairEncodings, sorted_batches  # noqa: E402
 from kagglekit.infer.export import EXAMPLE_PAIRS, OnnxPredictor, add_parser, export_onnx  # noqa: E402
 from kagglekit.models.pair_model import build_model, load_model_folder, save_model_folder  # noqa: E402
 from kagglekit.models.forward import run_inference  # noqa: E402
+from kagglekit.run import FoldMeta  # noqa: E402
+from kagglekit.targets import Target  # noqa: E402
 from kagglekit.testing import make_uspppm_sample  # noqa: E402
 
 pytestmark = pytest.mark.compat  # model folders and export also under transformers 4.x, when onnxruntime is installed
@@ -44,9 +47,9 @@ def _model_folder(tiny_models, out, *, arch: str, head: str = "mean", output: st
         model.fc.weight.normal_(std=0.5)  # random heads give logits near 0; spread them so the comparison means something
     if features:
         model.set_feature_stats(_features(200, seed=9))
-    meta = {"task": "uspppm", "max_len": MAX_LEN, "loss": "bce", "activation": "sigmoid", "output": {"kind": "single", "values": []}}
+    meta = FoldMeta(task="uspppm", max_len=MAX_LEN, loss="bce", activation="sigmoid")
     if output == "classes":
-        meta.update(loss="ce", activation="expected", output={"kind": "classes", "values": CLASS_VALUES})
+        meta = dataclasses.replace(meta, loss="ce", activation="expected", output=Target("classes", tuple(CLASS_VALUES)))
     return save_model_folder(model, tokenizer, out, meta)
 
 

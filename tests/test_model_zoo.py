@@ -14,6 +14,7 @@ from kagglekit.cli import main
 from kagglekit.models.heads import HEADS
 from kagglekit.models.pair_model import build_model, load_model_folder, save_model_folder
 from kagglekit.infer.predict import predict
+from kagglekit.run import FoldMeta
 
 pytestmark = pytest.mark.compat  # also under transformers 4.x (make test)
 
@@ -59,7 +60,8 @@ def test_every_head_trains_and_predicts_without_its_backbone(head, tiny_models, 
 
 @pytest.mark.parametrize("output, loss", [("classes", "ce"), ("bins", "kl"), ("bins", "auto"), ("single", "mse")])
 def test_output_kinds_end_to_end(output, loss, tiny_models, tmp_path):
-    run, oof, sub = train_then_predict(tiny_models, tmp_path, f"output={output}", f"loss={loss}", "num_bins=9")
+    bins = ["num_bins=9"] if output == "bins" else []  # num_bins applies to output=bins only
+    run, oof, sub = train_then_predict(tiny_models, tmp_path, f"output={output}", f"loss={loss}", *bins)
     assert_oof_reproduced(oof, sub)
     card = json.loads((run / "run.json").read_text())
     assert card["output"]["kind"] == output and card["loss"] == ("ce" if loss == "auto" else loss)
@@ -81,7 +83,7 @@ def test_features_are_fused_and_travel_with_the_model(tiny_models, tmp_path):
     run, oof, sub = train_then_predict(tiny_models, tmp_path, "feature_columns=overlap,length", train_csv=csv)
     assert_oof_reproduced(oof, sub)
     model, _, meta = load_model_folder(run / "fold0")
-    assert meta["model"]["feature_names"] == ["overlap", "length"] and meta["recipe_state"]["feature_columns"] == ["overlap", "length"]
+    assert meta.model["feature_names"] == ["overlap", "length"] and meta.recipe_state["feature_columns"] == ["overlap", "length"]
     folds = pd.read_csv(run / "folds.csv", dtype={"id": str}).iloc[:ROWS]
     fit_rows = train.iloc[:ROWS][folds["fold"].to_numpy() == 1]  # fold 0 validates: stats come from fold 1 only
     np.testing.assert_allclose(model.feature_mean.numpy(), fit_rows[["overlap", "length"]].mean().to_numpy(), rtol=1e-5)
@@ -122,7 +124,7 @@ def test_features_change_the_output_and_are_required(tiny_bert, tmp_path):
     assert not torch.allclose(one, two)
     with pytest.raises(ValueError, match=r"takes the numeric features \['a', 'b'\]"):
         model(**batch)
-    folder = save_model_folder(model, tokenizer, tmp_path / "m", {"task": "uspppm", "max_len": 32, "activation": "sigmoid"})
+    folder = save_model_folder(model, tokenizer, tmp_path / "m", FoldMeta(task="uspppm", max_len=32, activation="sigmoid"))
     loaded, _, _ = load_model_folder(folder)
     assert torch.equal(loaded.feature_mean, model.feature_mean)
     with torch.no_grad():

@@ -1,5 +1,6 @@
 """Pooling and the pair model: values against hand computation, padding invariance, folder round trips."""
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -10,8 +11,9 @@ import pytest
 import torch
 
 from kagglekit.data.batching import PairEncodings
-from kagglekit.models.pair_model import PairModel, build_model, load_model_folder, save_model_folder
+from kagglekit.models.pair_model import build_model, load_model_folder, save_model_folder
 from kagglekit.models.forward import run_inference
+from kagglekit.run import FoldMeta
 
 pytestmark = pytest.mark.compat
 
@@ -41,7 +43,7 @@ def test_folder_round_trip_in_a_fresh_process_without_the_backbone(tiny_bert, tm
     backbone = shutil.copytree(tiny_bert, tmp_path / "backbone")
     torch.manual_seed(1)
     model, tokenizer = build_model(backbone)
-    save_model_folder(model, tokenizer, tmp_path / "fold0", {"task": "uspppm", "max_len": 32, "activation": "sigmoid"})
+    save_model_folder(model, tokenizer, tmp_path / "fold0", FoldMeta(task="uspppm", max_len=32, activation="sigmoid"))
     enc = PairEncodings(tokenizer, *PAIRS, max_len=32)
     before = run_inference(model.eval(), enc, batch_size=2, device=torch.device("cpu"))
     shutil.rmtree(backbone)
@@ -66,7 +68,7 @@ print("identical")
 
 def test_incomplete_folders_fail_clearly(tiny_bert, tmp_path):
     model, tokenizer = build_model(tiny_bert)
-    folder = save_model_folder(model, tokenizer, tmp_path / "m", {"task": "uspppm", "max_len": 32, "activation": "sigmoid"})
+    folder = save_model_folder(model, tokenizer, tmp_path / "m", FoldMeta(task="uspppm", max_len=32, activation="sigmoid"))
     (folder / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match=r"model folder .* is incomplete: model.safetensors is missing"):
         load_model_folder(folder)
@@ -78,10 +80,10 @@ def test_incomplete_folders_fail_clearly(tiny_bert, tmp_path):
 
 def test_save_replaces_a_folder_atomically(tiny_bert, tmp_path):
     model, tokenizer = build_model(tiny_bert)
-    meta = {"task": "uspppm", "max_len": 32, "activation": "sigmoid"}
-    folder = save_model_folder(model, tokenizer, tmp_path / "m", {**meta, "epoch": 1})
+    meta = FoldMeta(task="uspppm", max_len=32, activation="sigmoid")
+    folder = save_model_folder(model, tokenizer, tmp_path / "m", dataclasses.replace(meta, epoch=1))
     (folder / "stale.txt").write_text("from the old save")
-    save_model_folder(model, tokenizer, tmp_path / "m", {**meta, "epoch": 2})
+    save_model_folder(model, tokenizer, tmp_path / "m", dataclasses.replace(meta, epoch=2))
     assert not (folder / "stale.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 
@@ -91,7 +93,7 @@ def test_model_folders_keep_the_vocabulary_files_older_transformers_need(tiny_mo
     source = tiny_models("deberta-v2")
     assert (source / "spm.model").is_file()
     model, tokenizer = build_model(source)
-    meta = {"task": "uspppm", "max_len": 32, "activation": "sigmoid"}
+    meta = FoldMeta(task="uspppm", max_len=32, activation="sigmoid")
     folder = save_model_folder(model, tokenizer, tmp_path / "fold0", meta)
     assert (folder / "spm.model").read_bytes() == (source / "spm.model").read_bytes()
     # and a folder re-saved from a loaded folder keeps it too
@@ -167,6 +169,6 @@ def test_multi_sample_dropout_loss_average_in_the_training_step(tiny_bert):
 
 def test_model_structure_round_trips_through_the_folder(tiny_bert, tmp_path):
     model, tokenizer = build_model(tiny_bert, dropout=[0.1, 0.2], msd_samples=2, msd_average="loss")
-    folder = save_model_folder(model, tokenizer, tmp_path / "m", {"task": "uspppm", "max_len": 32, "activation": "sigmoid"})
+    folder = save_model_folder(model, tokenizer, tmp_path / "m", FoldMeta(task="uspppm", max_len=32, activation="sigmoid"))
     loaded, _, meta = load_model_folder(folder)
     assert meta.model == model.init_args and len(loaded.dropouts) == 2 and loaded.msd_average == "loss"

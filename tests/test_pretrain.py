@@ -229,10 +229,7 @@ def test_non_finite_losses_stop_pretraining_as_they_stop_a_fold(corpus, tiny_ber
 
     monkeypatch.setattr(pretrain, "masked_lm_loss", nan_from_step_4)
     cfg = _cfg(corpus, tiny_bert, tmp_path / "out", steps=20, save_every=3)
-    if any(f.name == "nonfinite_limit" for f in dataclasses.fields(cfg)):
-        cfg = dataclasses.replace(cfg, nonfinite_limit=5)
-    else:
-        monkeypatch.setattr(pretrain, "_NONFINITE_LIMIT", 5)
+    cfg = dataclasses.replace(cfg, nonfinite_limit=5)
     with pytest.raises(TrainingDiverged, match=r"pretraining: the training loss was NaN or infinite for 5 steps in a row \(step 8\)"):
         run_pretraining(cfg)
     assert len(calls) == 8 and not (tmp_path / "out" / "checkpoint-9").exists()

@@ -2,7 +2,6 @@
 competition's scale; the example configs load, hold their YAML's values, round-trip, and name only keys
 their task reads."""
 
-import json
 
 import numpy as np
 import pandas as pd

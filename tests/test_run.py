@@ -1,5 +1,6 @@
 """The run folder module: FoldMeta round trips, fold discovery, the locked run card, OOF merge."""
 
+import dataclasses
 import json
 import multiprocessing
 import threading
@@ -9,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kagglekit.run import (CARD_FILE, META_FILE, OOF_FILE, FoldMeta, RunFolder, as_fold_meta, find_fold_dirs, fold_dirs,
+from kagglekit.run import (CARD_FILE, META_FILE, OOF_FILE, FoldMeta, RunFolder, find_fold_dirs, fold_dirs,
                            merge_oof)
 from kagglekit.targets import Target
 
@@ -72,15 +73,12 @@ def test_reading_a_folder_checks_the_file(tmp_path):
     assert FoldMeta.read(tmp_path).model == OLD["model"]
 
 
-def test_the_dict_view_of_earlier_versions_still_reads_but_warns():
-    with pytest.warns(DeprecationWarning, match=r"use the attribute meta.loss"):
-        assert FULL["loss"] == "soft_ce"
-    with pytest.warns(DeprecationWarning):
-        assert FULL["output"] == {"kind": "bins", "values": [0.0, 0.25, 0.5, 0.75, 1.0]}  # the JSON form, as before
-    with pytest.warns(DeprecationWarning):
-        merged = {**FULL, "epoch": 4}  # what train_fold does to stamp a checkpoint
-    assert as_fold_meta(merged) == FoldMeta(**{**FULL.__dict__, "epoch": 4})
-    assert as_fold_meta(FULL) is FULL
+def test_a_checkpoint_stamp_round_trips_and_dicts_are_refused(tmp_path):
+    stamped = dataclasses.replace(FULL, fold=3, score=0.81, epoch=4, step=120)  # what train_fold stores per checkpoint
+    again = FoldMeta.from_json(json.loads(json.dumps(stamped.to_json())))
+    assert again == stamped and (again.fold, again.score, again.epoch, again.step) == (3, 0.81, 4, 120)
+    with pytest.raises(TypeError):
+        FULL["loss"]  # no dict view: attributes only
 
 
 # ---------------------------------------------------------------------------------------------- fold discovery

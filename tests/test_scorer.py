@@ -19,6 +19,7 @@ from kagglekit.cli import main
 from kagglekit.infer.inputs import read_rows
 from kagglekit.infer.predict import predict
 from kagglekit.infer.scorer import Scorer
+from kagglekit.run import FoldMeta
 from test_predict import CPU, USPPPM, _train, _write_pairs
 
 
@@ -145,7 +146,7 @@ def test_a_row_the_recipe_refuses_is_named_as_a_row_not_a_temporary_file(runs):
 
 def _scorer_for(task: str, state: dict) -> Scorer:
     """A Scorer around a fold's meta alone (no model): enough to turn rows into the test file's frame."""
-    meta = {"task": task, "max_len": 16, "activation": "sigmoid", "recipe_state": state}
+    meta = FoldMeta(task=task, max_len=16, activation="sigmoid", recipe_state=state)
     return Scorer("run", [(Path("run/fold0"), None, None, meta)], device=None, amp_dtype=None, batch_size=8, average="prob", tta="none")
 
 

@@ -1,6 +1,5 @@
 """USPPPM recipe: CPC titles to context text, the normalized frame, and bad input errors."""
 
-import warnings
 
 import pandas as pd
 import pytest

@@ -10,8 +10,10 @@ import os
 import warnings
 from pathlib import Path
 
+from kagglekit.config import CPC_LEVELS
+
 # CPC levels by code length: section ("A"), class ("A47"), subclass ("A47B").
-LEVELS = {"section": 1, "class": 3, "subclass": 4}
+LEVELS = dict(zip(CPC_LEVELS, (1, 3, 4)))  # the code length of each level
 _CODE_LENGTHS = tuple(LEVELS.values())
 
 
@@ -68,15 +70,6 @@ def _read_titles_csv(path: Path) -> dict[str, str]:
     codes, titles = frame["code"].str.strip(), frame["title"].str.strip()
     keep = codes.str.len().isin(_CODE_LENGTHS) & titles.ne("")
     return dict(zip(codes[keep], titles[keep]))
-
-
-def parse_levels(levels: str) -> list[str]:
-    """``"section,class"`` → ``["section", "class"]``, checked (the ``cpc_levels`` config key)."""
-    names = [name.strip() for name in levels.split(",") if name.strip()]
-    bad = [name for name in names if name not in LEVELS]
-    if bad or not names:
-        raise ValueError(f"config key 'cpc_levels': {levels!r}; use a comma-separated subset of {list(LEVELS)}, e.g. section,class.")
-    return names
 
 
 def context_text(code: str, titles: dict[str, str] | None, levels=("section", "class")) -> str | None:

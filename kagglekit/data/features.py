@@ -12,10 +12,11 @@ from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 from kagglekit._frames import check_columns
+from kagglekit.config import COOCCURRENCE_FEATURES, EMBEDDING_FEATURES
 
 __all__ = ["FEATURE_NAMES", "CooccurrenceGraph", "cooccurrence_features"]
 
-FEATURE_NAMES = ("freq_a", "freq_b", "degree_a", "degree_b", "common_neighbours", "component_size", "jaccard")
+FEATURE_NAMES = COOCCURRENCE_FEATURES  # declared with the config keys
 
 
 class CooccurrenceGraph:
@@ -134,7 +135,7 @@ class ComputedFeatures:
 
     Args:
         graph: a `CooccurrenceGraph` (``cooccurrence=true``), or None.
-        embedder: a `kagglekit.data.embeddings.TextEmbedder` (``embedding_model``), or None.
+        embedder: a `kagglekit.models.embeddings.TextEmbedder` (``embedding_model``), or None.
     """
 
     def __init__(self, graph: CooccurrenceGraph | None = None, embedder=None):
@@ -146,7 +147,5 @@ class ComputedFeatures:
         if self.graph is not None:
             frame[list(FEATURE_NAMES)] = self.graph.transform(frame).to_numpy()
         if self.embedder is not None:
-            from kagglekit.data.embeddings import EMBEDDING_FEATURES
-
             frame[list(EMBEDDING_FEATURES)] = self.embedder.transform(frame)
         return frame

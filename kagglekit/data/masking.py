@@ -11,44 +11,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from kagglekit.config_pretrain import check_masking, default_ngram_probs  # noqa: F401  (default_ngram_probs: API)
+
 IGNORE_INDEX = -100  # label of positions that are not predicted: torch's cross-entropy ignores it
 
 # Markers of word boundaries in subword vocabularies.
 _CONTINUATION_PREFIX = "##"  # WordPiece (BERT, NeZha, ELECTRA): a piece that continues the previous word
 _WORD_START_PREFIXES = ("\u2581", "\u0120")  # sentencepiece "▁" and byte-level BPE "Ġ": a piece that starts a word
-
-
-def default_ngram_probs(max_ngram: int) -> np.ndarray:
-    """p(n) proportional to 1/n for n = 1..max_ngram (ALBERT's n-gram masking; ERNIE/MacBERT use the same idea).
-
-    With max_ngram=3: (6/11, 3/11, 2/11) ~ (0.545, 0.273, 0.182): short spans are the most common, and
-    a mean span of 1.64 units.
-    """
-    weights = 1.0 / np.arange(1, max_ngram + 1)
-    return weights / weights.sum()
-
-
-def check_masking(*, mask_rate: float, max_ngram: int, ngram_probs: Sequence[float] | None, mask_token_ratio: float,
-                  random_token_ratio: float) -> np.ndarray:
-    """Check the masking options (errors name the argument and the fix); returns the span-length probabilities."""
-    if not 0 < mask_rate < 1:
-        raise ValueError(f"mask_rate must be in (0, 1), got mask_rate={mask_rate}: 0.15 is usual.")
-    if int(max_ngram) != max_ngram or max_ngram < 1:
-        raise ValueError(f"max_ngram must be an integer >= 1, got max_ngram={max_ngram}: 1 is plain token masking, 3 is usual.")
-    max_ngram = int(max_ngram)
-    for name, value in (("mask_token_ratio", mask_token_ratio), ("random_token_ratio", random_token_ratio)):
-        if not 0 <= value <= 1:
-            raise ValueError(f"{name} must be in [0, 1], got {name}={value}.")
-    if mask_token_ratio + random_token_ratio > 1 + 1e-9:
-        raise ValueError(f"mask_token_ratio + random_token_ratio must be <= 1 (the rest stay unchanged), got "
-                         f"{mask_token_ratio} + {random_token_ratio}: 0.8 and 0.1 are BERT's.")
-    if ngram_probs is None or len(ngram_probs) == 0:
-        return default_ngram_probs(max_ngram)
-    probs = np.asarray(ngram_probs, dtype=float)
-    if probs.shape != (max_ngram,) or (probs < 0).any() or probs.sum() <= 0:
-        raise ValueError(f"ngram_probs must hold {max_ngram} non-negative weights (one per span length 1..max_ngram={max_ngram}) "
-                         f"with a positive sum, got {list(ngram_probs)}; leave it empty for the 1/n default.")
-    return probs / probs.sum()
 
 
 class NgramMasker:

@@ -33,7 +33,7 @@ def read_test_frame(recipe: Recipe, data: str | os.PathLike | pd.DataFrame, stat
     """The test file (or in-memory rows in its columns, see `read_rows`) as the recipe's normalized frame,
     with the computed features as in training: co-occurrence over the training pairs plus these rows, and
     the cosine of the run's embedding model (found beside `folder`, the model folder; see
-    `kagglekit.data.embeddings.find_embedder`)."""
+    `kagglekit.models.embeddings.find_embedder`)."""
     from kagglekit.data.features import ComputedFeatures, CooccurrenceGraph
 
     frame = read_rows(recipe, data, state) if isinstance(data, pd.DataFrame) else recipe.read_test(data, state)
@@ -41,7 +41,7 @@ def read_test_frame(recipe: Recipe, data: str | os.PathLike | pd.DataFrame, stat
     if state.get("cooccurrence_pairs"):
         graph = CooccurrenceGraph(pd.DataFrame(state["cooccurrence_pairs"], columns=["text_a", "text_b"]), frame)
     if state.get("embedding_model"):
-        from kagglekit.data.embeddings import find_embedder
+        from kagglekit.models.embeddings import find_embedder
 
         if folder is None:
             raise ValueError("this model was trained with embedding_model: pass its model folder to read_test_frame.")

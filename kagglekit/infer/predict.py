@@ -128,7 +128,7 @@ def _read_test_for(run: str | os.PathLike, folder: Path, inputs: InputCache) -> 
     meta = FoldMeta.read(folder)
     embedding = meta.recipe_state.get("embedding_model")
     if embedding:  # a missing or changed embedding-model copy is no test-file problem: say so as it is
-        from kagglekit.data.embeddings import locate_embedder
+        from kagglekit.models.embeddings import locate_embedder
 
         locate_embedder(folder, embedding)
     try:

@@ -14,7 +14,6 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from kagglekit.run import as_fold_meta
 
 __all__ = ["Scorer"]
 
@@ -47,7 +46,7 @@ class Scorer:
         self.folders = [Path(f[0]) for f in self._folds]
         self.device, self.amp_dtype = device, amp_dtype
         self.batch_size, self.average, self.tta = batch_size, average, tta
-        meta = as_fold_meta(self._folds[0][3])  # every fold reads rows alike: average_folds checks they agree
+        meta = self._folds[0][3]  # every fold reads rows alike: average_folds checks they agree
         self.task = meta.task
         text, features, self._id_col, self._copies = _row_layout(self.task, meta.recipe_state or {})
         self._columns = None if text is None else [*text, *features]  # the test file's columns, in tuple order

@@ -20,7 +20,7 @@ from torch import nn
 
 from kagglekit._io import atomic_dir, write_json
 from kagglekit.models.heads import create_head, head_defaults
-from kagglekit.run import META_FILE, META_FORMAT as FORMAT_VERSION, FoldMeta, as_fold_meta  # noqa: F401  (META_FILE, FORMAT_VERSION: API)
+from kagglekit.run import META_FILE, META_FORMAT as FORMAT_VERSION, FoldMeta  # noqa: F401  (META_FILE, FORMAT_VERSION: API)
 
 WEIGHTS_FILE = "model.safetensors"
 FEATURE_DIM = 32  # width of the projected numeric features fused with the pooled vector
@@ -274,7 +274,7 @@ def build_model(backbone_dir: str | os.PathLike, **model_options):
     return model, tokenizer
 
 
-def save_model_folder(model: PairModel, tokenizer, folder: str | os.PathLike, meta: FoldMeta | dict) -> Path:
+def save_model_folder(model: PairModel, tokenizer, folder: str | os.PathLike, meta: FoldMeta) -> Path:
     """Write a self-contained model folder atomically (the previous one stays until the new one is complete).
 
     Args:
@@ -282,15 +282,17 @@ def save_model_folder(model: PairModel, tokenizer, folder: str | os.PathLike, me
         tokenizer: its tokenizer.
         folder: destination, e.g. ``run/fold0``.
         meta: the fold's `FoldMeta`, stored as ``kagglekit.json`` with the model's own structure
-            (``model.init_args``) as ``model`` and this kit's version. A dict with at least ``task``,
-            ``max_len`` and ``activation`` is read as one (the form of earlier versions).
+            (``model.init_args``) as ``model`` and this kit's version.
     """
     from safetensors.torch import save_model
 
     import kagglekit
 
     folder = Path(folder)
-    meta = dataclasses.replace(as_fold_meta(meta), format=FORMAT_VERSION, kagglekit_version=kagglekit.__version__,
+    if not isinstance(meta, FoldMeta):
+        raise TypeError(f"save_model_folder: meta must be a kagglekit.run.FoldMeta, got {type(meta).__name__}: build one with "
+                        "FoldMeta(task=..., max_len=..., activation=...) or FoldMeta.from_json(a_dict).")
+    meta = dataclasses.replace(meta, format=FORMAT_VERSION, kagglekit_version=kagglekit.__version__,
                                model=model.init_args)
     with atomic_dir(folder) as tmp:
         model.backbone.config.save_pretrained(str(tmp))

@@ -317,7 +317,7 @@ def check_folder(folder: Path, *, device, data: Path | None = None, rows: int | 
     found = f"complete, loads offline in {load_s:.1f} s (task {meta.task}, max_len {meta.max_len})"
     embedding = meta.recipe_state.get("embedding_model")
     if embedding:  # the run's copy of its embedding model, beside the fold folders
-        from kagglekit.data.embeddings import find_embedder
+        from kagglekit.models.embeddings import find_embedder
 
         try:
             find_embedder(folder, embedding)

@@ -19,8 +19,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping
 
-from kagglekit._io import atomic_path, read_csv, write_csv, write_json, write_text
+from kagglekit._io import write_csv, write_json, write_text
 from kagglekit.run import CARD_FILE, FOLD_DIR, FOLDS_FILE, OOF_FILE, RunFolder, fold_number
+from kagglekit.tools.plots import plot_fold_scores, plot_learning_curves, plot_oof, plot_weights
 
 if TYPE_CHECKING:  # numpy and pandas load when a report is made, not when the command line builds its parser
     import pandas as pd
@@ -236,111 +237,6 @@ def duration(seconds: float) -> str:
     if seconds < 90 * 60:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
-
-
-# ---------------------------------------------------------------------------------------------
-# Plots
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)  # headless: notebooks and CI have no display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    _pyplot().close(fig)
-    return path
-
-
-def plot_learning_curves(run: Run, out_dir: Path) -> list[Path]:
-    """``curve_fold{K}.png`` for each fold with a ``train_log.csv`` (loss and validation score per step)."""
-    from kagglekit.train.curves import LOG_FILE, plot_curve
-
-    paths = []
-    for folder in RunFolder(run.path).fold_dirs(complete=False):
-        log, fold = folder / LOG_FILE, fold_number(folder)
-        if log.is_file():
-            frame = read_csv(log, what=f"{run.name}/{folder.name}/{LOG_FILE}", required=("step", "loss", "score"))
-            paths.append(plot_curve(frame, out_dir / f"curve_fold{fold}.png",
-                                    metric=run.card.get("metric", "score"), title=f"{run.name}: fold {fold}"))
-    return paths
-
-
-def plot_oof(run: Run, out_dir: Path) -> Path | None:
-    """``oof.png``: out-of-fold predictions against labels (scatter, mean per label) and both histograms."""
-    path = RunFolder(run.path).oof_path
-    if not path.is_file():
-        return None
-    import numpy as np
-
-    oof = read_csv(path, what=f"{run.name}/{OOF_FILE}", required=("label", "pred"))
-    label, pred = oof["label"].to_numpy(float), oof["pred"].to_numpy(float)
-    plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
-    values = np.unique(label)
-    x = label
-    if 1 < len(values) <= 20:  # discrete labels: spread the points sideways so the columns show their density
-        gap = float(np.diff(values).min())
-        x = label + np.random.default_rng(0).uniform(-0.15, 0.15, len(label)) * gap
-        means = [pred[label == v].mean() for v in values]
-        left.plot(values, means, "D-", color="tab:red", label="mean pred per label")
-        left.legend(fontsize=8, loc="upper left")
-    left.scatter(x, pred, s=6, alpha=0.3, color="tab:blue")
-    left.set_xlabel("label")
-    left.set_ylabel("OOF prediction")
-    left.set_title(f"{run.name}: OOF {run.card.get('metric', '')} {float(run.card['cv']):.4f}")
-    bins = np.histogram_bin_edges(np.concatenate([label, pred]), bins=40)
-    right.hist(label, bins=bins, alpha=0.5, color="tab:green", label="label")
-    right.hist(pred, bins=bins, alpha=0.5, color="tab:blue", label="prediction")
-    right.set_xlabel("value")
-    right.set_ylabel("rows")
-    right.legend(fontsize=8)
-    fig.tight_layout()
-    return _save(fig, out_dir / "oof.png")
-
-
-def plot_fold_scores(run: Run, out_dir: Path) -> Path:
-    """``folds.png``: each fold's score as a bar, the CV as a dashed line."""
-    folds = sorted(run.card["folds"].items(), key=lambda kv: int(kv[0]))
-    scores = [float(f["score"]) for _, f in folds]
-    cv = float(run.card["cv"])
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    low, high = min(scores + [cv]), max(scores + [cv])
-    pad = max(0.15 * (high - low), 0.01)
-    floor = low - pad  # bars rise from just below the lowest score, not from 0: folds differ in the third decimal
-    bars = ax.bar([f"fold {k}" for k, _ in folds], [s - floor for s in scores], bottom=floor, color="tab:blue")
-    ax.bar_label(bars, labels=[f"{s:.4f}" for s in scores], fontsize=8)
-    ax.axhline(cv, color="tab:red", linestyle="--", label=f"CV {cv:.4f}")
-    ax.set_ylim(floor, high + pad)
-    ax.set_ylabel(run.card.get("metric", "score"))
-    ax.set_title(f"{run.name}: score per fold")
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    return _save(fig, out_dir / "folds.png")
-
-
-def plot_weights(spec: dict, path: Path, *, title: str) -> Path:
-    """A blend's weights as bars, largest first, each run's own CV under its name."""
-    runs = sorted(spec["runs"], key=lambda r: -float(r["weight"]))
-    names = [r["name"] + (f"\nCV {float(r['cv']):.4f}" if r.get("cv") is not None else "") for r in runs]
-    weights = [float(r["weight"]) for r in runs]
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(runs) + 2), 4), dpi=100)
-    bars = ax.bar(names, weights, color="tab:purple")
-    ax.bar_label(bars, labels=[f"{w:.3f}" for w in weights], fontsize=8)
-    ax.set_ylim(0, max(weights) * 1.15)
-    ax.set_ylabel("weight")
-    cv = f", {spec.get('metric', '')} CV {float(spec['cv']):.4f}" if spec.get("cv") is not None else ""
-    ax.set_title(f"{title}: {spec.get('method', '')}{cv}")
-    fig.tight_layout()
-    return _save(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ a resumable state (`kagglekit.train.fold_state.FoldState`). The fold's rows come
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import random
@@ -28,6 +29,7 @@ from kagglekit.data.rows import fold_encodings, fold_rows
 from kagglekit.metrics import Metric, get_metric, is_better
 from kagglekit.models.forward import run_inference
 from kagglekit.models.pair_model import save_model_folder
+from kagglekit.run import FoldMeta
 from kagglekit.targets import Target
 from kagglekit.train.components import build_components
 from kagglekit.train.fold_state import FoldState
@@ -169,16 +171,16 @@ class _Fold:
     cfg: Config
     fold: int
     fold_dir: Path
-    meta: dict
+    meta: FoldMeta
     target: Target
     metric: Metric
     valid_df: pd.DataFrame
     valid_enc: PairEncodings
     device: torch.device
 
-    def folder_meta(self, state: FoldState, score: float) -> dict:
+    def folder_meta(self, state: FoldState, score: float) -> FoldMeta:
         """The model folder's kagglekit.json: the run's fold metadata and this evaluation."""
-        return {**self.meta, "fold": self.fold, "score": score, "epoch": state.epoch + 1, "step": state.step}
+        return dataclasses.replace(self.meta, fold=self.fold, score=score, epoch=state.epoch + 1, step=state.step)
 
     def write_log(self, state: FoldState) -> None:
         from kagglekit.train.curves import write_log
@@ -223,7 +225,7 @@ def train_fold(
     *,
     device: torch.device,
     precision: str,
-    meta: dict,
+    meta: FoldMeta,
     metric_name: str,
     resume: bool = False,
     featurize=None,
@@ -256,7 +258,7 @@ def train_fold(
     start = time.time()
     seed_everything(cfg.seed, deterministic=cfg.deterministic)
     train_df, valid_df, augmentation = fold_rows(frame, fold, cfg, featurize=featurize, extra=extra)
-    target, loss_name = Target.from_meta(meta["output"]), meta["loss"]  # the fold's reads of `meta`
+    target, loss_name = meta.output, meta.loss
     parts = build_components(cfg, train_df, num_outputs=target.num_outputs, loss=loss_name, device=device, precision=precision)
     train_enc, valid_enc = fold_encodings(parts.tokenizer, train_df, valid_df, cfg)
     run = _Fold(cfg, fold, Path(fold_dir), meta, target, get_metric(metric_name), valid_df, valid_enc, device)

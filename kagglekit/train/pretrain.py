@@ -29,7 +29,6 @@ LOG_FILE = "loss_log.csv"
 CURVE_FILE = "loss_curve.png"
 META_FILE = "pretrain.json"
 _VOCAB_FILES = ("spm.model", "sentencepiece.bpe.model", "vocab.txt", "vocab.json", "merges.txt")
-_NONFINITE_LIMIT = 20  # stop after this many NaN/inf losses in a row
 
 
 # --- corpus and model ---
@@ -242,7 +241,7 @@ def run_pretraining(cfg: PretrainConfig, *, resume: bool = False) -> dict:
     elif resume:
         print(f"pretrain: no resumable state at {state_file}; starting at step 0", flush=True)
     write_text(output_dir / "pretrain_config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    nonfinite_limit = getattr(cfg, "nonfinite_limit", _NONFINITE_LIMIT)
+    nonfinite_limit = cfg.nonfinite_limit
 
     progress = tqdm(total=cfg.steps, initial=state.step, desc="pretrain", dynamic_ncols=True)
     while state.step < cfg.steps:

@@ -197,7 +197,7 @@ def computed_features(cfg: Config, recipe, state: dict, frame: pd.DataFrame, out
         graph = CooccurrenceGraph(frame, test)
         state["cooccurrence_pairs"] = frame[["text_a", "text_b"]].to_numpy().tolist()
     if cfg.embedding_model:
-        from kagglekit.data.embeddings import EMBEDDER_DIR, EMBEDDER_FILE, TextEmbedder
+        from kagglekit.models.embeddings import EMBEDDER_DIR, EMBEDDER_FILE, TextEmbedder
 
         source = TextEmbedder(cfg.embedding_model, cfg.embedding_pooling, max_len=cfg.embedding_max_len, device=device)  # checks the folder
         copy = out / EMBEDDER_DIR

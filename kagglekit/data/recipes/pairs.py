@@ -10,7 +10,6 @@ appears in several pairs, and a sentence seen in training and again in validatio
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

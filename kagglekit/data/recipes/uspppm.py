@@ -12,7 +12,8 @@ from __future__ import annotations
 import pandas as pd
 
 from kagglekit._io import read_csv
-from kagglekit.data.cpc import LEVELS, context_text, context_texts, parse_levels, read_cpc_titles
+from kagglekit.config import parse_cpc_levels
+from kagglekit.data.cpc import LEVELS, context_text, context_texts, read_cpc_titles
 from kagglekit.data.recipes.contract import Recipe, bad_rows, check_ids, check_labels, check_text, numeric_features
 
 TEXT_COLUMNS = ("anchor", "target", "context")
@@ -96,7 +97,7 @@ class UspppmRecipe(Recipe):
     def state(self, cfg) -> dict:
         # Only the titles of the chosen levels: a few hundred entries, small enough to ship in every
         # model folder, so predict never needs the CPC dataset attached.
-        levels = parse_levels(cfg.cpc_levels)
+        levels = parse_cpc_levels(cfg.cpc_levels)
         titles = read_cpc_titles(cfg.cpc_dir) if cfg.cpc_dir else None
         if titles:
             lengths = {LEVELS[level] for level in levels} | {LEVELS["section"]}  # a section code names itself

@@ -20,9 +20,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from kagglekit.config import EMBEDDING_FEATURES  # declared with the config keys
+
 __all__ = ["EMBEDDING_FEATURES", "EMBEDDER_DIR", "POOLINGS", "TextEmbedder", "find_embedder", "locate_embedder", "resolve_pooling"]
 
-EMBEDDING_FEATURES = ("embedding_cosine",)
 EMBEDDER_DIR = "embedding_model"  # the run folder's copy of the embedding model
 EMBEDDER_FILE = "kagglekit_embedder.json"  # pooling, max_len and digest of the copy
 POOLINGS = ("auto", "mean", "cls")
