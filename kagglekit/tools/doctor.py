@@ -3,6 +3,10 @@
 Each check prints one line, ``ok|warn|fail  <check>: <detail>``, and a warn or fail line says the fix.
 The exit status is 1 when any check fails (warn does not fail). torch and transformers are imported
 only when the checks run, so registering the command keeps ``kagglekit --help`` instant.
+
+About 440 lines, over the usual 350: the checks (versions, GPU, offline settings, model folders,
+inference time) are short and independent, and reading them in one file is reading the command's
+output top to bottom; each is a function returning `Check` lines.
 """
 
 from __future__ import annotations
