@@ -99,6 +99,50 @@ def when(**conditions: Any) -> When:
     return When(tuple((name, _as_cond(spec)) for name, spec in conditions.items()))
 
 
+# --- ranges a config key shares with the component that takes the value ------------------------------
+
+
+@dataclass(frozen=True)
+class Range:
+    """Bounds of a number (``>=``, ``>``, ``<=``, ``<``), declared once for a config key and for the
+    component that takes the same value as an argument, so both refuse exactly the same values."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def bounds(self) -> dict:
+        """The set bounds, as `key` takes them: ``key(0.1, "...", **RATE.bounds())``."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    def text(self, integer: bool = False) -> str:
+        if self.le is None and self.lt is None:
+            if self.gt is not None:
+                return f"> {_bound(self.gt)}"
+            return f"{_bound(self.ge)} or more" if integer and self.ge >= 1 else f">= {_bound(self.ge)}"
+        low = f"[{_bound(self.ge)}" if self.ge is not None else f"({_bound(self.gt)}"
+        high = f"{_bound(self.le)}]" if self.le is not None else f"{_bound(self.lt)})"
+        return f"in {low}, {high}"
+
+    def contains(self, value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        return ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+                and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+
+    def check(self, name: str, value: float, *, what: str, fix: str) -> float:
+        """`value`, or a ValueError naming the argument, the value, the range and the fix."""
+        if not self.contains(value):
+            raise ValueError(f"{name}={value}: {what} must be {self.text()}; {fix}.")
+        return value
+
+
+RATE = Range(ge=0, lt=1)  # dropout and Mixout probabilities (the config's dropout keys, models.surgery)
+LAYER_DECAY = Range(gt=0, le=1)  # the config's layer_decay, train.optim.param_groups
+POSITIVE = Range(gt=0)  # e.g. the config's huber_delta, losses.get_loss
+
+
 # --- the declaration -------------------------------------------------------------------------------
 
 
@@ -118,22 +162,15 @@ class Key:
     item: type | None = None
     parse: Callable[[Any, str], Any] | None = None
 
+    @property
+    def range(self) -> Range:
+        return Range(self.ge, self.gt, self.le, self.lt)
+
     def range_text(self, integer: bool) -> str:
-        if self.le is None and self.lt is None:
-            if self.gt is not None:
-                return f"> {_bound(self.gt)}"
-            return f"{_bound(self.ge)} or more" if integer and self.ge >= 1 else f">= {_bound(self.ge)}"
-        low = f"[{_bound(self.ge)}" if self.ge is not None else f"({_bound(self.gt)}"
-        high = f"{_bound(self.le)}]" if self.le is not None else f"{_bound(self.lt)})"
-        return f"in {low}, {high}"
+        return self.range.text(integer)
 
     def in_range(self, value: float) -> bool:
-        if value in self.also:
-            return True
-        if isinstance(value, float) and not math.isfinite(value):
-            return False
-        return ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
-                and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+        return value in self.also or self.range.contains(value)
 
     @property
     def has_range(self) -> bool:

@@ -18,14 +18,14 @@ from typing import Any, ClassVar, Iterable, Mapping
 
 import yaml
 
-from kagglekit._keys import above, check_keys, contains, is_set, key, load_keys, parse_overrides, when
+from kagglekit._keys import LAYER_DECAY, POSITIVE, RATE, above, check_keys, contains, is_set, key, load_keys, parse_overrides, when
 
 __all__ = ["Config", "load_config", "parse_overrides", "field_names", "parse_cpc_levels"]
 
 # Registry names, so that validation needs no torch; tests/test_config.py holds each equal to its registry.
 HEAD_NAMES = ("attention", "cls", "cls_pooler", "cnn", "concat_last_k", "lstm", "max", "mean", "weighted_layers")  # models.heads.HEADS
 METRIC_NAMES = ("pearson", "rmse", "roc_auc", "spearman")  # metrics.METRICS
-EMBEDDING_POOLINGS = ("auto", "mean", "cls")  # models.embeddings.POOLINGS
+EMBEDDING_POOLINGS = ("auto", "mean", "cls")  # models.embeddings takes its choices from here
 # The names of the features the kit computes, declared here (the config layer) and imported by the modules that
 # compute them (data.features, models.embeddings), so validation needs neither.
 COOCCURRENCE_FEATURES = ("freq_a", "freq_b", "degree_a", "degree_b", "common_neighbours", "component_size", "jaccard")
@@ -40,7 +40,7 @@ CLOSURE = when(closure=True)
 EMA = when(ema=above(0))
 FGM_PGD, PGD, AWP = when(adversary=("fgm", "pgd")), when(adversary="pgd"), when(adversary="awp")
 ANY_ADVERSARY = when(adversary=("fgm", "pgd", "awp"))
-UNIT = dict(ge=0, lt=1)  # a rate or probability in [0, 1)
+UNIT = RATE.bounds()  # a rate or probability in [0, 1), as models.surgery checks it
 
 
 @dataclass
@@ -143,7 +143,7 @@ class Config:
     checkpoint_every: int = key(0, "save the resumable state every N optimizer steps too (0: at evaluations only)", ge=0)
     lr: float = key(2e-5, "peak learning rate of the backbone's top layer", gt=0)
     head_lr: float = key(1e-3, "peak learning rate of the freshly initialised head and output layer (0: same as lr)", ge=0)
-    layer_decay: float = key(1.0, "layer-wise LR decay: each layer below the top gets lr * layer_decay**depth", gt=0, le=1,
+    layer_decay: float = key(1.0, "layer-wise LR decay: each layer below the top gets lr * layer_decay**depth", **LAYER_DECAY.bounds(),
                              hint="1 turns it off, 0.8-0.95 is usual")
     weight_decay: float = key(0.01, "not applied to biases and normalisation weights", ge=0)
     scheduler: str = key("cosine", "after warmup, stepped per optimizer step", choices=("linear", "cosine", "constant"))
@@ -160,7 +160,7 @@ class Config:
     loss: str = key("auto", "auto | bce (logits; labels in [0, 1]) | mse | ce, kl (classes/bins), or a sum such as bce+0.5*huber; "
                     "auto: bce or mse, ce")
     metric: str = key("", "CV metric; empty: the recipe's own (pearson for uspppm)", choices=("",) + METRIC_NAMES)
-    huber_delta: float = key(1.0, "where the loss turns from quadratic to linear", gt=0, applies=when(loss=contains("huber")))
+    huber_delta: float = key(1.0, "where the loss turns from quadratic to linear", **POSITIVE.bounds(), applies=when(loss=contains("huber")))
     adversary: str = key("none", "fgm, pgd: on the embeddings; awp: on the weights", choices=("none", "fgm", "pgd", "awp"))
     adv_epsilon: float = key(1.0, "L2 radius of the embedding perturbation", gt=0, applies=FGM_PGD)
     adv_alpha: float = key(0.3, "step size of each attack step", ge=0, applies=PGD)

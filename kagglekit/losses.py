@@ -23,6 +23,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from kagglekit._keys import POSITIVE
+
 
 @dataclass(frozen=True)
 class Loss:
@@ -203,8 +205,7 @@ def get_loss(name: str | Loss, *, huber_delta: float = 1.0) -> Loss:
         return name
     if not isinstance(name, str):
         raise TypeError(f"loss must be a name such as 'bce' or a Loss, got {type(name).__name__} {name!r}.")
-    if not (math.isfinite(huber_delta) and huber_delta > 0):
-        raise ValueError(f"huber_delta must be a positive number, got huber_delta={huber_delta}.")
+    POSITIVE.check("huber_delta", huber_delta, what="the Huber loss's threshold", fix="1.0 is usual")
     terms = _parse(name)
     if len(terms) == 1 and terms[0][0] == 1:
         return _term(terms[0][1], huber_delta)

@@ -271,3 +271,34 @@ def test_pretrain_config_shares_the_loader(tmp_path):
     cfg = load_pretrain_config(None, [*base, "from_scratch_config=", "keep_checkpoints=2"])
     assert (cfg.files, cfg.columns, cfg.keep_checkpoints) == (["a.csv"], ["text"], 2)
     assert PretrainConfig().files is not PretrainConfig().files  # list defaults are not shared
+
+
+
+def test_a_range_shared_with_a_component_is_declared_once():
+    """layer_decay, the dropout/Mixout rates and huber_delta: the config key and the component that takes
+    the value check one declared range (kagglekit._keys), so they refuse exactly the same values."""
+    import torch
+
+    from kagglekit._keys import LAYER_DECAY, POSITIVE, RATE, declared
+    from kagglekit.losses import get_loss
+    from kagglekit.models.surgery import apply_mixout
+    from kagglekit.train.optim import param_groups
+
+    keys = declared(Config)
+    for name, shared in [("layer_decay", LAYER_DECAY), ("mixout", RATE), ("dropout", RATE), ("hidden_dropout", RATE),
+                         ("huber_delta", POSITIVE)]:
+        assert keys[name][1].range == shared, name
+    model = torch.nn.Module()
+    model.head = torch.nn.Linear(2, 1)
+    components = {
+        "layer_decay": lambda v: param_groups(model, lr=1e-3, head_lr=1e-3, weight_decay=0.0, layer_decay=v),
+        "huber_delta": lambda v: get_loss("huber", huber_delta=v),
+        "mixout": lambda v: apply_mixout(torch.nn.Module(), v),
+    }
+    for name, bad in [("layer_decay", 0.0), ("layer_decay", 1.5), ("layer_decay", float("nan")), ("huber_delta", 0.0),
+                      ("huber_delta", float("inf")), ("mixout", 1.0), ("mixout", -0.1)]:
+        extra = ["loss=huber"] if name == "huber_delta" else []
+        with pytest.raises(ValueError, match=rf"'{name}' must be"):
+            load_config(None, [f"{name}={bad}", *extra])
+        with pytest.raises(ValueError, match=rf"{name}={bad}: .* must be"):
+            components[name](bad)

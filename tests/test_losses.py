@@ -46,7 +46,7 @@ def test_huber_both_branches_by_hand():
     loss = get_loss("huber", huber_delta=2.5)
     assert loss.fn(logits, labels).item() == pytest.approx((0.02 + 4.375 + 2.0) / 3, abs=1e-6)
     assert (loss.name, loss.activation, loss.outputs) == ("huber", "identity", ("single",))
-    with pytest.raises(ValueError, match=r"huber_delta must be a positive number, got huber_delta=0"):
+    with pytest.raises(ValueError, match=r"huber_delta=0: the Huber loss's threshold must be > 0; 1.0 is usual"):
         get_loss("huber", huber_delta=0)
 
 

@@ -134,7 +134,7 @@ def test_layer_rates_by_hand_and_frozen_parameters_left_out(tiny_bert):
 def test_layer_decay_is_checked(tiny_bert):
     model, _ = build_model(tiny_bert)
     for bad in (0.0, 1.5, -0.9):
-        with pytest.raises(ValueError, match=rf"layer_decay must be in \(0, 1\] \(1.0 = off.*got layer_decay={bad}"):
+        with pytest.raises(ValueError, match=rf"layer_decay={bad}: the layer-wise LR decay must be in \(0, 1\]; 1.0 turns it off"):
             param_groups(model, lr=1e-5, head_lr=0, weight_decay=0.0, layer_decay=bad)
     with pytest.raises(ValueError, match=r"layer_decay=0.9 needs a model with a `backbone` attribute"):
         param_groups(nn.Linear(2, 2), lr=1e-5, head_lr=0, weight_decay=0.0, layer_decay=0.9)

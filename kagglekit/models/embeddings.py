@@ -20,13 +20,13 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from kagglekit.config import EMBEDDING_FEATURES  # declared with the config keys
+from kagglekit.config import EMBEDDING_FEATURES, EMBEDDING_POOLINGS  # declared with the config keys
 
 __all__ = ["EMBEDDING_FEATURES", "EMBEDDER_DIR", "POOLINGS", "TextEmbedder", "find_embedder", "locate_embedder", "resolve_pooling"]
 
 EMBEDDER_DIR = "embedding_model"  # the run folder's copy of the embedding model
 EMBEDDER_FILE = "kagglekit_embedder.json"  # pooling, max_len and digest of the copy
-POOLINGS = ("auto", "mean", "cls")
+POOLINGS = EMBEDDING_POOLINGS  # the embedding_pooling key's choices
 
 
 def resolve_pooling(folder: str | os.PathLike, pooling: str = "auto") -> str:

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from kagglekit._keys import RATE
+
 SUPPORTED_ARCHS = ("bert", "roberta", "xlm-roberta", "electra", "deberta-v2", "nezha", "funnel")
 
 # Config keys holding dropout rates, most specific first. "hidden" covers every dropout outside the
@@ -34,8 +36,8 @@ def _arch(backbone_or_config) -> str:
 
 
 def _check_rate(name: str, rate: float | None, what: str = "a dropout rate") -> None:
-    if rate is not None and not 0 <= rate < 1:
-        raise ValueError(f"{name}={rate}: {what} must be in [0, 1); use 0 to switch it off.")
+    if rate is not None:
+        RATE.check(name, rate, what=what, fix="use 0 to switch it off")
 
 
 def _check_count(name: str, value: int, backbone: nn.Module, n_layers: int) -> None:

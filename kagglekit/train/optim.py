@@ -8,6 +8,8 @@ import warnings
 import torch
 from torch import nn
 
+from kagglekit._keys import LAYER_DECAY
+
 # Normalisation layers keep weight decay off their scale and shift: decaying them toward zero
 # fights the normalisation. Matched by type, so a backbone's custom LayerNorm class is caught too.
 _NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.RMSNorm) if hasattr(nn, "RMSNorm") else (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d)
@@ -86,8 +88,7 @@ def param_groups(model: nn.Module, *, lr: float, head_lr: float, weight_decay: f
         >>> groups = param_groups(model, lr=2e-5, head_lr=1e-3, weight_decay=0.01, layer_decay=0.9)
         >>> [(g["name"], g["lr"]) for g in groups][:2]  # [('embeddings', ...), ('embeddings_no_decay', ...)]
     """
-    if not 0 < layer_decay <= 1:
-        raise ValueError(f"layer_decay must be in (0, 1] (1.0 = off, 0.8-0.95 is usual), got layer_decay={layer_decay}.")
+    LAYER_DECAY.check("layer_decay", layer_decay, what="the layer-wise LR decay", fix="1.0 turns it off, 0.8-0.95 is usual")
     parts, rates = _backbone_parts(model, lr, layer_decay)
     rates["head"] = head_lr or lr
     groups = {(part, decay): [] for part in rates for decay in (True, False)}
