@@ -115,8 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_ensemble_parser(sub)
     add_export_parser(sub)
 
+    from kagglekit.tools.merge import add_parser as add_merge_parser
     from kagglekit.tools.report import add_parser as add_report_parser
 
+    add_merge_parser(sub)
     add_report_parser(sub)
 
     from kagglekit.tools.doctor import add_parser as add_doctor_parser

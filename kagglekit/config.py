@@ -53,6 +53,11 @@ class Config:
 
     WHAT: ClassVar[str] = "config"
     RENAMED_KEYS: ClassVar[dict] = {"n_bins": "fold_bins"}  # old name -> new name: old configs still load, with a warning
+    # Keys that say how a run is executed, not what it computes: a run may continue with other values.
+    MACHINE_KEYS: ClassVar[frozenset] = frozenset({"device", "eval_batch_size", "parallel_folds"})
+    # Keys that say where a file is: they change between sessions and machines (kagglekit merge ignores them).
+    PATH_KEYS: ClassVar[frozenset] = frozenset({"train_csv", "test_csv", "cpc_dir", "backbone", "output_dir", "extra_train_csv",
+                                                "embedding_model"})
     REMOVED_KEYS: ClassVar[dict] = {"num_workers": "batches are pre-tokenized and always loaded in the main process."}
 
     # --- data ---

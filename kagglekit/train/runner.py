@@ -26,7 +26,6 @@ from kagglekit.targets import make_target
 
 # Keys that say where a run trains, not what it is: folds of one run may differ in them (one fold
 # per GPU runs with device=cuda beside a run folder made with device=auto).
-MACHINE_KEYS = frozenset({"device", "eval_batch_size", "parallel_folds"})
 
 
 def parse_folds(folds: str | int | Iterable[int], n_folds: int) -> list[int]:
@@ -52,7 +51,7 @@ def _check_same_config(cfg: Config, out: Path) -> None:
     old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     old = {Config.RENAMED_KEYS.get(k, k): v for k, v in old.items()}  # a run saved before a key was renamed
     new = cfg.to_dict()
-    changed = sorted(k for k in new if k in old and old[k] != new[k] and k not in MACHINE_KEYS)
+    changed = sorted(k for k in new if k in old and old[k] != new[k] and k not in Config.MACHINE_KEYS)
     if changed:
         shown = ", ".join(f"{k}: {old[k]!r} → {new[k]!r}" for k in changed[:6])
         raise ValueError(
