@@ -1,19 +1,15 @@
 """The report's plots: learning curves, OOF against labels, score per fold, a blend's weights (PNG, headless).
 
-Each takes a run as `kagglekit.tools.report` finds it (name, path, run card) and writes one file
-atomically; matplotlib loads on the first plot, not at import.
+Each takes a run's name in the report, its folder and its run card, and writes one file atomically;
+matplotlib loads on the first plot, not at import.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from kagglekit._io import atomic_path, read_csv
 from kagglekit.run import OOF_FILE, RunFolder, fold_number
-
-if TYPE_CHECKING:
-    from kagglekit.tools.report import Run
 
 
 def _pyplot():
@@ -32,28 +28,28 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot_learning_curves(run: Run, out_dir: Path) -> list[Path]:
+def plot_learning_curves(name: str, path: Path, card: dict, out_dir: Path) -> list[Path]:
     """``curve_fold{K}.png`` for each fold with a ``train_log.csv`` (loss and validation score per step)."""
     from kagglekit.train.curves import LOG_FILE, plot_curve
 
     paths = []
-    for folder in RunFolder(run.path).fold_dirs(complete=False):
+    for folder in RunFolder(path).fold_dirs(complete=False):
         log, fold = folder / LOG_FILE, fold_number(folder)
         if log.is_file():
-            frame = read_csv(log, what=f"{run.name}/{folder.name}/{LOG_FILE}", required=("step", "loss", "score"))
+            frame = read_csv(log, what=f"{name}/{folder.name}/{LOG_FILE}", required=("step", "loss", "score"))
             paths.append(plot_curve(frame, out_dir / f"curve_fold{fold}.png",
-                                    metric=run.card.get("metric", "score"), title=f"{run.name}: fold {fold}"))
+                                    metric=card.get("metric", "score"), title=f"{name}: fold {fold}"))
     return paths
 
 
-def plot_oof(run: Run, out_dir: Path) -> Path | None:
+def plot_oof(name: str, path: Path, card: dict, out_dir: Path) -> Path | None:
     """``oof.png``: out-of-fold predictions against labels (scatter, mean per label) and both histograms."""
-    path = RunFolder(run.path).oof_path
-    if not path.is_file():
+    oof_path = RunFolder(path).oof_path
+    if not oof_path.is_file():
         return None
     import numpy as np
 
-    oof = read_csv(path, what=f"{run.name}/{OOF_FILE}", required=("label", "pred"))
+    oof = read_csv(oof_path, what=f"{name}/{OOF_FILE}", required=("label", "pred"))
     label, pred = oof["label"].to_numpy(float), oof["pred"].to_numpy(float)
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
@@ -68,7 +64,7 @@ def plot_oof(run: Run, out_dir: Path) -> Path | None:
     left.scatter(x, pred, s=6, alpha=0.3, color="tab:blue")
     left.set_xlabel("label")
     left.set_ylabel("OOF prediction")
-    left.set_title(f"{run.name}: OOF {run.card.get('metric', '')} {float(run.card['cv']):.4f}")
+    left.set_title(f"{name}: OOF {card.get('metric', '')} {float(card['cv']):.4f}")
     bins = np.histogram_bin_edges(np.concatenate([label, pred]), bins=40)
     right.hist(label, bins=bins, alpha=0.5, color="tab:green", label="label")
     right.hist(pred, bins=bins, alpha=0.5, color="tab:blue", label="prediction")
@@ -79,11 +75,11 @@ def plot_oof(run: Run, out_dir: Path) -> Path | None:
     return _save(fig, out_dir / "oof.png")
 
 
-def plot_fold_scores(run: Run, out_dir: Path) -> Path:
+def plot_fold_scores(name: str, path: Path, card: dict, out_dir: Path) -> Path:
     """``folds.png``: each fold's score as a bar, the CV as a dashed line."""
-    folds = sorted(run.card["folds"].items(), key=lambda kv: int(kv[0]))
+    folds = sorted(card["folds"].items(), key=lambda kv: int(kv[0]))
     scores = [float(f["score"]) for _, f in folds]
-    cv = float(run.card["cv"])
+    cv = float(card["cv"])
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     low, high = min(scores + [cv]), max(scores + [cv])
@@ -93,8 +89,8 @@ def plot_fold_scores(run: Run, out_dir: Path) -> Path:
     ax.bar_label(bars, labels=[f"{s:.4f}" for s in scores], fontsize=8)
     ax.axhline(cv, color="tab:red", linestyle="--", label=f"CV {cv:.4f}")
     ax.set_ylim(floor, high + pad)
-    ax.set_ylabel(run.card.get("metric", "score"))
-    ax.set_title(f"{run.name}: score per fold")
+    ax.set_ylabel(card.get("metric", "score"))
+    ax.set_title(f"{name}: score per fold")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return _save(fig, out_dir / "folds.png")

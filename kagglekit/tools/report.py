@@ -289,8 +289,8 @@ def write_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
         plots.append(plot_weights(spec, out / f"blend_{re.sub(r'[^A-Za-z0-9_.-]+', '_', label)}.png", title=label))
     for run in runs:
         run_out = out / run.name
-        plots += plot_learning_curves(run, run_out)
-        plots += [p for p in (plot_oof(run, run_out), plot_fold_scores(run, run_out)) if p is not None]
+        plots += plot_learning_curves(run.name, run.path, run.card, run_out)
+        plots += [p for p in (plot_oof(run.name, run.path, run.card, run_out), plot_fold_scores(run.name, run.path, run.card, run_out)) if p is not None]
 
     csv = write_csv(out / "leaderboard.csv", table)
     markdown = write_text(out / "leaderboard.md", to_markdown(table, blends))
