@@ -90,3 +90,50 @@ def test_the_check_sees_a_violation(tmp_path):
     copy.write_text(source)
     imports = [name for _, name in kit_imports(copy, "kagglekit.train.loop")]
     assert "kagglekit.infer.predict" in imports and layer_of("kagglekit.infer.predict") > layer_of("kagglekit.train.loop")
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """module -> the kit modules it imports (lazy and TYPE_CHECKING imports included: a cycle of either kind
+    means two modules cannot be read, or moved, apart). `from pkg import mod` counts as importing pkg.mod."""
+    modules = {module_name(p): p for p in MODULES}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(anchor + ([base] if base else []))
+                found |= {f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+        graph[name] = {m for m in found if m in modules and m != name}
+    return graph
+
+
+def _cycle_from(graph: dict[str, set[str]], start: str) -> list[str] | None:
+    stack = [(start, [start])]
+    visited = set()
+    while stack:
+        node, path = stack.pop()
+        for nxt in sorted(graph[node]):
+            if nxt == start:
+                return path + [start]
+            if nxt not in visited:
+                visited.add(nxt)
+                stack.append((nxt, path + [nxt]))
+    return None
+
+
+def test_no_import_cycle():
+    graph = _import_graph()
+    cycles = [" -> ".join(c) for c in (_cycle_from(graph, m) for m in sorted(graph)) if c]
+    assert not cycles, cycles
+
+
+def test_the_cycle_check_sees_a_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _cycle_from(graph, "a") == ["a", "b", "c", "a"] and _cycle_from(graph, "d") is None
