@@ -21,8 +21,9 @@ from kagglekit.config import load_config
 from kagglekit.data.recipes import UspppmRecipe, get_recipe
 from kagglekit.infer.ensemble import ensemble
 from kagglekit.models.pair_model import load_model_folder
-from kagglekit.infer.predict import (InputCache, check_submission, find_fold_dirs, models_path, predict, predict_folder,
-                               predict_run, swapped)
+from kagglekit.infer.inputs import InputCache, swapped
+from kagglekit.infer.predict import check_submission, models_path, predict, predict_folder, predict_run
+from kagglekit.run import find_fold_dirs
 from kagglekit.train import train_folds
 
 USPPPM = ["task=uspppm", f"train_csv={SAMPLE / 'train.csv'}", f"test_csv={SAMPLE / 'test.csv'}", f"cpc_dir={SAMPLE / 'cpc_titles'}"]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from kagglekit.run import OOF_COLUMNS, RunFolder  # noqa: F401  (OOF_COLUMNS: API)
+from kagglekit.run import RunFolder
 
 if TYPE_CHECKING:
     from kagglekit.metrics import Metric

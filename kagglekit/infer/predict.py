@@ -18,10 +18,10 @@ import pandas as pd
 import torch
 
 from kagglekit._io import read_csv, write_csv
-from kagglekit.infer.inputs import InputCache, read_test_frame, swapped, value_range  # noqa: F401  (read_test_frame, swapped: API)
+from kagglekit.infer.inputs import InputCache, value_range
 from kagglekit.losses import activate
-from kagglekit.models.forward import run_inference, run_logits  # noqa: F401  (run_logits: API)
-from kagglekit.run import CARD_FILE, FoldMeta, RunFolder, find_fold_dirs  # noqa: F401  (find_fold_dirs: API)
+from kagglekit.models.forward import run_inference, run_logits
+from kagglekit.run import CARD_FILE, FoldMeta, RunFolder, find_fold_dirs
 
 AVERAGES = ("prob", "logit")
 TTAS = ("none", "swap")

@@ -20,7 +20,7 @@ from torch import nn
 
 from kagglekit._io import atomic_dir, write_json
 from kagglekit.models.heads import create_head, head_defaults
-from kagglekit.run import META_FILE, META_FORMAT as FORMAT_VERSION, FoldMeta  # noqa: F401  (META_FILE, FORMAT_VERSION: API)
+from kagglekit.run import META_FILE, META_FORMAT, FoldMeta
 
 WEIGHTS_FILE = "model.safetensors"
 FEATURE_DIM = 32  # width of the projected numeric features fused with the pooled vector
@@ -292,7 +292,7 @@ def save_model_folder(model: PairModel, tokenizer, folder: str | os.PathLike, me
     if not isinstance(meta, FoldMeta):
         raise TypeError(f"save_model_folder: meta must be a kagglekit.run.FoldMeta, got {type(meta).__name__}: build one with "
                         "FoldMeta(task=..., max_len=..., activation=...) or FoldMeta.from_json(a_dict).")
-    meta = dataclasses.replace(meta, format=FORMAT_VERSION, kagglekit_version=kagglekit.__version__,
+    meta = dataclasses.replace(meta, format=META_FORMAT, kagglekit_version=kagglekit.__version__,
                                model=model.init_args)
     with atomic_dir(folder) as tmp:
         model.backbone.config.save_pretrained(str(tmp))

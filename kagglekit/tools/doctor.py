@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from kagglekit.run import META_FILE, fold_dirs, is_model_dir
-from kagglekit.tools.report import duration  # noqa: F401  (duration: API)
+from kagglekit.tools.report import duration
 
 if TYPE_CHECKING:
     from kagglekit.run import FoldMeta
