@@ -65,18 +65,23 @@ def predict_run(run: str | os.PathLike, inputs: InputCache, *, average: str = "p
 
     Every fold and view counts equally; `average` picks probabilities or logits (see `average_outputs`).
     """
-    from kagglekit.kaggle import amp_dtype as to_amp_dtype, resolve_device, resolve_precision
-
     if tta not in TTAS:
         raise ValueError(f"tta={tta!r} is unknown: use 'none' or 'swap' (both text orders, for symmetric tasks).")
     folders = find_fold_dirs(run)
     _read_test_for(run, folders[0], inputs)
     if tta == "swap":
         check_symmetric(run, folders[0])
-    dev = resolve_device(device)
-    amp_dtype = to_amp_dtype(resolve_precision(precision, dev))
+    dev, amp_dtype = device_and_amp(device, precision)
     return average_folds(run, load_folds(folders, dev), inputs, average=average, tta=tta, batch_size=batch_size,
                          device=dev, amp_dtype=amp_dtype)
+
+
+def device_and_amp(device: str, precision: str):
+    """(torch.device, autocast dtype or None for fp32), chosen as predict chooses them for inference."""
+    from kagglekit.kaggle import amp_dtype, resolve_device, resolve_precision
+
+    dev = resolve_device(device)
+    return dev, amp_dtype(resolve_precision(precision, dev))
 
 
 def load_folds(folders: Sequence[Path], device) -> Iterator[tuple[Path, object, object, FoldMeta]]:
@@ -350,14 +355,12 @@ def predict_folder(folder: str | os.PathLike, data: str | os.PathLike, *, batch_
 
     ``pred`` is in the label's space (before the recipe's postprocess).
     """
-    from kagglekit.kaggle import amp_dtype as to_amp_dtype, resolve_device, resolve_precision
     from kagglekit.models.pair_model import load_model_folder
 
-    dev = resolve_device(device)
+    dev, amp_dtype = device_and_amp(device, precision)
     model, tokenizer, meta = load_model_folder(folder, device=dev)
     inputs = InputCache(data, device=dev)
     enc = inputs.encodings(meta, tokenizer, Path(folder), model.feature_names)
-    amp_dtype = to_amp_dtype(resolve_precision(precision, dev))
     preds = run_inference(model, enc, batch_size=batch_size, device=dev, amp_dtype=amp_dtype, activation=meta.activation,
                           values=meta.output.values)
     return pd.DataFrame({"id": inputs.frame(meta, folder)[1]["id"].to_numpy(), "pred": preds}), meta

@@ -70,8 +70,7 @@ class Scorer:
             >>> scorer = Scorer.from_run("runs/uspppm", device="cpu")
             >>> scorer.predict(("opc drum", "inorganic photoconductor drum", "G02"))  # a float in [0, 1]
         """
-        from kagglekit.infer.predict import AVERAGES, TTAS, check_symmetric, load_folds
-        from kagglekit.kaggle import amp_dtype as to_amp_dtype, resolve_device, resolve_precision
+        from kagglekit.infer.predict import AVERAGES, TTAS, check_symmetric, device_and_amp, load_folds
         from kagglekit.run import find_fold_dirs
 
         if average not in AVERAGES:
@@ -83,8 +82,7 @@ class Scorer:
         folders = find_fold_dirs(run_dir, what="run_dir")
         if tta == "swap":
             check_symmetric(run_dir, folders[0])
-        dev = resolve_device(device)
-        amp_dtype = to_amp_dtype(resolve_precision(precision, dev))
+        dev, amp_dtype = device_and_amp(device, precision)
         return cls(run_dir, list(load_folds(folders, dev)), device=dev, amp_dtype=amp_dtype, batch_size=batch_size,
                    average=average, tta=tta)
 
