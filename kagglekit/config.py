@@ -20,7 +20,7 @@ import yaml
 
 from kagglekit._keys import LAYER_DECAY, POSITIVE, RATE, above, check_keys, contains, is_set, key, load_keys, parse_overrides, when
 
-__all__ = ["Config", "load_config", "parse_overrides", "field_names", "parse_cpc_levels"]
+__all__ = ["Config", "load_config", "parse_overrides", "field_names", "parse_cpc_levels", "changed_keys"]
 
 # Registry names, so that validation needs no torch; tests/test_config.py holds each equal to its registry.
 HEAD_NAMES = ("attention", "cls", "cls_pooler", "cnn", "concat_last_k", "lstm", "max", "mean", "weighted_layers")  # models.heads.HEADS
@@ -335,3 +335,13 @@ def load_config(
         1
     """
     return load_keys(Config, path, overrides).validate()
+
+
+def changed_keys(old: Mapping, new: Mapping, *, ignore: Iterable[str] = ()) -> list[str]:
+    """The keys whose values differ between two saved configs (as `Config.to_dict` writes them), sorted.
+
+    A key only one of them has is no change (a config saved before the key existed); `ignore` leaves
+    keys out, e.g. `Config.MACHINE_KEYS` (how a run executes, not what it computes).
+    """
+    skip = set(ignore)
+    return sorted(k for k in new if k in old and old[k] != new[k] and k not in skip)

@@ -259,6 +259,17 @@ class RunFolder:
                                     f"({CARD_FILE}, {OOF_FILE}, fold*/).")
         return json.loads(self.card_path.read_text(encoding="utf-8"))
 
+    def read_config(self) -> dict | None:
+        """``config.yaml`` as a dict, renamed keys under their new names (a run saved before a rename); None when absent."""
+        import yaml
+
+        from kagglekit.config import Config
+
+        if not self.config_path.is_file():
+            return None
+        raw = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
+        return {Config.RENAMED_KEYS.get(k, k): v for k, v in raw.items()}
+
     def write_card(self, card: dict) -> Path:
         """Write the run card atomically; hold `lock` when it was read and changed."""
         return write_json(self.card_path, card)

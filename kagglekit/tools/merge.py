@@ -17,11 +17,9 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
-import yaml
-
 from kagglekit._io import atomic_dir, write_csv, write_json, write_text
-from kagglekit.config import Config
-from kagglekit.run import RunFolder
+from kagglekit.config import Config, changed_keys
+from kagglekit.run import RunFolder, merge_oof
 
 
 def merge_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike) -> dict:
@@ -55,9 +53,8 @@ def merge_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike) -> dic
 
     import pandas as pd
 
-    oof = pd.concat([o[o["fold"].isin([int(k) for k, i in owner.items() if i == n])] for n, o in enumerate(oofs)], ignore_index=True)
-    rank = pd.Series(range(len(folds_csv)), index=folds_csv["id"].to_numpy())
-    oof = oof.assign(_rank=oof["id"].map(rank)).sort_values("_rank", kind="stable").drop(columns="_rank").reset_index(drop=True)
+    mine = [o[o["fold"].isin([int(k) for k, i in owner.items() if i == n])] for n, o in enumerate(oofs)]
+    oof = merge_oof(None, pd.concat(mine, ignore_index=True), folds_csv["id"])  # in training-file order
     card = dict(cards[0])
     card["folds"] = {k: cards[i]["folds"][k] for k, i in sorted(owner.items(), key=lambda kv: int(kv[0]))}
     metric = get_metric(card["metric"])
@@ -95,17 +92,16 @@ def _check_places(folders: list[RunFolder], out: Path) -> None:
 
 
 def _read_config(folder: RunFolder) -> dict:
-    if not folder.config_path.is_file():
+    config = folder.read_config()
+    if config is None:
         raise FileNotFoundError(f"merge: {folder.config_path} not found: pass run folders written by kagglekit train.")
-    raw = yaml.safe_load(folder.config_path.read_text(encoding="utf-8")) or {}
-    return {Config.RENAMED_KEYS.get(k, k): v for k, v in raw.items()}
+    return config
 
 
 def _check_same_settings(folders: list[RunFolder], configs: list[dict]) -> None:
     first = configs[0]
     for folder, config in zip(folders[1:], configs[1:]):
-        keys = (set(first) | set(config)) - Config.PATH_KEYS - Config.MACHINE_KEYS
-        changed = sorted(k for k in keys if first.get(k) != config.get(k))
+        changed = changed_keys(first, config, ignore=Config.PATH_KEYS | Config.MACHINE_KEYS)
         if changed:
             shown = ", ".join(f"{k}: {first.get(k)!r} vs {config.get(k)!r}" for k in changed[:6])
             raise ValueError(f"merge: {folder.path} was trained with other settings than {folders[0].path} ({shown}): only runs of "

@@ -13,10 +13,8 @@ from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
-import yaml
-
 import kagglekit
-from kagglekit.config import Config
+from kagglekit.config import Config, changed_keys
 from kagglekit.data.recipes import get_recipe
 from kagglekit.folds import add_fold_column
 from kagglekit.losses import check_loss_output, default_loss, get_loss
@@ -45,13 +43,11 @@ def parse_folds(folds: str | int | Iterable[int], n_folds: int) -> list[int]:
 
 def _check_same_config(cfg: Config, out: Path) -> None:
     """A run folder is one experiment: training more folds into it with other settings would mix them."""
-    path = RunFolder(out).config_path
-    if not path.is_file():
+    old = RunFolder(out).read_config()
+    if old is None:
         return
-    old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    old = {Config.RENAMED_KEYS.get(k, k): v for k, v in old.items()}  # a run saved before a key was renamed
     new = cfg.to_dict()
-    changed = sorted(k for k in new if k in old and old[k] != new[k] and k not in Config.MACHINE_KEYS)
+    changed = changed_keys(old, new, ignore=Config.MACHINE_KEYS)
     if changed:
         shown = ", ".join(f"{k}: {old[k]!r} → {new[k]!r}" for k in changed[:6])
         raise ValueError(
