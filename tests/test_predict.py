@@ -22,7 +22,8 @@ from kagglekit.data.recipes import UspppmRecipe, get_recipe
 from kagglekit.infer.ensemble import ensemble
 from kagglekit.models.pair_model import load_model_folder
 from kagglekit.infer.inputs import InputCache, swapped
-from kagglekit.infer.predict import check_submission, models_path, predict, predict_folder, predict_run
+from kagglekit.infer.predict import models_path, predict, predict_folder, predict_run
+from kagglekit.infer.submission import check_submission
 from kagglekit.run import find_fold_dirs
 from kagglekit.train import train_folds
 
