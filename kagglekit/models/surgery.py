@@ -3,6 +3,9 @@
 Every function works on a transformers encoder (``AutoModel``) of the bert, roberta, xlm-roberta,
 electra, deberta-v2, nezha and funnel families and changes it in place; `apply_surgery` runs them
 in the order a training loop needs.
+
+About 365 lines: each operation is short, but each must find the layers, dropout keys and embeddings
+of seven architectures that name them differently; that lookup is shared and lives here with them.
 """
 
 from __future__ import annotations
