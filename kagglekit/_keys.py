@@ -270,6 +270,37 @@ def _example(default: Any) -> str:
     return str(default).lower() if isinstance(default, bool) else str(default)
 
 
+# --- durations --------------------------------------------------------------------------------------
+
+_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_duration(value: Any, source: str = "", name: str = "time_budget") -> float:
+    """Seconds from ``41400``, ``"41400"``, ``"11h30m"``, ``"90m"``, ``"1h 5m 30s"`` or ``"2.5h"``; 0 or empty: none.
+
+    Raises:
+        ValueError: naming `name`, `source` and the value, with the accepted forms.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return 0.0
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        import re
+
+        text = str(value).strip().lower().replace(" ", "")
+        parts = re.fullmatch(r"((?:\d+(?:\.\d+)?[dhms])+)", text)
+        try:
+            seconds = float(text) if parts is None else sum(float(n) * _UNITS[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)([dhms])", text))
+        except ValueError:
+            seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        where = f" in {source}" if source else ""
+        raise ValueError(f"{name}{where}: {value!r} is not a duration; write seconds (41400) or hours and minutes "
+                         f"(\"11h30m\", \"90m\"); 0 or empty means no limit.")
+    return seconds
+
+
 # --- the one loader ---------------------------------------------------------------------------------
 
 

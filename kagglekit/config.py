@@ -18,7 +18,8 @@ from typing import Any, ClassVar, Iterable, Mapping
 
 import yaml
 
-from kagglekit._keys import LAYER_DECAY, POSITIVE, RATE, above, check_keys, contains, is_set, key, load_keys, parse_overrides, when
+from kagglekit._keys import (LAYER_DECAY, POSITIVE, RATE, above, check_keys, contains, is_set, key, load_keys, parse_duration,
+                             parse_overrides, when)
 
 __all__ = ["Config", "load_config", "parse_overrides", "field_names", "parse_cpc_levels", "changed_keys"]
 
@@ -54,10 +55,11 @@ class Config:
     WHAT: ClassVar[str] = "config"
     RENAMED_KEYS: ClassVar[dict] = {"n_bins": "fold_bins"}  # old name -> new name: old configs still load, with a warning
     # Keys that say how a run is executed, not what it computes: a run may continue with other values.
-    MACHINE_KEYS: ClassVar[frozenset] = frozenset({"device", "eval_batch_size", "parallel_folds"})
+    MACHINE_KEYS: ClassVar[frozenset] = frozenset({"device", "eval_batch_size", "parallel_folds", "time_budget", "resume_dir",
+                                                   "wandb", "wandb_project"})
     # Keys that say where a file is: they change between sessions and machines (kagglekit merge ignores them).
     PATH_KEYS: ClassVar[frozenset] = frozenset({"train_csv", "test_csv", "cpc_dir", "backbone", "output_dir", "extra_train_csv",
-                                                "embedding_model"})
+                                                "embedding_model", "resume_dir"})
     REMOVED_KEYS: ClassVar[dict] = {"num_workers": "batches are pre-tokenized and always loaded in the main process."}
 
     # --- data ---
@@ -182,6 +184,16 @@ class Config:
                          choices=("auto", "fp32", "fp16", "bf16"))
     device: str = key("auto", "where to train", choices=("auto", "cpu", "cuda"))
     parallel_folds: bool = key(True, "with 2+ GPUs (Kaggle's T4 x2), train one fold per GPU in child processes")
+    time_budget: float = key(0.0, "stop cleanly before this much time has passed since training started, saving the fold's "
+                             "resume state: seconds (41400) or \"11h30m\"; 0: no limit", ge=0, parse=parse_duration)
+    resume_dir: str = key("auto", "where a fold's resumable state is written while it trains: auto = the platform's scratch "
+                          "space (/kaggle/temp on Kaggle) when there is one, else <output_dir>/resume; or a folder")
+    save_dtype: str = key("fp32", "dtype of the saved fold weights: fp16 halves a model dataset (predict computes in fp32 "
+                          "or the device's precision either way)", choices=("fp32", "fp16"))
+    seeds: int = key(1, "models per fold, seeded seed, seed+1, ...: the fold's OOF and its test predictions are their mean", ge=1)
+    wandb: str = key("off", "log steps and evaluations to Weights & Biases when wandb is installed: offline (files under "
+                     "<output_dir>/wandb, sync later) or online", choices=("off", "offline", "online"))
+    wandb_project: str = key("kagglekit", "the W&B project", applies=when(wandb=("offline", "online")))
 
     def validate(self) -> "Config":
         """Check every key's declared rules, then the rules that join keys; raise naming the key, the value and the fix."""
