@@ -8,6 +8,50 @@ import sys
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
+# --- the platform: where inputs, outputs and scratch space are, and how long a session may run --------
+
+INPUT_ROOT_ENV = "KAGGLEKIT_INPUT_ROOT"  # tests and other platforms point the input root elsewhere
+SCRATCH_ENV = "KAGGLEKIT_SCRATCH"  # a scratch folder elsewhere; set to "" for none
+KAGGLE_INPUT, KAGGLE_WORKING, KAGGLE_TEMP = "/kaggle/input", "/kaggle/working", "/kaggle/temp"
+WORKING_QUOTA_BYTES = 20 * 10**9  # what /kaggle/working may hold (Kaggle: "20 GB")
+SESSION_LIMIT_S = 12 * 3600  # an interactive or batch session
+RERUN_LIMIT_S = 9 * 3600  # a code competition's rerun on the hidden test set
+
+
+def input_root() -> "Path":
+    """Where attached inputs are mounted: ``$KAGGLEKIT_INPUT_ROOT`` when set, else ``/kaggle/input``."""
+    from pathlib import Path
+
+    return Path(os.environ.get(INPUT_ROOT_ENV) or KAGGLE_INPUT)
+
+
+def scratch_dir() -> "Path | None":
+    """Scratch space outside the saved output (``/kaggle/temp`` on Kaggle), or None where there is none.
+
+    ``$KAGGLEKIT_SCRATCH`` overrides it: a folder (created), or an empty value for none.
+    """
+    from pathlib import Path
+
+    if SCRATCH_ENV in os.environ:
+        value = os.environ[SCRATCH_ENV].strip()
+        if not value:
+            return None
+        Path(value).mkdir(parents=True, exist_ok=True)
+        return Path(value)
+    temp = Path(KAGGLE_TEMP)
+    return temp if temp.is_dir() and os.access(temp, os.W_OK) else None
+
+
+def is_competition_rerun() -> bool:
+    """True while Kaggle reruns a code competition's notebook on the hidden test set."""
+    return os.environ.get("KAGGLE_IS_COMPETITION_RERUN", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def session_limit() -> int:
+    """Seconds the platform gives this session: 9 h in a competition rerun, else 12 h."""
+    return RERUN_LIMIT_S if is_competition_rerun() else SESSION_LIMIT_S
+
+
 
 def set_offline_env() -> None:
     """Tell huggingface libraries not to try the hub (otherwise a file path costs ~20 s of retries).
