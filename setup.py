@@ -18,8 +18,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["kagglekit", "kagglekit.*"]),
     include_package_data=False,
-    # The tiny models' and sample data's word lists, read with importlib.resources.
-    package_data={"kagglekit.testing": ["data/*.json", "data/*.txt"]},
+    # Read with importlib.resources: the tiny models' and sample data's word lists, and the built-in configs.
+    package_data={"kagglekit.testing": ["data/*.json", "data/*.txt"], "kagglekit.configs": ["*.yaml"]},
     install_requires=[
         # Ranges, not pins: Kaggle's image moves, and users bring their own environments.
         "torch>=2.3",

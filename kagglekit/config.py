@@ -9,6 +9,7 @@ hold the names equal to the registries), and only a loss expression is parsed by
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import warnings
@@ -338,15 +339,34 @@ def load_config(
     """Build a validated Config from an optional YAML file and overrides.
 
     Args:
-        path: YAML file with a mapping of config keys; None gives the defaults.
+        path: YAML file with a mapping of config keys, or the name of a built-in config
+            (`kagglekit.configs.builtin_configs`: "afqmc", "gaiic", "stsb", "uspppm"); None gives the defaults.
         overrides: a mapping, or ``key=value`` strings as given to ``--set``; applied after the file.
+
+    Raises:
+        ValueError: `path` is a bare name with no such file and no such built-in config.
 
     Example:
         >>> cfg = load_config(None, ["backbone=models/tiny", "epochs=1"])
         >>> cfg.epochs
         1
+        >>> load_config("stsb").train_csv
+        'sts-train.csv'
     """
-    return load_keys(Config, path, overrides).validate()
+    with _config_file(path) as file:
+        return load_keys(Config, file, overrides).validate()
+
+
+def _config_file(path: str | os.PathLike | None) -> contextlib.AbstractContextManager:
+    """`path` as given, or the packaged file of the built-in config it names: a string with no directory
+    part and no .yaml/.yml suffix that is no file here."""
+    if not isinstance(path, str) or not path or os.path.dirname(path) or path.endswith((".yaml", ".yml")) or os.path.exists(path):
+        return contextlib.nullcontext(path)
+    from importlib import resources
+
+    from kagglekit.configs import builtin_config
+
+    return resources.as_file(builtin_config(path))
 
 
 def changed_keys(old: Mapping, new: Mapping, *, ignore: Iterable[str] = ()) -> list[str]:

@@ -14,8 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "kagglekit"
 LAYERS = [
     ("base", ["kagglekit", "kagglekit._io", "kagglekit._keys", "kagglekit._frames", "kagglekit.kaggle", "kagglekit.metrics",
               "kagglekit.losses", "kagglekit.targets"]),
-    ("config", ["kagglekit.config", "kagglekit.config_pretrain"]),
-    ("run", ["kagglekit.run"]),
+    ("config", ["kagglekit.config", "kagglekit.config_pretrain", "kagglekit.configs"]),
+    ("run", ["kagglekit.run", "kagglekit.discover"]),
     ("data", ["kagglekit.data"]),
     ("folds", ["kagglekit.folds"]),
     ("models", ["kagglekit.models"]),
