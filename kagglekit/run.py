@@ -1,10 +1,11 @@
 """The run folder: its file names, the locked run card, fold discovery, out-of-fold predictions, fold meta.
 
-A run folder (``output_dir``) holds ``config.yaml``, ``folds.csv`` (id, fold), ``fold{K}/`` (model
-folders, each with ``kagglekit.json``), ``oof.csv`` (id, fold, label, pred), ``run.json`` (the run
-card) and ``.lock``; ``logs/`` when folds train in parallel. Every stage (train, predict, ensemble,
-report, doctor, export) finds these through this module. Light at import: pandas loads when a CSV is
-read or written.
+A run folder (``output_dir``) holds ``config.yaml``, ``folds.csv`` (id, fold), its model folders (each
+with ``kagglekit.json``): ``fold{K}/`` (fold K, first seed), ``fold{K}-seed{S}/`` (fold K with seed S),
+``full/`` and ``full-seed{S}/`` (fits on all training rows, no OOF), then ``oof.csv`` (id, fold, label,
+pred), ``run.json`` (the run card) and ``.lock``; ``logs/`` when folds train in parallel. Every stage
+(train, predict, ensemble, report, doctor, export) finds these through this module, which is why it is
+over 350 lines: one owner of the whole layout. Light at import: pandas loads when a CSV is read or written.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, NamedTuple
 
 from kagglekit._io import file_lock, read_csv, write_csv, write_json
 from kagglekit.targets import Target
@@ -33,7 +34,8 @@ LOGS_DIR = "logs"  # fold{K}.log of folds trained in their own processes
 META_FILE = "kagglekit.json"  # a fold folder's FoldMeta; a folder holding one is a model folder
 META_FORMAT = 1  # the version of kagglekit.json's layout
 OOF_COLUMNS = ("id", "fold", "label", "pred")
-FOLD_DIR = re.compile(r"fold(\d+)$")
+FOLD_DIR = re.compile(r"fold(\d+)$")  # a first-seed fold folder, and a fold's column in the report
+MODEL_DIR = re.compile(r"(?:fold(?P<fold>\d+)|(?P<full>full))(?:-seed(?P<seed>\d+))?")  # every model folder name of a run
 _SHOWN = 5  # example ids in an error message
 
 
@@ -56,6 +58,8 @@ class FoldMeta:
         recipe_state: what the recipe learned from the training file (settings, computed-feature state).
         model: `PairModel.init_args`, added by `save_model_folder`; rebuilds the model around the weights.
         fold, score, epoch, step: the checkpoint: which fold, its validation score, and when it was saved.
+        seed: the training seed of a fold's extra seed (``fold{K}-seed{S}/``) or of a full fit; None: the run's seed.
+        full: a fit on all training rows (``full/``, ``full-seed{S}/``): no validation, so no OOF, and fold is None.
         format: the layout version of the file.
         kagglekit_version: the kit that wrote it.
         extra: keys this version does not know, kept as they were read.
@@ -75,6 +79,8 @@ class FoldMeta:
     score: float | None = None
     epoch: int | None = None
     step: int | None = None
+    seed: int | None = None
+    full: bool = False
     format: int = META_FORMAT
     kagglekit_version: str | None = None
     extra: dict = field(default_factory=dict)
@@ -82,14 +88,15 @@ class FoldMeta:
     REQUIRED = ("task", "max_len", "activation")  # what every kit has written; the rest has defaults
 
     def to_json(self) -> dict:
-        """The ``kagglekit.json`` payload: every field set (None ones left out), ``output`` as a dict, then `extra`."""
+        """The ``kagglekit.json`` payload: every field set (None ones and ``full=False`` left out), ``output`` as a
+        dict, then `extra`. A fold model's file reads as it did before seeds and full fits existed."""
         out: dict[str, Any] = {"format": self.format, "kagglekit_version": self.kagglekit_version}
         for f in dataclasses.fields(self):
             if f.name not in out and f.name != "extra":
                 out[f.name] = getattr(self, f.name)
         out["output"] = self.output.to_meta()
         # "model" last, as model folders have always had it
-        out = {k: v for k, v in out.items() if v is not None and k != "model"}
+        out = {k: v for k, v in out.items() if v is not None and k != "model" and not (k == "full" and v is False)}
         if self.model is not None:
             out["model"] = self.model
         return {**out, **{k: v for k, v in self.extra.items() if k not in out}}
@@ -144,10 +151,32 @@ class FoldMeta:
 # ---------------------------------------------------------------------------------------------- fold discovery
 
 
+class ModelDirName(NamedTuple):
+    """What a model folder's name says: ``fold3-seed7`` → (3, 7, False); ``full`` → (None, None, True)."""
+
+    fold: int | None  # the CV fold; None for a full fit
+    seed: int | None  # None: the run's first seed
+    full: bool
+
+
+def parse_model_dir_name(name: str) -> ModelDirName | None:
+    """Read a run's model folder name: ``fold{K}``, ``fold{K}-seed{S}``, ``full`` or ``full-seed{S}``; None for any other.
+
+    Example:
+        >>> parse_model_dir_name("fold2-seed43")
+        ModelDirName(fold=2, seed=43, full=False)
+    """
+    match = MODEL_DIR.fullmatch(name)
+    if match is None:
+        return None
+    fold, seed = match["fold"], match["seed"]
+    return ModelDirName(None if fold is None else int(fold), None if seed is None else int(seed), match["full"] is not None)
+
+
 def fold_number(path: str | os.PathLike) -> int | None:
-    """K for a folder named ``fold{K}``, else None."""
-    match = FOLD_DIR.fullmatch(Path(path).name)
-    return int(match[1]) if match else None
+    """K for a CV fold folder (``fold{K}`` or ``fold{K}-seed{S}``), else None (a full fit too)."""
+    name = parse_model_dir_name(Path(path).name)
+    return None if name is None else name.fold
 
 
 def is_model_dir(path: str | os.PathLike) -> bool:
@@ -155,42 +184,76 @@ def is_model_dir(path: str | os.PathLike) -> bool:
     return (Path(path) / META_FILE).is_file()
 
 
-def fold_dirs(run_dir: str | os.PathLike, *, complete: bool = True) -> list[Path]:
-    """The ``fold{K}/`` folders of a run folder, sorted by K; none when `run_dir` is no folder.
+def _model_dirs(run_dir, complete: bool, keep) -> list[Path]:
+    """The run's model folders whose parsed name passes `keep`, sorted by (fold, seed), the first seed first."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = []
+    for path in run_dir.iterdir():
+        name = parse_model_dir_name(path.name)
+        if name is not None and keep(name) and path.is_dir() and (not complete or is_model_dir(path)):
+            found.append((name.fold if name.fold is not None else -1, -1 if name.seed is None else name.seed, path))
+    return [path for _, _, path in sorted(found, key=lambda t: t[:2])]
+
+
+def fold_dirs(run_dir: str | os.PathLike, *, complete: bool = True, fold: int | None = None) -> list[Path]:
+    """The CV fold folders of a run folder (``fold{K}/`` and ``fold{K}-seed{S}/``), sorted by (K, S) with each
+    fold's first seed (``fold{K}``) first; none when `run_dir` is no folder. Full fits are in `full_dirs`.
 
     Args:
         run_dir: the run folder.
         complete: only model folders (those holding ``kagglekit.json``), the folds predict uses;
-            False: every ``fold{K}/`` folder, so a check can name what an incomplete one lacks.
+            False: every such folder, so a check can name what an incomplete one lacks.
+        fold: only the folders of fold K (all its seeds); None: every fold.
     """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return []
-    found = [p for p in run_dir.iterdir() if p.is_dir() and fold_number(p) is not None and (not complete or is_model_dir(p))]
-    return sorted(found, key=fold_number)
+    return _model_dirs(run_dir, complete, lambda n: not n.full and (fold is None or n.fold == fold))
 
 
-def find_fold_dirs(path: str | os.PathLike, *, what: str = "--models") -> list[Path]:
-    """The model folders to predict with: `path` itself when it is a model folder, else its complete folds.
+def full_dirs(run_dir: str | os.PathLike, *, complete: bool = True) -> list[Path]:
+    """The full-fit folders of a run folder (``full/`` first, then ``full-seed{S}/`` by S): models trained on
+    every training row after CV, with no OOF. `complete` as in `fold_dirs`."""
+    return _model_dirs(run_dir, complete, lambda n: n.full)
+
+
+def find_model_dirs(path: str | os.PathLike, *, what: str = "--models") -> tuple[list[Path], list[Path]]:
+    """The model folders to predict with: (CV fold folders, full-fit folders); not both empty.
 
     Args:
-        path: a run folder or a model folder.
+        path: a run folder, whose complete `fold_dirs` and `full_dirs` are given; or one model folder,
+            a full fit when it is named ``full`` or ``full-seed{S}``, else a fold.
         what: how the user named `path` (an option), for the errors.
 
     Raises:
-        FileNotFoundError: `path` is no folder, or holds no trained fold.
+        FileNotFoundError: `path` is no folder, or holds no trained model folder.
     """
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{what}: folder not found: {path}. Pass a run folder written by kagglekit train.")
     if is_model_dir(path):
-        return [path]
-    folds = fold_dirs(path)
-    if not folds:
+        name = parse_model_dir_name(path.name)
+        return ([], [path]) if name is not None and name.full else ([path], [])
+    folds, full = fold_dirs(path), full_dirs(path)
+    if not folds and not full:
         raise FileNotFoundError(
             f"{what}: {path} holds no trained fold (no fold*/{META_FILE}). Train at least one fold into it, "
             "or pass the folder of the attached model dataset."
         )
+    return folds, full
+
+
+def find_fold_dirs(path: str | os.PathLike, *, what: str = "--models") -> list[Path]:
+    """The CV fold folders of `find_model_dirs` (every seed), or `path` itself when it is a model folder.
+
+    Raises:
+        FileNotFoundError: `path` is no folder, or holds no trained fold.
+    """
+    if is_model_dir(path):
+        return [Path(path)]
+    folds, _ = find_model_dirs(path, what=what)
+    if not folds:
+        raise FileNotFoundError(f"{what}: {path} holds only full fits (full*/), no trained fold (no fold*/{META_FILE}): "
+                                "pass the full fit's folder itself, or train the folds.")
     return folds
 
 
@@ -237,12 +300,21 @@ class RunFolder:
     def logs_dir(self) -> Path:
         return self.path / LOGS_DIR
 
-    def fold_dir(self, fold: int) -> Path:
-        return self.path / f"fold{fold}"
+    def fold_dir(self, fold: int, seed: int | None = None) -> Path:
+        """``fold{K}/`` (fold K, the run's first seed), or ``fold{K}-seed{S}/`` for another seed."""
+        return self.path / (f"fold{fold}" if seed is None else f"fold{fold}-seed{seed}")
 
-    def fold_dirs(self, *, complete: bool = True) -> list[Path]:
+    def full_dir(self, seed: int | None = None) -> Path:
+        """``full/`` (the fit on all training rows, the run's first seed), or ``full-seed{S}/`` for another seed."""
+        return self.path / ("full" if seed is None else f"full-seed{seed}")
+
+    def fold_dirs(self, *, complete: bool = True, fold: int | None = None) -> list[Path]:
         """See `fold_dirs`."""
-        return fold_dirs(self.path, complete=complete)
+        return fold_dirs(self.path, complete=complete, fold=fold)
+
+    def full_dirs(self, *, complete: bool = True) -> list[Path]:
+        """See `full_dirs`."""
+        return full_dirs(self.path, complete=complete)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:

@@ -1,9 +1,11 @@
-"""predict: fold averaging (probabilities or logits), per-run settings, swap TTA, blend weights, submission checks.
+"""predict: fold averaging (probabilities or logits), seed folders and full-data fits (full_weight), per-run settings,
+swap TTA, blend weights, submission checks.
 
 References are computed another way: each fold's model run on one batch padded by the tokenizer
 itself (no length sorting, no kit batching), activations and averages written out in numpy.
 """
 
+import dataclasses
 import json
 import shutil
 from types import SimpleNamespace
@@ -17,6 +19,8 @@ from scipy.stats import rankdata
 import kagglekit.infer.inputs as inputs_module
 import kagglekit.infer.predict as predict_module
 from conftest import SAMPLE
+from kagglekit._io import write_json
+from kagglekit.cli import main
 from kagglekit.config import load_config
 from kagglekit.data.recipes import UspppmRecipe, get_recipe
 from kagglekit.infer.ensemble import ensemble
@@ -24,7 +28,8 @@ from kagglekit.models.pair_model import load_model_folder
 from kagglekit.infer.inputs import InputCache, swapped
 from kagglekit.infer.predict import models_path, predict, predict_folder, predict_run
 from kagglekit.infer.submission import check_submission
-from kagglekit.run import find_fold_dirs
+from kagglekit.models.forward import run_logits as forward_logits
+from kagglekit.run import FoldMeta, RunFolder, find_fold_dirs
 from kagglekit.train import train_folds
 
 USPPPM = ["task=uspppm", f"train_csv={SAMPLE / 'train.csv'}", f"test_csv={SAMPLE / 'test.csv'}", f"cpc_dir={SAMPLE / 'cpc_titles'}"]
@@ -127,6 +132,114 @@ def test_each_run_keeps_its_settings_and_the_test_file_is_read_once_per_recipe_s
         np.testing.assert_allclose(models[name], alone, rtol=0, atol=1e-9)
     np.testing.assert_allclose(models["a_copy"], models["a"], rtol=0, atol=0)
     np.testing.assert_allclose(sub["score"], models[["a", "b", "a_copy"]].mean(axis=1), rtol=0, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------- seeds and full fits
+
+
+def _perturbed_copy(source, dest, noise_seed, **meta_changes):
+    """A model folder like `source` with every weight moved a little (another 'seed'), its meta changed as given."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(source, dest)
+    weights = load_file(dest / "model.safetensors")
+    generator = torch.Generator().manual_seed(noise_seed)
+    save_file({k: v + 0.05 * torch.randn(v.shape, generator=generator) if v.is_floating_point() else v for k, v in weights.items()},
+              dest / "model.safetensors")
+    write_json(dest / "kagglekit.json", dataclasses.replace(FoldMeta.read(dest), **meta_changes).to_json())
+    return dest
+
+
+@pytest.fixture(scope="module")
+def seeded(runs, tmp_path_factory):
+    """Run a's two folds plus a second seed of fold 0 and two full fits: 3 fold models, 2 full models, all different."""
+    run = tmp_path_factory.mktemp("seeded") / "s"
+    for name in ("fold0", "fold1"):
+        shutil.copytree(runs.a / name, run / name)
+    _perturbed_copy(runs.a / "fold0", RunFolder(run).fold_dir(0, seed=43), 1, seed=43)
+    _perturbed_copy(runs.a / "fold1", RunFolder(run).full_dir(), 2, fold=None, full=True)
+    _perturbed_copy(runs.a / "fold0", RunFolder(run).full_dir(seed=43), 3, fold=None, full=True, seed=43)
+    return run
+
+
+def _alone(folder, data):
+    """One model folder's predictions, predicted on its own."""
+    return predict_folder(folder, data, **CPU)[0]["pred"].to_numpy()
+
+
+def _alone_logits(folder, data):
+    """One model folder's logits, computed on its own through the model, its tokenizer and the recipe's reading."""
+    model, tokenizer, meta = load_model_folder(folder)
+    frame = get_recipe(meta.task).read_test(data, meta.recipe_state)
+    enc = inputs_module.PairEncodings(tokenizer, frame["text_a"], frame["text_b"], meta.max_len)
+    return forward_logits(model, enc, batch_size=64, device=torch.device("cpu")).astype(np.float64)
+
+
+def test_seed_folders_and_full_fits_count_as_one_model_each_by_default(runs, seeded):
+    names = ["fold0", "fold0-seed43", "fold1", "full", "full-seed43"]
+    alone = [_alone(seeded / n, runs.test) for n in names]
+    assert min(np.abs(alone[i] - alone[j]).max() for i in range(5) for j in range(i)) > 1e-3  # five different models
+    got = predict_run(seeded, InputCache(runs.test), **CPU).preds
+    np.testing.assert_allclose(got, np.mean(alone, axis=0), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("weight", [0.3, 0.8])
+def test_full_weight_gives_the_full_fits_that_share_of_probabilities(runs, seeded, weight):
+    folds = np.mean([_alone(seeded / n, runs.test) for n in ("fold0", "fold0-seed43", "fold1")], axis=0)
+    full = np.mean([_alone(seeded / n, runs.test) for n in ("full", "full-seed43")], axis=0)
+    got = predict_run(seeded, InputCache(runs.test), full_weight=weight, **CPU).preds
+    np.testing.assert_allclose(got, (1 - weight) * folds + weight * full, rtol=0, atol=1e-12)
+    equal = predict_run(seeded, InputCache(runs.test), **CPU).preds
+    assert np.abs(got - equal).max() > 1e-4  # the share changed the submission
+
+
+def test_full_weight_with_logit_averaging_weighs_the_logits(runs, seeded):
+    folds = np.mean([_alone_logits(seeded / n, runs.test) for n in ("fold0", "fold0-seed43", "fold1")], axis=0)
+    full = np.mean([_alone_logits(seeded / n, runs.test) for n in ("full", "full-seed43")], axis=0)
+    reference = 1 / (1 + np.exp(-(0.6 * folds + 0.4 * full)))
+    got = predict_run(seeded, InputCache(runs.test), full_weight=0.4, average="logit", **CPU).preds
+    np.testing.assert_allclose(got, reference, rtol=0, atol=1e-6)  # float32 sigmoid, as every activation
+    by_prob = predict_run(seeded, InputCache(runs.test), full_weight=0.4, average="prob", **CPU).preds
+    assert np.abs(got - by_prob).max() > 1e-5
+
+
+def test_a_share_of_0_or_1_predicts_only_the_models_that_count(runs, seeded, monkeypatch):
+    seen = []
+    folder_outputs = predict_module.folder_outputs
+
+    def counting(folder, *args, **kwargs):
+        seen.append(folder.name)
+        return folder_outputs(folder, *args, **kwargs)
+
+    monkeypatch.setattr(predict_module, "folder_outputs", counting)
+    only_full = predict_run(seeded, InputCache(runs.test), full_weight=1, **CPU).preds
+    assert seen == ["full", "full-seed43"]
+    np.testing.assert_allclose(only_full, np.mean([_alone(seeded / n, runs.test) for n in seen], axis=0), rtol=0, atol=1e-12)
+    seen.clear()
+    only_folds = predict_run(seeded, InputCache(runs.test), full_weight=0.0, **CPU).preds
+    assert seen == ["fold0", "fold0-seed43", "fold1"]
+    np.testing.assert_allclose(only_folds, np.mean([_alone(seeded / n, runs.test) for n in seen], axis=0), rtol=0, atol=1e-12)
+
+
+def test_full_weight_needs_a_full_fit_in_every_run_and_a_share_in_0_1(runs, seeded, tmp_path):
+    with pytest.raises(ValueError, match=rf"--full-weight 0.5: run {runs.a} has no full-data model \(no full/ or full-seed\*/"):
+        predict([seeded, runs.a], runs.test, tmp_path / "s.csv", full_weight=0.5, **CPU)
+    for bad in (1.5, -0.1, float("nan"), True, "0.5"):
+        with pytest.raises(ValueError, match=r"--full-weight .*: expected a number in \[0, 1\]"):
+            predict([seeded], runs.test, tmp_path / "s.csv", full_weight=bad, **CPU)
+    only_full = tmp_path / "only_full"
+    shutil.copytree(seeded / "full", only_full / "full")
+    with pytest.raises(ValueError, match=rf"--full-weight 0.5: run {only_full} has no CV fold model"):
+        predict([only_full], runs.test, full_weight=0.5, **CPU)
+    assert list(tmp_path.iterdir()) == [only_full]  # nothing written
+
+
+def test_cli_full_weight_reaches_the_submission(runs, seeded, tmp_path):
+    out = tmp_path / "sub.csv"
+    assert main(["predict", "--models", str(seeded), "--data", str(runs.test), "--out", str(out), "--device", "cpu",
+                 "--full-weight", "0.3"]) == 0
+    expected = predict([seeded], runs.test, full_weight=0.3, **CPU)
+    np.testing.assert_array_equal(pd.read_csv(out)["score"].to_numpy(), expected["score"].to_numpy())
 
 
 def test_swap_tta_averages_both_text_orders_of_every_fold(runs):

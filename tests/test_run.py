@@ -1,4 +1,5 @@
-"""The run folder module: FoldMeta round trips, fold discovery, the locked run card, OOF merge."""
+"""The run folder module: FoldMeta round trips, fold discovery (seeds, full fits), the locked run card, OOF merge;
+and kagglekit merge over seed and full-fit folders."""
 
 import dataclasses
 import json
@@ -10,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kagglekit.run import (CARD_FILE, META_FILE, OOF_FILE, FoldMeta, RunFolder, find_fold_dirs, fold_dirs,
-                           merge_oof)
+from kagglekit.run import (CARD_FILE, META_FILE, OOF_FILE, FoldMeta, ModelDirName, RunFolder, find_fold_dirs, find_model_dirs,
+                           fold_dirs, fold_number, full_dirs, merge_oof, parse_model_dir_name)
 from kagglekit.targets import Target
+from kagglekit.tools.merge import merge_runs
 
 FULL = FoldMeta(
     task="pairs", max_len=48, activation="expected", id_col="pair_id", target_col="similarity", loss="soft_ce",
@@ -81,7 +83,57 @@ def test_a_checkpoint_stamp_round_trips_and_dicts_are_refused(tmp_path):
         FULL["loss"]  # no dict view: attributes only
 
 
+def test_seed_and_full_fields_round_trip_and_a_fold_model_writes_neither_default():
+    seeded = dataclasses.replace(FULL, seed=43)
+    full = dataclasses.replace(FULL, fold=None, seed=7, full=True, epoch=3)
+    for meta in (seeded, full):
+        again = FoldMeta.from_json(json.loads(json.dumps(meta.to_json())))
+        assert again == meta and (again.seed, again.full, again.fold) == (meta.seed, meta.full, meta.fold)
+    assert full.to_json()["full"] is True and "fold" not in full.to_json() and full.to_json()["seed"] == 7
+    assert "full" not in FULL.to_json() and "seed" not in FULL.to_json()  # a plain fold's file is as before
+    old = FoldMeta.from_json(OLD)
+    assert (old.seed, old.full) == (None, False)
+
+
 # ---------------------------------------------------------------------------------------------- fold discovery
+
+
+@pytest.mark.parametrize("name, parsed", [
+    ("fold0", (0, None, False)), ("fold12", (12, None, False)), ("fold3-seed43", (3, 43, False)),
+    ("full", (None, None, True)), ("full-seed7", (None, 7, True)),
+    ("fold", None), ("fold-1", None), ("fold2-seed", None), ("fold2_seed3", None), ("full2", None), ("fold2-seed3x", None),
+    ("Fold2", None), ("fullseed3", None),
+])
+def test_model_folder_names_parse(name, parsed):
+    got = parse_model_dir_name(name)
+    assert got == (None if parsed is None else ModelDirName(*parsed))
+    assert fold_number(f"/runs/x/{name}") == (parsed[0] if parsed else None)
+
+
+def test_seed_folders_are_fold_members_and_full_fits_are_apart(tmp_path):
+    for name in ("fold1-seed43", "fold10", "full-seed43", "fold0-seed43", "fold1", "full", "fold0", "fold1-seed7", "full-seed3"):
+        _model_dir(tmp_path / name)
+    (tmp_path / "fold2-seed43").mkdir()  # a seed still training
+    assert [p.name for p in fold_dirs(tmp_path)] == ["fold0", "fold0-seed43", "fold1", "fold1-seed7", "fold1-seed43", "fold10"]
+    assert [p.name for p in fold_dirs(tmp_path, fold=1)] == ["fold1", "fold1-seed7", "fold1-seed43"]
+    assert [p.name for p in fold_dirs(tmp_path, complete=False, fold=2)] == ["fold2-seed43"]
+    assert [p.name for p in full_dirs(tmp_path)] == ["full", "full-seed3", "full-seed43"]
+    folds, full = find_model_dirs(tmp_path)
+    assert folds == fold_dirs(tmp_path) and full == full_dirs(tmp_path) and find_fold_dirs(tmp_path) == folds
+    assert find_model_dirs(tmp_path / "full-seed3") == ([], [tmp_path / "full-seed3"])  # a full fit given on its own
+    assert find_model_dirs(tmp_path / "fold1-seed7") == ([tmp_path / "fold1-seed7"], [])
+    run = RunFolder(tmp_path)
+    assert (run.fold_dir(1), run.fold_dir(1, seed=7), run.full_dir(), run.full_dir(seed=3)) == (
+        tmp_path / "fold1", tmp_path / "fold1-seed7", tmp_path / "full", tmp_path / "full-seed3")
+    assert run.fold_dirs(fold=0) == [tmp_path / "fold0", tmp_path / "fold0-seed43"] and run.full_dirs() == full
+
+
+def test_a_run_of_only_full_fits_has_no_fold_for_the_fold_finders(tmp_path):
+    _model_dir(tmp_path / "full")
+    assert find_model_dirs(tmp_path) == ([], [tmp_path / "full"])
+    with pytest.raises(FileNotFoundError, match=r"holds only full fits \(full\*/\), no trained fold"):
+        find_fold_dirs(tmp_path)
+
 
 
 def _model_dir(folder):
@@ -199,3 +251,55 @@ def test_read_oof_refuses_duplicates_and_non_finite_values(tmp_path):
     frame.assign(id=["a", "b", "c"], pred=[0.1, np.nan, 0.3]).to_csv(tmp_path / OOF_FILE, index=False)
     with pytest.raises(ValueError, match=r"NaN or infinite label/pred in 1 row\(s\), e.g. ids \['b'\]"):
         run.read_oof()
+
+
+# ---------------------------------------------------------------------------------------------- merge: seeds and full fits
+
+
+def _session(root, name, folds, *, full=(), seeds=(43,), card_full=None):
+    """A hand-made run of one session: config, folds.csv, oof.csv, a card, and fold{K}/ + fold{K}-seed{S}/ + full*/ folders."""
+    run = RunFolder(root / name / "run")
+    run.path.mkdir(parents=True)
+    ids = [f"r{i}" for i in range(8)]
+    run.config_path.write_text(f"task: uspppm\nseeds: {1 + len(seeds)}\noutput_dir: {run.path}\n")
+    run.write_folds(pd.DataFrame({"id": ids, "fold": [i % 2 for i in range(8)]}))
+    rows = [i for i in range(8) if i % 2 in folds]
+    rng = np.random.default_rng(len(name))
+    run.oof_path.write_text(pd.DataFrame({"id": [ids[i] for i in rows], "fold": [i % 2 for i in rows], "label": rng.random(len(rows)),
+                                          "pred": rng.random(len(rows))}).to_csv(index=False))
+    card = {"metric": "pearson", "folds": {str(k): {"score": 0.5, "seeds": {"42": 0.5, **{str(s): 0.5 for s in seeds}}} for k in folds}}
+    if card_full:
+        card["full"] = card_full
+    run.write_card(card)
+    for k in folds:
+        for seed in (None, *seeds):
+            (_model_dir(run.fold_dir(k, seed)) / "weights.txt").write_text(f"{k}-{seed}")
+    for seed in full:
+        (_model_dir(run.full_dir(seed)) / "weights.txt").write_text(f"full-{seed}")
+    return run.path
+
+
+def test_merge_copies_every_seed_of_each_fold_and_the_full_fits_with_their_card_entry(tmp_path):
+    s0 = _session(tmp_path, "s0", [0])
+    s1 = _session(tmp_path, "s1", [1], full=(None, 43), card_full={"epochs": 2, "seeds": [42, 43]})
+    card = merge_runs([s0, s1], tmp_path / "merged")
+    merged = RunFolder(tmp_path / "merged")
+    assert [p.name for p in merged.fold_dirs()] == ["fold0", "fold0-seed43", "fold1", "fold1-seed43"]
+    assert [p.name for p in merged.full_dirs()] == ["full", "full-seed43"]
+    for folder in merged.fold_dirs() + merged.full_dirs():  # each copied from the run that trained it
+        source = (s0 if folder.name.startswith("fold0") else s1) / folder.name
+        assert (folder / "weights.txt").read_text() == (source / "weights.txt").read_text()
+    assert card["full"] == {"epochs": 2, "seeds": [42, 43]} and card["cv_folds"] == [0, 1]
+    assert sorted(card["folds"]) == ["0", "1"] and card["folds"]["0"]["seeds"] == {"42": 0.5, "43": 0.5}
+
+
+def test_merge_refuses_a_fold_or_full_fits_in_two_runs(tmp_path):
+    a = _session(tmp_path, "a", [0], full=(None,))
+    b = _session(tmp_path, "b", [1], full=(None,))
+    with pytest.raises(ValueError, match=r"merge: full-data fits are in both .*a/run \(full\) and .*b/run \(full\)"):
+        merge_runs([a, b], tmp_path / "m1")
+    c = _session(tmp_path, "c", [1], seeds=(44,))  # fold 1 again, with another extra seed: one fold, one OOF entry
+    d = _session(tmp_path, "d", [1])
+    with pytest.raises(ValueError, match=r"merge: fold 1 is in both"):
+        merge_runs([c, d], tmp_path / "m2")
+    assert not (tmp_path / "m1").exists() and not (tmp_path / "m2").exists()

@@ -107,12 +107,12 @@ def export_onnx(model_folder: str | os.PathLike, out_path: str | os.PathLike, *,
 
 
 def _check_model_folder(model_folder) -> Path:
-    from kagglekit.run import META_FILE, fold_dirs, is_model_dir
+    from kagglekit.run import META_FILE, fold_dirs, full_dirs, is_model_dir
 
     folder = Path(model_folder)
     if is_model_dir(folder):
         return folder
-    folds = [p.name for p in fold_dirs(folder)]
+    folds = [p.name for p in fold_dirs(folder) + full_dirs(folder)]
     if folds:
         raise ValueError(f"--model: {folder} is a run folder with folds {folds}: export one fold at a time, e.g. --model {folder / folds[0]}.")
     raise FileNotFoundError(f"--model: {folder} is not a kagglekit model folder (no {META_FILE}): pass a fold folder written by kagglekit train.")

@@ -3,7 +3,9 @@ tokenized once per tokenizer, max_len and view (`InputCache`).
 
 A run's folds and the runs of a blend often share all of this; predict asks the cache, so a test file
 is read, its computed features (co-occurrence, embedding cosine) made and its pairs tokenized only as
-often as the settings really differ.
+often as the settings really differ. The cache is shared by predict's device workers (threads): one
+of them at a time reads or tokenizes (tokenizers are not guaranteed thread-safe), the others wait and
+then find the result cached.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -130,7 +133,8 @@ def value_range(recipe: Recipe, state: dict) -> tuple[float, float]:
 class InputCache:
     """The test file, read once per recipe state and tokenized once per tokenizer, max_len and view.
 
-    `data` is the test file's path, or a DataFrame with its columns (read through `read_rows`).
+    `data` is the test file's path, or a DataFrame with its columns (read through `read_rows`). Safe to
+    share between threads: a lock makes each read and tokenization happen once, one at a time.
     """
 
     def __init__(self, data: str | os.PathLike | pd.DataFrame, device="cpu"):
@@ -138,25 +142,28 @@ class InputCache:
         self.device = device  # where features that need a model (embedding_model) are computed
         self._frames: dict[str, tuple[Recipe, pd.DataFrame]] = {}
         self._encodings: dict[tuple, PairEncodings] = {}
+        self._lock = threading.RLock()  # re-entrant: encodings() asks frame() while holding it
 
     def frame(self, meta: FoldMeta, folder: str | os.PathLike | None = None) -> tuple[Recipe, pd.DataFrame]:
         """(the recipe that read it, the normalized test frame) for a model folder's meta; `folder`
         (the model folder) locates the run's embedding model when it has one."""
         key = _state_key(meta)
-        if key not in self._frames:
-            recipe = get_recipe(meta.task)
-            self._frames[key] = (recipe, read_test_frame(recipe, self.data, meta.recipe_state, folder, self.device))
-        return self._frames[key]
+        with self._lock:
+            if key not in self._frames:
+                recipe = get_recipe(meta.task)
+                self._frames[key] = (recipe, read_test_frame(recipe, self.data, meta.recipe_state, folder, self.device))
+            return self._frames[key]
 
     def encodings(self, meta: FoldMeta, tokenizer, folder: Path, feature_names: Sequence[str], *, swap: bool = False) -> PairEncodings:
         """The tokenized test pairs for a model folder (its tokenizer files and max_len); `swap`: texts exchanged."""
         key = (_state_key(meta), _tokenizer_key(folder), meta.max_len, tuple(feature_names), swap)
-        if key not in self._encodings:
-            frame = self.frame(meta, folder)[1]
-            frame = swapped(frame) if swap else frame
-            features = frame[list(feature_names)].to_numpy() if feature_names else None
-            self._encodings[key] = PairEncodings(tokenizer, frame["text_a"], frame["text_b"], meta.max_len, features=features)
-        return self._encodings[key]
+        with self._lock:
+            if key not in self._encodings:
+                frame = self.frame(meta, folder)[1]
+                frame = swapped(frame) if swap else frame
+                features = frame[list(feature_names)].to_numpy() if feature_names else None
+                self._encodings[key] = PairEncodings(tokenizer, frame["text_a"], frame["text_b"], meta.max_len, features=features)
+            return self._encodings[key]
 
 
 def _state_key(meta: FoldMeta) -> str:

@@ -1,17 +1,23 @@
-"""Predict: run folders × their folds → fold average → (weighted) blend of the runs → one checked submission.
+"""Predict: run folders × their model folders → fold average → (weighted) blend of the runs → one checked submission.
 
-Each fold is read with its own kagglekit.json (recipe state, tokenizer, max_len, output); the test file
-is read once per distinct recipe state and tokenized once per distinct tokenizer, max_len and view.
-Rows are visited sorted by length with dynamic padding and put back in their original order, and the
-submission is checked (ids, order, columns, finite values in the task's range) before it is written.
+Each model folder (every fold and seed, and the full-data fits) is read with its own kagglekit.json
+(recipe state, tokenizer, max_len, output); the test file is read once per distinct recipe state and
+tokenized once per distinct tokenizer, max_len and view. With several GPUs the model folders of all
+runs are spread over them and predicted at once (a thread per device); the results are combined in a
+fixed order, so the submission does not depend on timing. Rows are visited sorted by length with
+dynamic padding and put back in their original order, and the submission is checked (ids, order,
+columns, finite values in the task's range) before it is written. Over 350 lines: the device workers
+stay beside the one loop they run, the model folders of the runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,14 +28,15 @@ from kagglekit.infer.inputs import InputCache, value_range
 from kagglekit.infer.submission import check_submission, read_sample
 from kagglekit.losses import activate
 from kagglekit.models.forward import run_inference, run_logits
-from kagglekit.run import CARD_FILE, FoldMeta, RunFolder, find_fold_dirs
+from kagglekit.run import CARD_FILE, META_FILE, FoldMeta, RunFolder, find_model_dirs
 
 AVERAGES = ("prob", "logit")
 TTAS = ("none", "swap")
 
 
-def average_outputs(outputs: Sequence[np.ndarray], *, activation: str, values: Sequence[float] = (), average: str = "prob") -> np.ndarray:
-    """Equal-weight average of several models' logits (folds, TTA views) in the label's space, shape (N,).
+def average_outputs(outputs: Sequence[np.ndarray], *, activation: str, values: Sequence[float] = (), average: str = "prob",
+                    weights: Sequence[float] | None = None) -> np.ndarray:
+    """Average of several models' logits (folds, seeds, full fits, TTA views) in the label's space, shape (N,).
 
     Args:
         outputs: logits of each model, each (N,) or (N, C).
@@ -39,13 +46,20 @@ def average_outputs(outputs: Sequence[np.ndarray], *, activation: str, values: S
             mean logits: sigmoid(mean logit) for bce; for classes/bins the expected value under
             softmax(mean logits), i.e. under the normalised geometric mean of the models' class
             distributions; for identity outputs both are the same.
+        weights: one weight per output (normalised to sum 1); None: equal weights.
     """
     if average not in AVERAGES:
         raise ValueError(f"average={average!r} is unknown: use 'prob' (average predictions) or 'logit' (average logits).")
+    if weights is not None:
+        weights = np.asarray(weights, dtype=np.float64)
+        assert weights.shape == (len(outputs),) and weights.sum() > 0, "one positive-sum weight per output"
+        weights = weights / weights.sum()
     if average == "logit":
-        mean = torch.from_numpy(np.mean(np.stack(outputs), axis=0))
-        return activate(mean, activation, values).numpy().astype(np.float64)
-    return np.mean([activate(torch.from_numpy(o), activation, values).numpy().astype(np.float64) for o in outputs], axis=0)
+        stacked = np.stack(outputs)  # (M, N) or (M, N, C)
+        mean = np.mean(stacked, axis=0) if weights is None else np.tensordot(weights, stacked.astype(np.float64), axes=1)
+        return activate(torch.from_numpy(mean), activation, values).numpy().astype(np.float64)
+    preds = [activate(torch.from_numpy(o), activation, values).numpy().astype(np.float64) for o in outputs]
+    return np.mean(preds, axis=0) if weights is None else np.tensordot(weights, np.stack(preds), axes=1)
 
 
 @dataclass
@@ -60,21 +74,71 @@ class RunPrediction:
     value_range: tuple[float, float]  # where its submission values must lie
 
 
-def predict_run(run: str | os.PathLike, inputs: InputCache, *, average: str = "prob", tta: str = "none", batch_size: int = 64,
-                device: str = "auto", precision: str = "auto") -> RunPrediction:
-    """Average the folds of one run (and, with ``tta="swap"``, both text orders) on the test file.
+class FolderOutputs(NamedTuple):
+    """One model folder's raw outputs on the test rows: its meta and the logits of each view (text order)."""
 
-    Every fold and view counts equally; `average` picks probabilities or logits (see `average_outputs`).
+    meta: FoldMeta
+    logits: list[np.ndarray]  # one (N,) or (N, C) array per view: the given order, then (tta="swap") the swapped one
+
+
+class FolderFailed(RuntimeError):
+    """A model folder failed in a device worker; the message names the folder and the device, the cause is the error."""
+
+
+def predict_run(run: str | os.PathLike, inputs: InputCache, *, average: str = "prob", tta: str = "none", batch_size: int = 64,
+                device: str = "auto", precision: str = "auto", full_weight: float | None = None,
+                devices: Sequence[str] | None = None) -> RunPrediction:
+    """Average the model folders of one run (and, with ``tta="swap"``, both text orders) on the test file.
+
+    Every CV model folder (each fold, each seed) and view counts equally; `average` picks probabilities
+    or logits (see `average_outputs`); `full_weight`, `device` and `devices` as in `predict`.
     """
+    return _predict_runs([run], inputs, average=average, tta=tta, batch_size=batch_size, device=device, precision=precision,
+                         full_weight=full_weight, devices=devices)[0]
+
+
+def _predict_runs(runs: Sequence[str | os.PathLike], inputs: InputCache, *, average: str, tta: str, batch_size: int, device: str,
+                  precision: str, full_weight: float | None, devices: Sequence[str] | None) -> list[RunPrediction]:
+    """Check every run, then predict all their model folders (on every device at once), then combine each run's."""
     if tta not in TTAS:
         raise ValueError(f"tta={tta!r} is unknown: use 'none' or 'swap' (both text orders, for symmetric tasks).")
-    folders = find_fold_dirs(run)
-    _read_test_for(run, folders[0], inputs)
+    if average not in AVERAGES:
+        raise ValueError(f"average={average!r} is unknown: use 'prob' (average predictions) or 'logit' (average logits).")
+    check_full_weight(full_weight)
+    plans = [_plan_run(run, inputs, tta=tta, full_weight=full_weight) for run in runs]  # every check before a model loads
+    targets = [(dev, device_and_amp(str(dev), precision)[1]) for dev in inference_devices(device, devices)]
+    jobs = [folder for folds, full in plans for folder in (*folds, *full)]
+    outputs = iter(run_folders(jobs, inputs, devices=targets, tta=tta, batch_size=batch_size))
+    results = []
+    for run, (folds, full) in zip(runs, plans):
+        members = [(folder, next(outputs), False) for folder in folds] + [(folder, next(outputs), True) for folder in full]
+        results.append(_run_prediction(run, members, inputs, average=average, full_weight=full_weight))
+    return results
+
+
+def check_full_weight(full_weight: float | None) -> None:
+    """None, or a number in [0, 1]; else a ValueError naming the option."""
+    if full_weight is None:
+        return
+    if isinstance(full_weight, bool) or not isinstance(full_weight, (int, float)) or not 0 <= full_weight <= 1:
+        raise ValueError(f"--full-weight {full_weight!r}: expected a number in [0, 1] (the full-data fits' share of each run), "
+                         "or leave it out to count each full fit as one more model.")
+
+
+def _plan_run(run: str | os.PathLike, inputs: InputCache, *, tta: str, full_weight: float | None) -> tuple[list[Path], list[Path]]:
+    """The run's (CV model folders, full fits) that take part, after the checks that need no model loaded."""
+    folds, full = find_model_dirs(run)
+    if full_weight is not None and not full:
+        raise ValueError(f"--full-weight {full_weight:g}: run {run} has no full-data model (no full/ or full-seed*/ with "
+                         f"{META_FILE}): leave --full-weight out, or train the run's full fit.")
+    if full_weight is not None and full_weight < 1 and not folds:
+        raise ValueError(f"--full-weight {full_weight:g}: run {run} has no CV fold model (fold*/), so its folds cannot have "
+                         "a share: use --full-weight 1, or leave it out.")
+    folds, full = (folds if full_weight != 1 else []), (full if full_weight != 0 else [])  # a share of 0: not predicted
+    _read_test_for(run, (folds or full)[0], inputs)
     if tta == "swap":
-        check_symmetric(run, folders[0])
-    dev, amp_dtype = device_and_amp(device, precision)
-    return average_folds(run, load_folds(folders, dev), inputs, average=average, tta=tta, batch_size=batch_size,
-                         device=dev, amp_dtype=amp_dtype)
+        check_symmetric(run, (folds or full)[0])
+    return folds, full
 
 
 def device_and_amp(device: str, precision: str):
@@ -83,6 +147,134 @@ def device_and_amp(device: str, precision: str):
 
     dev = resolve_device(device)
     return dev, amp_dtype(resolve_precision(precision, dev))
+
+
+def inference_devices(device: str = "auto", devices: Sequence[str] | None = None) -> list[torch.device]:
+    """The devices predict runs model folders on, one worker each.
+
+    Args:
+        device: auto | cpu | cuda. ``auto`` with two or more visible GPUs gives all of them (``cuda:0``,
+            ``cuda:1``, ...); otherwise the one device `kagglekit.kaggle.resolve_device` picks.
+        devices: the devices to use, e.g. ``["cuda:0", "cuda:1"]`` (a device may repeat: two workers share it);
+            only with ``device="auto"``.
+
+    Example:
+        >>> inference_devices("auto")  # on Kaggle's T4×2
+        [device(type='cuda', index=0), device(type='cuda', index=1)]
+    """
+    from kagglekit.kaggle import resolve_device
+    from kagglekit.train import parallel
+
+    if devices is None:
+        gpus = parallel.visible_gpus() if device == "auto" else []
+        return [torch.device("cuda", i) for i in gpus] if len(gpus) > 1 else [resolve_device(device)]
+    if isinstance(devices, str):
+        raise TypeError(f"devices={devices!r}: pass a list of devices, e.g. devices=['cuda:0', 'cuda:1'] (--devices cuda:0,cuda:1).")
+    if device != "auto":
+        raise ValueError(f"device={device!r} and devices={list(devices)!r} are both given: give one (devices lists every device to use).")
+    if not devices:
+        raise ValueError("--devices is empty: list the devices to predict on, e.g. --devices cuda:0,cuda:1.")
+    out = []
+    for name in devices:
+        try:
+            dev = torch.device(str(name).strip())
+        except RuntimeError:
+            dev = None
+        if dev is None or dev.type not in ("cpu", "cuda"):
+            raise ValueError(f"--devices: {name!r} is not a device: use cpu or cuda:N, e.g. --devices cuda:0,cuda:1.")
+        if dev.type == "cuda":
+            gpus = parallel.visible_gpus()
+            if (dev.index or 0) not in gpus:
+                raise ValueError(f"--devices: {name} is not visible: this process sees {len(gpus)} CUDA device(s) "
+                                 f"{[f'cuda:{i}' for i in gpus]}; list those, or turn the notebook's GPUs on.")
+        out.append(dev)
+    return out
+
+
+def assign_devices(n_folders: int, devices: Sequence) -> list[list[int]]:
+    """Which model folders each device predicts if all take equally long: round-robin in folder order.
+
+    For the record (the log); the actual schedule is the queue of `run_folders`, where a device that
+    finishes early takes the next folder.
+
+    Example:
+        >>> assign_devices(5, ["cuda:0", "cuda:1"])
+        [[0, 2, 4], [1, 3]]
+    """
+    if isinstance(n_folders, bool) or not isinstance(n_folders, int) or n_folders < 0:
+        raise ValueError(f"n_folders must be a count (0 or more), got n_folders={n_folders!r}.")
+    if not devices:
+        raise ValueError("devices is empty: pass the devices to predict on, e.g. ['cuda:0', 'cuda:1'].")
+    return [list(range(i, n_folders, len(devices))) for i in range(len(devices))]
+
+
+def folder_outputs(folder: Path, inputs: InputCache, *, tta: str, batch_size: int, device, amp_dtype,
+                   verbose: bool = True) -> FolderOutputs:
+    """Load one model folder onto `device`, predict the test rows (each view), and let the model go."""
+    from kagglekit.models.pair_model import load_model_folder
+
+    # the thread's current CUDA device is `device`: whatever is made without an explicit device lands on it
+    with torch.cuda.device(device) if device.type == "cuda" and device.index is not None else contextlib.nullcontext():
+        model, tokenizer, meta = load_model_folder(folder, device=device)
+        logits = _view_logits(folder, model, tokenizer, meta, inputs, tta=tta, batch_size=batch_size, device=device,
+                              amp_dtype=amp_dtype, verbose=verbose)
+        del model  # dropped before this worker loads the next one: one model per device at a time
+    return FolderOutputs(meta, logits)
+
+
+def run_folders(folders: Sequence[Path], inputs: InputCache, *, devices: Sequence[tuple], tta: str, batch_size: int,
+                verbose: bool = True) -> list[FolderOutputs]:
+    """`folder_outputs` of every folder, in the order of `folders`, whatever order they finish in.
+
+    Args:
+        folders: model folders (of one run or several).
+        devices: (torch.device, autocast dtype or None) per worker. One: the folders in turn. Several: a
+            thread per device takes the next folder from a shared queue, loads it onto its device and
+            predicts (CUDA kernels release the GIL, so the devices work at once).
+        tta, batch_size, verbose: as in `folder_outputs`.
+
+    Raises:
+        FolderFailed: a folder failed in a worker (the first in folder order, if several did); the others
+            stop after their current folder.
+    """
+    def one(folder, dev, amp):
+        return folder_outputs(folder, inputs, tta=tta, batch_size=batch_size, device=dev, amp_dtype=amp, verbose=verbose)
+
+    if len(devices) == 1 or len(folders) <= 1:
+        return [one(folder, *devices[0]) for folder in folders]
+    workers = list(devices[: len(folders)])
+    if verbose:
+        plan = assign_devices(len(folders), workers)
+        print(f"predicting {len(folders)} model folders on {len(workers)} devices at once ("
+              + ", ".join(f"{dev}: ~{len(p)}" for (dev, _), p in zip(workers, plan)) + ")", flush=True)
+    results: list[FolderOutputs | None] = [None] * len(folders)
+    failures: list[tuple[int, object, BaseException]] = []
+    queue, lock, stop = iter(range(len(folders))), threading.Lock(), threading.Event()
+
+    def work(dev, amp):
+        while not stop.is_set():
+            with lock:
+                index = next(queue, None)
+            if index is None:
+                return
+            try:
+                results[index] = one(folders[index], dev, amp)
+            except BaseException as err:  # noqa: BLE001 -- re-raised in the main thread, naming the folder
+                failures.append((index, dev, err))
+                stop.set()
+
+    threads = [threading.Thread(target=work, args=pair, name=f"kagglekit-predict-{pair[0]}", daemon=True) for pair in workers]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            thread.join()
+    finally:
+        stop.set()  # an interrupted main thread: the workers take no further folder
+    if failures:
+        index, dev, err = min(failures, key=lambda f: f[0])
+        raise FolderFailed(f"predict: model folder {folders[index]} failed on {dev}: {type(err).__name__}: {err}") from err
+    return results
 
 
 def load_folds(folders: Sequence[Path], device) -> Iterator[tuple[Path, object, object, FoldMeta]]:
@@ -95,9 +287,22 @@ def load_folds(folders: Sequence[Path], device) -> Iterator[tuple[Path, object, 
         del model  # dropped before the next one loads: predict holds one model at a time
 
 
+def _view_logits(folder: Path, model, tokenizer, meta: FoldMeta, inputs: InputCache, *, tta: str, batch_size: int, device,
+                 amp_dtype, verbose: bool) -> list[np.ndarray]:
+    """One loaded model's logits on the test rows: the given text order, then (tta="swap") the swapped one."""
+    logits = []
+    for swap in ((False, True) if tta == "swap" else (False,)):
+        enc = inputs.encodings(meta, tokenizer, folder, model.feature_names, swap=swap)
+        logits.append(run_logits(model, enc, batch_size=batch_size, device=device, amp_dtype=amp_dtype))
+    if verbose:
+        print(f"predicted {len(enc)} rows with {folder} (max_len {meta.max_len}{', both text orders' if tta == 'swap' else ''}"
+              f"{f', {device}' if device.type == 'cuda' else ''})", flush=True)
+    return logits
+
+
 def average_folds(run: str | os.PathLike, folds: Iterable[tuple[Path, object, object, FoldMeta]], inputs: InputCache, *,
                   average: str, tta: str, batch_size: int, device, amp_dtype, verbose: bool = True) -> RunPrediction:
-    """The fold loop of one run, shared by `predict_run` and `kagglekit.infer.scorer.Scorer`.
+    """The fold loop of one run over loaded models, each counting equally: `kagglekit.infer.scorer.Scorer`'s.
 
     Args:
         run: the run folder (names the result).
@@ -108,23 +313,36 @@ def average_folds(run: str | os.PathLike, folds: Iterable[tuple[Path, object, ob
         device, amp_dtype: resolved (a torch.device; None for fp32).
         verbose: print a line per fold.
     """
+    members = []
+    for folder, model, tokenizer, meta in folds:
+        logits = _view_logits(folder, model, tokenizer, meta, inputs, tta=tta, batch_size=batch_size, device=device,
+                              amp_dtype=amp_dtype, verbose=verbose)
+        members.append((folder, FolderOutputs(meta, logits), False))
+        del model
+    return _run_prediction(run, members, inputs, average=average, full_weight=None)
+
+
+def _run_prediction(run: str | os.PathLike, members: Sequence[tuple[Path, FolderOutputs, bool]], inputs: InputCache, *,
+                    average: str, full_weight: float | None) -> RunPrediction:
+    """Combine one run's model folders, (folder, outputs, is a full fit) each, into its prediction.
+
+    `full_weight` None: every folder (and view) counts equally. A number w: (1 - w) · mean of the CV folders
+    + w · mean of the full fits, in probabilities or logits as `average` says.
+    """
     from kagglekit.infer.ensemble import run_name
 
-    outputs, first, first_folder = [], None, None
-    for folder, model, tokenizer, meta in folds:
-        if first is None:
-            first, first_folder = meta, folder
-        _check_same_output(meta, folder, first, first_folder)
-        views = (False, True) if tta == "swap" else (False,)
-        for swap in views:
-            enc = inputs.encodings(meta, tokenizer, folder, model.feature_names, swap=swap)
-            outputs.append(run_logits(model, enc, batch_size=batch_size, device=device, amp_dtype=amp_dtype))
-        if verbose:
-            print(f"predicted {len(enc)} rows with {folder} (max_len {meta.max_len}{', both text orders' if tta == 'swap' else ''})", flush=True)
-        del model
+    first_folder, first = members[0][0], members[0][1].meta
+    for folder, out, _ in members:
+        _check_same_output(out.meta, folder, first, first_folder)
+    outputs = [logits for _, out, _ in members for logits in out.logits]
+    weights = None
+    if full_weight is not None:
+        counts = {full: sum(len(out.logits) for _, out, f in members if f == full) for full in (False, True)}
+        shares = {False: 1 - full_weight, True: full_weight}
+        weights = [shares[full] / counts[full] for _, out, full in members for _ in out.logits]
     recipe, frame = inputs.frame(first, first_folder)
     state = first.recipe_state
-    preds = average_outputs(outputs, activation=first.activation, values=first.output.values, average=average)
+    preds = average_outputs(outputs, activation=first.activation, values=first.output.values, average=average, weights=weights)
     preds = np.asarray(recipe.postprocess(preds, state), dtype=np.float64)  # e.g. back to STS-B's 0-5
     return RunPrediction(run_name(run), str(run), frame["id"].to_numpy(), preds, first, value_range(recipe, state))
 
@@ -200,12 +418,16 @@ def predict(
     batch_size: int = 64,
     device: str = "auto",
     precision: str = "auto",
+    full_weight: float | None = None,
+    devices: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Average the folds of each run, blend the runs, check the submission, then write it.
+    """Average the model folders of each run, blend the runs, check the submission, then write it.
 
     Args:
-        models: run folders (``fold*/`` inside) or single model folders; each may have its own
-            task settings, tokenizer and max_len (read from its kagglekit.json).
+        models: run folders or single model folders; each may have its own task settings, tokenizer
+            and max_len (read from its kagglekit.json). A run folder's models are its CV folds
+            (``fold{K}/``, and ``fold{K}-seed{S}/`` for more seeds), each counting equally, and its
+            full-data fits (``full/``, ``full-seed{S}/``), as `full_weight` says.
         data: the test file, in the schema of the runs' task.
         out: where to write the submission CSV (atomically); beside it ``<stem>_models.csv`` holds
             each run's predictions (id + one column per run). None: only return the submission.
@@ -215,14 +437,21 @@ def predict(
         weights: a weights.json from ``kagglekit ensemble``: the runs' blend weights (and ranks).
             None: the runs' equal average.
         batch_size: rows per forward pass.
-        device: auto | cpu | cuda.
+        device: auto | cpu | cuda. auto with two or more visible GPUs predicts on all of them at once,
+            one model folder per GPU at a time (the submission is the same as on one device).
         precision: auto (fp16/bf16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16.
+        full_weight: None: each full-data fit is one more model, weighing as much as a fold model. A
+            number w in [0, 1]: each run's prediction is (1 - w) · mean(fold models) + w · mean(full fits)
+            (of the logits with ``average="logit"``); every run must then have a full fit.
+        devices: the devices to spread the model folders over, e.g. ``["cuda:0", "cuda:1"]``; None: as
+            `device` says (see `inference_devices`).
 
     Returns:
         The submission frame: the id column and the target column, in test (or sample) order.
 
     Example:
         >>> predict(["runs/deberta", "runs/electra"], "data/test.csv", "submission.csv", weights="weights.json")
+        >>> predict(["runs/deberta"], "data/test.csv", "submission.csv", full_weight=0.5, devices=["cuda:0", "cuda:1"])
     """
     from kagglekit.infer.ensemble import match_weights
 
@@ -234,10 +463,10 @@ def predict(
     if average not in AVERAGES:
         raise ValueError(f"--average {average!r} is unknown: use 'prob' or 'logit'.")
     blend_weights, rank = match_weights(models, weights) if weights is not None else (None, False)  # fail before inference
-    from kagglekit.kaggle import resolve_device
-
-    inputs = InputCache(data, device=resolve_device(device))
-    runs = [predict_run(m, inputs, average=average, tta=tta, batch_size=batch_size, device=device, precision=precision) for m in models]
+    check_full_weight(full_weight)
+    inputs = InputCache(data, device=inference_devices(device, devices)[0])  # where embedding features are computed
+    runs = _predict_runs(models, inputs, average=average, tta=tta, batch_size=batch_size, device=device, precision=precision,
+                         full_weight=full_weight, devices=devices)
     _check_runs_agree(runs)
     low, high = max(r.value_range[0] for r in runs), min(r.value_range[1] for r in runs)
     blended = blend_runs(runs, blend_weights, rank=rank)

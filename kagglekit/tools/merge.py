@@ -3,8 +3,9 @@
 On Kaggle a session trains one or two folds; each session's output is a run folder with those folds.
 Runs that differ only in their folds and their paths (the input mounts and ``output_dir`` move between
 sessions) merge into a new run folder: the fold folders are copied (attached inputs are read-only, and
-a copy moves with the merged run), ``oof.csv`` covers every merged fold in training-file order, and
-``run.json`` holds every fold's entry and the CV over all of them. `ensemble`, `report` and `predict`
+a copy moves with the merged run, each fold with all its seeds' folders), ``oof.csv`` covers every merged
+fold in training-file order, and ``run.json`` holds every fold's entry and the CV over all of them. A run's
+full-data fits (``full/``, ``full-seed{S}/``, no OOF) are copied too, with the card's ``full`` entry. `ensemble`, `report` and `predict`
 read the result like any run.
 """
 
@@ -26,12 +27,14 @@ def merge_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike) -> dic
     """Merge run folders holding different folds of one experiment into `out`; returns the new run card.
 
     Args:
-        runs: two or more run folders (``run.json``, ``config.yaml``, ``folds.csv``, ``oof.csv``, ``fold{K}/``).
+        runs: two or more run folders (``run.json``, ``config.yaml``, ``folds.csv``, ``oof.csv``, ``fold{K}/``,
+            ``fold{K}-seed{S}/``; optionally ``full*/``).
         out: the new run folder; it must not exist yet, and must not be one of `runs` or inside one.
 
     Raises:
         ValueError: fewer than two runs; a run passed twice; settings other than paths differ; the
-            runs' ``folds.csv`` differ; a fold appears in two runs; `out` exists or lies inside a run.
+            runs' ``folds.csv`` differ; a fold (any of its seeds) or a full fit appears in two runs; `out`
+            exists or lies inside a run.
         FileNotFoundError: a run lacks one of its files.
 
     Example:
@@ -48,6 +51,7 @@ def merge_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike) -> dic
     _check_same_settings(folders, configs)
     folds_csv = _check_same_folds(folders)
     owner = _check_disjoint_folds(folders, cards)
+    full_owner = _check_one_full_fit(folders)
     oofs = [f.read_oof() for f in folders]
     _check_embedding_copies(folders)
 
@@ -61,12 +65,18 @@ def merge_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike) -> dic
     card["cv"] = float(metric.fn(oof["label"].to_numpy(), oof["pred"].to_numpy()))
     card["cv_folds"] = sorted(int(k) for k in card["folds"])
     card["timings"] = {"fold_seconds": {k: v.get("seconds") for k, v in card["folds"].items()}}
+    card.pop("full", None)
+    if full_owner is not None and "full" in cards[full_owner]:
+        card["full"] = cards[full_owner]["full"]
     card["merged_from"] = [{"run": str(f.path), "folds": sorted(int(k) for k, i in owner.items() if i == n)} for n, f in enumerate(folders)]
 
     with atomic_dir(out) as tmp:
         new = RunFolder(tmp)
         for fold, i in owner.items():
-            shutil.copytree(folders[i].fold_dir(int(fold)), new.fold_dir(int(fold)))
+            for source in folders[i].fold_dirs(complete=False, fold=int(fold)):  # fold{K}/ and its fold{K}-seed{S}/
+                shutil.copytree(source, tmp / source.name)
+        for source in folders[full_owner].full_dirs(complete=False) if full_owner is not None else ():
+            shutil.copytree(source, tmp / source.name)
         if (folders[0].path / EMBEDDER_DIR).is_dir():
             shutil.copytree(folders[0].path / EMBEDDER_DIR, tmp / EMBEDDER_DIR)
         write_text(new.config_path, folders[0].config_path.read_text(encoding="utf-8"))
@@ -137,6 +147,16 @@ def _check_disjoint_folds(folders: list[RunFolder], cards: list[dict]) -> dict[s
     if not owner:
         raise ValueError("merge: none of the runs has a complete fold: train folds first (kagglekit train --fold K).")
     return owner
+
+
+def _check_one_full_fit(folders: list[RunFolder]) -> int | None:
+    """The run (its index in `folders`) holding full-data fits, refusing them in two runs; None when no run has any."""
+    having = [i for i, folder in enumerate(folders) if folder.full_dirs(complete=False)]
+    if len(having) > 1:
+        shown = " and ".join(f"{folders[i].path} ({', '.join(p.name for p in folders[i].full_dirs(complete=False))})" for i in having)
+        raise ValueError(f"merge: full-data fits are in both {shown}: keep those of one run (delete the others' full*/ "
+                         "folders, or pass that run without them).")
+    return having[0] if having else None
 
 
 def _check_embedding_copies(folders: list[RunFolder]) -> None:

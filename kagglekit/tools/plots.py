@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kagglekit._io import atomic_path, read_csv
-from kagglekit.run import OOF_FILE, RunFolder, fold_number
+from kagglekit.run import OOF_FILE, RunFolder
 
 
 def _pyplot():
@@ -29,16 +29,17 @@ def _save(fig, path: Path) -> Path:
 
 
 def plot_learning_curves(name: str, path: Path, card: dict, out_dir: Path) -> list[Path]:
-    """``curve_fold{K}.png`` for each fold with a ``train_log.csv`` (loss and validation score per step)."""
+    """``curve_fold{K}.png`` (``curve_fold{K}-seed{S}.png``) for each fold folder with a ``train_log.csv`` (loss and
+    validation score per step)."""
     from kagglekit.train.curves import LOG_FILE, plot_curve
 
     paths = []
     for folder in RunFolder(path).fold_dirs(complete=False):
-        log, fold = folder / LOG_FILE, fold_number(folder)
+        log = folder / LOG_FILE
         if log.is_file():
             frame = read_csv(log, what=f"{name}/{folder.name}/{LOG_FILE}", required=("step", "loss", "score"))
-            paths.append(plot_curve(frame, out_dir / f"curve_fold{fold}.png",
-                                    metric=card.get("metric", "score"), title=f"{name}: fold {fold}"))
+            paths.append(plot_curve(frame, out_dir / f"curve_{folder.name}.png",
+                                    metric=card.get("metric", "score"), title=f"{name}: {folder.name}"))
     return paths
 
 

@@ -5,11 +5,16 @@ writes into ``--out`` (default ``RUNS_DIR/report``): ``leaderboard.csv``, ``lead
 run ``<run>/curve_fold{K}.png``, ``<run>/oof.png``, ``<run>/folds.png``; a ``blend_*.png`` per
 ``weights.json``. Runs of different tasks or metrics are never ranked together: each (task, metric)
 pair gets its own table, ranked in that metric's direction.
+
+Public LB scores are kept in each run's ``lb.json``, or, where run folders are read-only (attached
+Kaggle inputs), in one JSON file the user chooses (``--lb-file``), keyed by each run's identity. Over
+350 lines: the LB store sits beside the ``--lb`` option it serves (a candidate for its own module).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import os
@@ -19,14 +24,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping
 
-from kagglekit._io import write_csv, write_json, write_text
-from kagglekit.run import CARD_FILE, FOLD_DIR, FOLDS_FILE, OOF_FILE, RunFolder, fold_number
+from kagglekit._io import StorageError, write_csv, write_json, write_text
+from kagglekit.run import CARD_FILE, FOLD_DIR, FOLDS_FILE, OOF_FILE, RunFolder, parse_model_dir_name
 from kagglekit.tools.plots import plot_fold_scores, plot_learning_curves, plot_oof, plot_weights
 
 if TYPE_CHECKING:  # numpy and pandas load when a report is made, not when the command line builds its parser
     import pandas as pd
 
-LB_FILE = "lb.json"
+LB_FILE = "lb.json"  # a run's own public LB score, in its folder
+LB_FILE_FORMAT = 1  # the layout of an --lb-file: {"format": 1, "runs": {identity: {"lb", "run", "updated"}}}
 WEIGHTS_FILE = "weights.json"
 _GENERIC_NAMES = {"model", "last", "best", "final"}  # a backbone folder named so is shown with its parent
 
@@ -92,7 +98,7 @@ def find_runs(root: str | os.PathLike, *, exclude: str | os.PathLike | None = No
 
 
 def _looks_like_run(files: list[str], subdirs: list[str]) -> bool:
-    return OOF_FILE in files or FOLDS_FILE in files or any(fold_number(d) is not None for d in subdirs)
+    return OOF_FILE in files or FOLDS_FILE in files or any(parse_model_dir_name(d) is not None for d in subdirs)
 
 
 def _load_run(name: str, folder: Path) -> tuple[Run | None, str]:
@@ -105,20 +111,91 @@ def _load_run(name: str, folder: Path) -> tuple[Run | None, str]:
     return Run(name, folder, card, read_lb(folder)), ""
 
 
-def read_lb(run_dir: str | os.PathLike) -> float | None:
-    """The public LB score stored in a run folder, or None."""
+def run_identity(run_dir: str | os.PathLike, card: Mapping | None = None) -> str:
+    """The key of a run in an ``--lb-file``: its run card's ``run_id`` when it has one, else its folder's name
+    (paths are no part of a run's identity: the folder moves between machines and sessions)."""
+    if card is None:
+        card_path = Path(run_dir) / CARD_FILE
+        card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    run_id = card.get("run_id") if isinstance(card, Mapping) else None
+    return str(run_id) if run_id else Path(run_dir).resolve().name
+
+
+def read_lb_file(path: str | os.PathLike) -> dict[str, dict]:
+    """The entries of an ``--lb-file`` by run identity (``{}`` when the file does not exist yet).
+
+    Raises:
+        ValueError: the file is no JSON, or not in the layout `store_lb` writes; the message names it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"--lb-file {path}: not valid JSON ({err}): fix it, or move it away to start a new one.") from None
+    runs = data.get("runs") if isinstance(data, dict) else None
+    if not isinstance(runs, dict) or not all(isinstance(e, dict) and _is_score(e.get("lb")) for e in runs.values()):
+        raise ValueError(f"--lb-file {path}: expected {{\"format\": {LB_FILE_FORMAT}, \"runs\": {{RUN: {{\"lb\": SCORE, ...}}}}}} as "
+                         "kagglekit report writes it: fix it, or move it away to start a new one.")
+    return runs
+
+
+def _is_score(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def read_lb(run_dir: str | os.PathLike, *, lb_file: str | os.PathLike | None = None, card: Mapping | None = None) -> float | None:
+    """The public LB score of a run, or None: its entry in `lb_file` when given and present, else its ``lb.json``.
+
+    Args:
+        run_dir: the run folder.
+        lb_file: an ``--lb-file`` (see `store_lb`), looked up by `run_identity`.
+        card: the run's card, when already read (for its ``run_id``).
+    """
+    if lb_file is not None:
+        entry = read_lb_file(lb_file).get(run_identity(run_dir, card))
+        if entry is not None:
+            return float(entry["lb"])
     path = Path(run_dir) / LB_FILE
     if not path.is_file():
         return None
     return float(json.loads(path.read_text(encoding="utf-8"))["lb"])
 
 
-def store_lb(run_dir: str | os.PathLike, score: float) -> Path:
-    """Store (or replace) the public LB score of a run in ``lb.json``, atomically."""
+def store_lb(run_dir: str | os.PathLike, score: float, *, lb_file: str | os.PathLike | None = None, name: str | None = None,
+             card: Mapping | None = None) -> Path:
+    """Store (or replace) the public LB score of a run, atomically; returns the file written.
+
+    Args:
+        run_dir: the run folder.
+        score: the public LB score.
+        lb_file: None: the run's own ``lb.json``. A path: that JSON file, keyed by `run_identity`; its other
+            runs' entries are kept. Use it where run folders are read-only (attached Kaggle inputs).
+        name: the run's name in the report, kept in the entry for people reading the file.
+        card: the run's card, when already read (for its ``run_id``).
+
+    Raises:
+        ValueError: `score` is not finite; `lb_file` is not an LB file; the run folder is read-only (without `lb_file`).
+
+    Example:
+        >>> store_lb("/kaggle/input/deberta-run", 0.8376, lb_file="/kaggle/working/lb.json")
+    """
     if not math.isfinite(score):
         raise ValueError(f"--lb: the score must be a finite number, got {score!r}.")
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return write_json(Path(run_dir) / LB_FILE, {"lb": float(score), "updated": stamp})
+    if lb_file is not None:
+        runs = read_lb_file(lb_file)
+        runs[run_identity(run_dir, card)] = {"lb": float(score), "run": name or Path(run_dir).name, "updated": stamp}
+        return write_json(lb_file, {"format": LB_FILE_FORMAT, "runs": runs})
+    path = Path(run_dir) / LB_FILE
+    try:
+        return write_json(path, {"lb": float(score), "updated": stamp})
+    except (PermissionError, StorageError) as err:
+        if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise  # a full disk: StorageError says where and what to do
+        raise ValueError(f"--lb: cannot write {path}: the run folder is read-only (as attached Kaggle inputs are). Keep "
+                         "the scores in a file of your choice instead: --lb-file /kaggle/working/lb.json.") from None
 
 
 def parse_lb(text: str) -> tuple[str, float]:
@@ -244,15 +321,18 @@ def duration(seconds: float) -> str:
 
 
 def write_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
-                 lb: Mapping[str, float] | None = None, weights: Iterable[str | os.PathLike] = ()) -> Report:
+                 lb: Mapping[str, float] | None = None, weights: Iterable[str | os.PathLike] = (),
+                 lb_file: str | os.PathLike | None = None) -> Report:
     """Store LB scores, then write the leaderboard and every plot for the runs under `runs_dir`.
 
     Args:
         runs_dir: a folder of run folders, or one run folder.
         out: the report folder (default ``runs_dir/report``); it is never searched for runs.
-        lb: public LB scores by run name (``{"demo": 0.8376}``), stored in each run's ``lb.json``
-            first; a name that is not a run found is an error listing the runs.
+        lb: public LB scores by run name (``{"demo": 0.8376}``), stored first (in each run's ``lb.json``,
+            or in `lb_file`); a name that is not a run found is an error listing the runs.
         weights: ``weights.json`` files to plot besides those found under `runs_dir`.
+        lb_file: a JSON file of LB scores keyed by run identity (see `store_lb`), for read-only run folders:
+            `lb` is stored there, and every run's score is read from it (a run without an entry: its ``lb.json``).
 
     Returns:
         A `Report`: the table, the CSV and markdown paths, the plots, the folders skipped.
@@ -260,6 +340,7 @@ def write_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
     Example:
         >>> report = write_report("runs", lb={"deberta-v3": 0.8376})
         >>> print(report.markdown.read_text())
+        >>> write_report("/kaggle/input", "/kaggle/working/report", lb={"deberta-v3": 0.84}, lb_file="/kaggle/working/lb.json")
     """
     runs_dir = Path(runs_dir)
     out = Path(out) if out is not None else runs_dir / "report"
@@ -267,9 +348,21 @@ def write_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
     if not runs:
         raise ValueError(f"RUNS_DIR: no run folder (a folder with {CARD_FILE}) under {runs_dir}. "
                          "Pass the output_dir of kagglekit train, or the folder that holds several.")
-    for run, score in [(resolve_run(runs, name), score) for name, score in (lb or {}).items()]:  # all names checked first
-        store_lb(run.path, score)
-    runs = [Run(r.name, r.path, r.card, read_lb(r.path)) for r in runs]
+    stores = [(resolve_run(runs, name), score) for name, score in (lb or {}).items()]  # all names checked first
+    shared = _shared_identities(runs) if lb_file is not None else {}
+    for run, _ in stores:
+        names = shared.get(run_identity(run.path, run.card))
+        if names:
+            raise ValueError(f"--lb {run.name}=...: runs {', '.join(names)} share the identity {run_identity(run.path, run.card)!r} "
+                             f"in --lb-file (their folder name; their {CARD_FILE} has no run_id): rename one of the folders.")
+    if lb_file is not None:
+        read_lb_file(lb_file)  # a broken file is an error before anything is stored
+    for run, score in stores:
+        store_lb(run.path, score, lb_file=lb_file, name=run.name, card=run.card)
+    runs = [Run(r.name, r.path, r.card, read_lb(r.path, card=r.card,
+                                                   lb_file=None if run_identity(r.path, r.card) in shared else lb_file)) for r in runs]
+    skipped += [f"--lb-file: runs {', '.join(names)} share the identity {key!r} (no run_id in their {CARD_FILE}), so their "
+                f"scores are not read from {lb_file}: rename one of the folders" for key, names in shared.items()]
     table = leaderboard(runs)
 
     from kagglekit.infer.ensemble import read_weights
@@ -297,6 +390,14 @@ def write_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
     return Report(table, csv, markdown, plots, skipped)
 
 
+def _shared_identities(runs: Iterable[Run]) -> dict[str, list[str]]:
+    """The run identities (see `run_identity`) that more than one of `runs` has, with those runs' names."""
+    by_key: dict[str, list[str]] = {}
+    for run in runs:
+        by_key.setdefault(run_identity(run.path, run.card), []).append(run.name)
+    return {key: names for key, names in by_key.items() if len(names) > 1}
+
+
 def _unique_paths(paths: Iterable[Path]) -> list[Path]:
     seen, out = set(), []
     for path in paths:
@@ -322,7 +423,7 @@ def _weights_label(path: Path, runs_dir: Path) -> str:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     lb = dict(parse_lb(text) for text in args.lb)
-    report = write_report(args.runs_dir, args.out, lb=lb, weights=args.weights)
+    report = write_report(args.runs_dir, args.out, lb=lb, weights=args.weights, lb_file=args.lb_file)
     for message in report.skipped:
         print(f"kagglekit report: {message}")
     print(report.markdown.read_text(encoding="utf-8"))
@@ -331,11 +432,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``kagglekit report RUNS_DIR [--lb RUN=SCORE ...] [--weights FILE ...] [--out DIR]``."""
+    """Register ``kagglekit report RUNS_DIR [--lb RUN=SCORE ...] [--lb-file PATH] [--weights FILE ...] [--out DIR]``."""
     p = subparsers.add_parser("report", help="leaderboard (CSV + markdown, CV beside LB) and plots of the run folders under RUNS_DIR")
     p.add_argument("runs_dir", metavar="RUNS_DIR", help="a folder of run folders (those with run.json), or one run folder")
     p.add_argument("--lb", action="append", default=[], metavar="RUN=SCORE",
-                   help="store a run's public LB score in its lb.json (repeatable; a later call replaces it)")
+                   help="store a run's public LB score in its lb.json, or in --lb-file (repeatable; a later call replaces it)")
+    p.add_argument("--lb-file", metavar="PATH",
+                   help="keep LB scores in this JSON file (by run identity: run.json's run_id, else the folder name) "
+                        "instead of each run's lb.json: for read-only run folders such as attached Kaggle inputs")
     p.add_argument("--weights", action="append", default=[], metavar="FILE",
                    help="a blend's weights.json to plot besides those found under RUNS_DIR (repeatable)")
     p.add_argument("--out", help="report folder (default RUNS_DIR/report)")
