@@ -58,8 +58,9 @@ With --with-deps/--with-deps-file it also bundles wheels of runtime requirements
 image lacks (or has in a version you cannot use) into DIR/wheels/: binary wheels for CPython X.Y
 on manylinux x86_64. Exactly the named packages are fetched, not their dependencies (pip download
 --no-deps): the image has most of them already, and a resolved download would bundle numpy, torch
-and the rest again. Name a missing dependency too; the notebooks' offline install resolves, and
-names any requirement it cannot satisfy. A build with deps replaces DIR/wheels/ as a whole; a build
+and the rest again. Name a missing dependency too: the notebooks' install cell installs each
+bundled wheel with --no-deps, only where the image lacks that package, then checks the kit's own
+requirements and names any that is missing or too old. A build with deps replaces DIR/wheels/ as a whole; a build
 without them leaves an existing DIR/wheels/ as it is."""
 EPILOG = """\
 Environment:
@@ -465,8 +466,9 @@ def next_steps(out: Path, wheel_name: str, version: str, dataset_id: str, cwd: P
     # the kaggle CLI skips subfolders unless told otherwise: --dir-mode zip uploads wheels/ too
     dir_mode = " --dir-mode zip" if bundled else ""
     kaggle = f"/kaggle/input/{dataset_id.partition('/')[2]}"
-    install = (f"!pip install --no-index --find-links {kaggle}/wheels {kaggle}/{wheel_name} {kaggle}/wheels/*.whl"
-               if bundled else f"!pip install --no-index --no-deps {kaggle}/{wheel_name}")
+    install = f"!pip install --no-index --no-deps {kaggle}/{wheel_name}"
+    if bundled:  # never over a package of the image: each bundled wheel only where the image lacks that package
+        install += f"\n  and for each package the image lacks:  !pip install --no-index --no-deps {kaggle}/wheels/<wheel>"
     text = f"""
 Dataset folder ready: {show}/{wheel_name}{' + wheels/' if bundled else ''} + dataset-metadata.json (id: {dataset_id})
 
@@ -474,7 +476,8 @@ Upload (needs the kaggle CLI and ~/.kaggle/kaggle.json):
   first time:  kaggle datasets create -p {show}{dir_mode}
   updates:     kaggle datasets version -p {show}{dir_mode} -m "kagglekit {version}"
 
-In the notebook (Internet off), after adding the dataset {dataset_id} as input:
+In the notebook (Internet off), after adding the dataset {dataset_id} as input, the install cell of
+train.ipynb and inference.ipynb finds and installs it (WHEEL_DIR = "auto"). By hand:
   {install}
 """
     warning = ""

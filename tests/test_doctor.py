@@ -2,6 +2,7 @@
 
 import argparse
 import importlib.metadata as md
+import os
 import re
 import shutil
 
@@ -86,28 +87,47 @@ def test_versions_are_checked_against_the_ranges_in_setup_py():
         assert line == f"ok    {name}: {md.version(name)} (kagglekit supports {spec})"
 
 
+def fake_versions(monkeypatch, **versions):
+    """Installed versions as kagglekit.requirements sees them: name=None is not installed, name="x.y" that version."""
+    from kagglekit import requirements
+
+    real = requirements.installed_version
+    monkeypatch.setattr(requirements, "installed_version", lambda name: versions[name] if name in versions else real(name))
+
+
+# the same checks the notebooks' install cell runs (kagglekit.requirements), as doctor lines: the fix says to install the
+# missing wheel with --no-deps, so that pip changes nothing else of the image
 @needs_metadata
 def test_a_missing_required_library_fails(monkeypatch):
-    real = doctor._installed_version
-    monkeypatch.setattr(doctor, "_installed_version", lambda name: None if name == "sentencepiece" else real(name))
+    fake_versions(monkeypatch, sentencepiece=None)
     status, lines = doctor_lines()
     assert status == 1
     assert line_of(lines, "sentencepiece") == (
-        "fail  sentencepiece: not installed; kagglekit needs sentencepiece>=0.1.99. Install it (offline on Kaggle: "
-        "pip install --no-index --find-links <attached wheel dataset> 'sentencepiece>=0.1.99')."
+        "fail  sentencepiece: not installed; kagglekit needs sentencepiece>=0.1.99: attach a dataset holding a sentencepiece "
+        "wheel and pip install --no-index --no-deps <the wheel> (build_wheel.sh --with-deps 'sentencepiece>=0.1.99' bundles "
+        "one in the kagglekit dataset)."
     )
 
 
 @needs_metadata
 def test_a_version_outside_the_supported_range_warns_but_passes(monkeypatch):
-    real = doctor._installed_version
-    monkeypatch.setattr(doctor, "_installed_version", lambda name: "4.30.0" if name == "transformers" else real(name))
+    fake_versions(monkeypatch, transformers="4.30.0")
     status, lines = doctor_lines()
     assert status == 0
     assert line_of(lines, "transformers") == (
-        "warn  transformers: 4.30.0 is outside the range kagglekit supports (>=4.44,<6): install a version in it, "
-        "e.g. pip install 'transformers>=4.44,<6' (from an attached wheel dataset when offline)."
+        "warn  transformers: 4.30.0 is outside the range kagglekit supports (>=4.44,<6): attach a dataset holding a "
+        "transformers wheel in that range and pip install --no-index --no-deps <the wheel>."
     )
+
+
+@needs_metadata
+def test_a_problem_with_a_requirement_not_listed_by_default_gets_a_line(monkeypatch):
+    fake_versions(monkeypatch, pyyaml=None, tqdm="4.0")
+    status, lines = doctor_lines()
+    assert status == 1
+    assert line_of(lines, "pyyaml").startswith("fail  pyyaml: not installed; kagglekit needs pyyaml>=6.0: ")
+    assert line_of(lines, "tqdm").startswith("warn  tqdm: 4.0 is outside the range kagglekit supports (>=4.64): ")
+    assert not [line for line in lines if line[6:].startswith(("numpy: ", "scipy: "))]  # the others: only when wrong
 
 
 def test_a_kit_imported_from_a_source_folder_warns(monkeypatch):
@@ -121,9 +141,12 @@ def test_a_kit_imported_from_a_source_folder_warns(monkeypatch):
     ]
 
 
-@pytest.mark.parametrize("version, status", [("4.44.0", "ok"), ("4.43.9", "warn"), ("5.0.0rc1", "ok"), ("5.99", "ok"), ("6.0.0", "warn")])
-def test_version_range_edges(version, status):
-    assert doctor._version_check("transformers", version, ">=4.44,<6").status == status
+@pytest.mark.parametrize("version, state", [("4.44.0", "ok"), ("4.43.9", "outside"), ("5.0.0rc1", "ok"), ("5.99", "ok"),
+                                            ("6.0.0", "outside"), ("6.0.0.dev0", "outside"), ("x.y", "unknown"), (None, "missing")])
+def test_version_range_edges(version, state):
+    from kagglekit.requirements import status
+
+    assert status("transformers", version, ">=4.44,<6").state == state
 
 
 # ---------------------------------------------------------------------------------------------- GPU
@@ -235,7 +258,7 @@ def test_a_good_run_passes(run, data):
         assert re.fullmatch(rf"ok    model {run / fold}: complete, loads offline in \d+\.\d s \(task uspppm, max_len 32\)",
                             line_of(lines, f"model {run / fold}"))
     assert re.fullmatch(r"ok    inference time: ~\d+ s for 20 rows with 2 model folder\(s\) \(\d+\.\d\d ms per row per folder, "
-                        rf"timed on {doctor.SAMPLE_ROWS} rows from the test file\): 0% of Kaggle's 9 h limit", line_of(lines, "inference time"))
+                        rf"timed on {doctor.SAMPLE_ROWS} rows from the test file\): 0% of the 9.0 h limit", line_of(lines, "inference time"))
 
 
 @pytest.mark.parametrize("remove, missing", [
@@ -286,12 +309,12 @@ def one_second_per_row(monkeypatch):
 
 @pytest.mark.parametrize("rows, status, expected", [
     (1000, 0, "ok    inference time: ~33 min for 1000 rows with 2 model folder(s) (1000.00 ms per row per folder, "
-              "synthetic pairs of max_len tokens, an upper bound): 6% of Kaggle's 9 h limit"),
+              "synthetic pairs of max_len tokens, an upper bound): 6% of the 9.0 h limit"),
     (9000, 0, "warn  inference time: ~5.0 h for 9000 rows with 2 model folder(s) (1000.00 ms per row per folder, "
-              "synthetic pairs of max_len tokens, an upper bound): 56% of Kaggle's 9 h limit; little margin for a slower "
+              "synthetic pairs of max_len tokens, an upper bound): 56% of the 9.0 h limit; little margin for a slower "
               "machine: use fewer folds or models, a smaller max_len, a larger batch size, or a faster GPU."),
     (20000, 1, "fail  inference time: ~11.1 h for 20000 rows with 2 model folder(s) (1000.00 ms per row per folder, "
-               "synthetic pairs of max_len tokens, an upper bound): 123% of Kaggle's 9 h limit; the run would be stopped "
+               "synthetic pairs of max_len tokens, an upper bound): 123% of the 9.0 h limit; the run would be stopped "
                "before it finishes: use fewer folds or models, a smaller max_len, a larger batch size, or a faster GPU."),
 ])
 def test_inference_time_extrapolates_the_sample_and_sums_the_folds(run, one_second_per_row, rows, status, expected):
@@ -299,6 +322,34 @@ def test_inference_time_extrapolates_the_sample_and_sums_the_folds(run, one_seco
     code, lines = doctor_lines([run], rows=rows)
     assert code == status
     assert line_of(lines, "inference time") == expected
+
+
+def test_inference_time_takes_the_time_limit_and_the_gpus_predict_spreads_over(run, one_second_per_row, monkeypatch):
+    """9000 rows x 2 folds x 1 s = 18000 s: against 4 h it fails; on two GPUs each takes one fold (9000 s)."""
+    code, lines = doctor_lines([run], rows=9000, time_limit="4h")
+    assert code == 1 and "(1000.00 ms per row per folder, synthetic pairs of max_len tokens, an upper bound): 125% of the 4.0 h limit" \
+        in line_of(lines, "inference time")
+    from kagglekit.infer import predict
+
+    monkeypatch.setattr(predict, "inference_devices", lambda device="auto", devices=None: ["cuda:0", "cuda:1"])
+    code, lines = doctor_lines([run], rows=9000, time_limit=4 * 3600)
+    assert code == 0
+    assert line_of(lines, "inference time").startswith("warn  inference time: ~2.5 h for 9000 rows with 2 model folder(s) spread over 2 GPUs")
+    assert "63% of the 4.0 h limit" in line_of(lines, "inference time")
+
+
+def test_no_timing_only_checks_that_the_folders_load(run, one_second_per_row):
+    """A competition rerun: the folders are checked, nothing is timed, so no time can stop the notebook."""
+    code, lines = doctor_lines([run], rows=10**6, timing=False)
+    assert code == 0 and one_second_per_row == []
+    assert not [line for line in lines if "inference time" in line]
+    assert sum(line.startswith("ok    model ") for line in lines) == 2
+
+
+@pytest.mark.parametrize("limit", ["soon", 0, -5])
+def test_a_bad_time_limit_names_the_option(run, limit):
+    with pytest.raises(ValueError, match="--time-limit"):
+        doctor_lines([run], rows=10, time_limit=limit)
 
 
 def test_synthetic_pairs_fill_max_len(run, one_second_per_row):
@@ -364,3 +415,174 @@ def test_bad_arguments_raise_before_any_check(run, capsys, argv, error, message)
     with pytest.raises(error, match=re.escape(message)):
         args.func(args)
     assert capsys.readouterr().out == ""  # the CLI turns these into exit status 2 and one line
+
+
+# ---------------------------------------------------------------------------------------------- output size
+
+LARGE = 435_000_000  # about deberta-v3-large's parameters: fp16 weights 0.87 GB, a resume state 5.2 GB (7.0 GB with EMA)
+
+
+def size_config(tmp_path, tiny_models, **overrides):
+    values = {"task": "uspppm", "backbone": str(tiny_models("bert")), "output_dir": str(tmp_path / "working" / "run"),
+              "n_folds": 5, **overrides}
+    return load_config(None, values)
+
+
+@pytest.fixture
+def kaggle_dirs(tmp_path, monkeypatch):
+    """/kaggle/working and /kaggle/temp in tmp; the disks: {folder: (device, free bytes)} for the fake disk_usage."""
+    from kagglekit import kaggle
+
+    monkeypatch.setattr(kaggle, "KAGGLE_WORKING", str(tmp_path / "working"))
+    monkeypatch.setenv("KAGGLEKIT_SCRATCH", str(tmp_path / "temp"))
+    disks = {tmp_path / "working": (1, 50e9), tmp_path / "temp": (2, 30e9)}
+
+    def disk(path):
+        (found,) = [value for folder, value in disks.items() if folder == path or folder in path.parents]
+        return found
+
+    monkeypatch.setattr(doctor, "_disk", lambda path: disk(doctor.Path(os.path.abspath(path))))
+    return disks
+
+
+def lines_of(checks) -> list[str]:
+    return [check.line() for check in checks]
+
+
+@pytest.mark.parametrize("arch, overrides", [
+    ("bert", {}),
+    ("deberta-v2", {"head": "attention", "output": "bins", "num_bins": 7}),
+    ("nezha", {"head": "weighted_layers", "feature_columns": "f1,f2"}),
+])
+def test_the_parameter_count_is_that_of_the_model_trained(tiny_models, tmp_path, arch, overrides):
+    from kagglekit.models.pair_model import build_model, save_model_folder
+    from kagglekit.run import FoldMeta
+    from kagglekit.train.components import model_options
+
+    cfg = load_config(None, {"backbone": str(tiny_models(arch)), "output_dir": str(tmp_path / "run"), **overrides})
+    model, tokenizer = build_model(cfg.backbone, **model_options(cfg, cfg.num_bins if cfg.output == "bins" else 1))
+    params = sum(p.numel() for p in model.parameters())
+    assert doctor.count_parameters(cfg) == params
+    # the weights file is the parameters at 4 bytes each, plus a header with the tensors' names
+    folder = save_model_folder(model, tokenizer, tmp_path / "fold0", FoldMeta(task="uspppm", max_len=32, activation="sigmoid"))
+    assert 0 < (folder / "model.safetensors").stat().st_size - 4 * params < 16_000
+
+
+def test_the_estimate_adds_weights_per_fold_and_seed_the_resume_state_and_the_embedding_copy(tiny_models, tmp_path, kaggle_dirs):
+    embedder = tiny_models("bert")
+    cfg = size_config(tmp_path, tiny_models, seeds=3, save_dtype="fp16", ema=0.99, embedding_model=str(embedder))
+    estimate = doctor.estimate_output(cfg, [0, 2])
+    params = doctor.count_parameters(cfg)
+    copy = sum(f.stat().st_size for f in embedder.iterdir() if f.is_file())
+    assert estimate == doctor.OutputEstimate(params=params, folds=2, seeds=3, save_dtype="fp16", weights_bytes=2 * params,
+                                             embedding_bytes=copy, resume_bytes=16 * params, resume_dir=tmp_path / "temp",
+                                             resume_in_output=False)
+    assert estimate.output_bytes() == 2 * 3 * 2 * params + copy
+    assert estimate.peak_bytes() == (estimate.output_bytes() + 2 * params, 2 * 16 * params)  # a fold folder, a state rewritten
+
+
+def test_output_that_fits_is_ok_and_says_the_sizes(tiny_models, tmp_path, kaggle_dirs, monkeypatch):
+    monkeypatch.setattr(doctor, "count_parameters", lambda cfg: LARGE)
+    cfg = size_config(tmp_path, tiny_models, save_dtype="fp16", ema=0.999)
+    # 2 folds x 0.87 GB = 1.74 GB; at the peak + 0.87 GB = 2.61 GB, 13% of 20 GB; the resume state: 435e6 x 16 B = 6.96 GB
+    assert lines_of(doctor.check_output_size(cfg, "0,1")) == [
+        f"ok    output size: ~1.7 GB for 2 folds (fp16 weights 0.87 GB each) + resume state 7.0 GB in {tmp_path / 'temp'}; "
+        f"13% of {tmp_path / 'working'}'s 20 GB quota at its peak",
+        f"ok    disk space: 2.6 GB of 50.0 GB free for {tmp_path / 'working' / 'run'}; 13.9 GB of 30.0 GB free for "
+        f"{tmp_path / 'temp'} (needed at the peak)",
+    ]
+
+
+def test_output_over_the_quota_fails_with_the_fixes(tiny_models, tmp_path, kaggle_dirs, monkeypatch):
+    from kagglekit import kaggle
+
+    monkeypatch.setattr(doctor, "count_parameters", lambda cfg: LARGE)
+    monkeypatch.setattr(kaggle, "WORKING_QUOTA_BYTES", 10 * 10**9)
+    monkeypatch.setenv("KAGGLEKIT_SCRATCH", "")  # no scratch space: resume_dir auto writes into the output
+    cfg = size_config(tmp_path, tiny_models, seeds=2)
+    run = tmp_path / "working" / "run"
+    # 5 folds x 2 seeds x 1.74 GB + 5.22 GB of resume state = 22.6 GB; at the peak + 1.74 + 5.22 = 29.58 GB, 296% of 10 GB
+    status, lines = doctor_lines(config=cfg)
+    assert status == 1
+    assert line_of(lines, "output size") == (
+        f"fail  output size: ~22.6 GB for 5 folds x 2 seeds (fp32 weights 1.7 GB each, resume state 5.2 GB in {run / 'resume'}); "
+        f"296% of {tmp_path / 'working'}'s 10 GB quota at its peak: the session would stop when the quota is reached. Use "
+        "save_dtype=fp16 (halves the weights), fewer folds per session (kagglekit train --fold K, the train notebook's FOLDS), seeds=1, "
+        "resume_dir on scratch space outside the output (/kaggle/temp on Kaggle)."
+    )
+    assert line_of(lines, "disk space") == f"ok    disk space: 29.6 GB of 50.0 GB free for {run} (needed at the peak)"
+
+
+def test_output_elsewhere_over_the_quota_only_warns(tiny_models, tmp_path, kaggle_dirs, monkeypatch):
+    monkeypatch.setattr(doctor, "count_parameters", lambda cfg: LARGE)
+    kaggle_dirs[tmp_path / "elsewhere"] = (1, 100e9)
+    cfg = size_config(tmp_path, tiny_models, output_dir=str(tmp_path / "elsewhere" / "run"), seeds=3)
+    (size, disk) = lines_of(doctor.check_output_size(cfg, "all"))
+    assert size.startswith("warn  output size: ~26.1 GB for 5 folds x 3 seeds (fp32 weights 1.7 GB each) + resume state 5.2 GB in ")
+    assert size.endswith(f"139% of {tmp_path / 'working'}'s 20 GB quota at its peak: fine for {tmp_path / 'elsewhere' / 'run'}, "
+                         "but on Kaggle the output would not fit. There use save_dtype=fp16 (halves the weights), fewer folds "
+                         "per session (kagglekit train --fold K, the train notebook's FOLDS), seeds=1.")
+    # the output and the scratch folder on one disk: their needs add up
+    assert disk == (f"ok    disk space: 27.8 GB of 100.0 GB free for {tmp_path / 'elsewhere' / 'run'}; 10.4 GB of 30.0 GB free "
+                    f"for {tmp_path / 'temp'} (needed at the peak)")
+    kaggle_dirs[tmp_path / "temp"] = (1, 100e9)  # the same device as the output
+    assert lines_of(doctor.check_output_size(cfg, "all"))[1] == (
+        f"ok    disk space: 38.3 GB of 100.0 GB free for {tmp_path / 'elsewhere' / 'run'} and {tmp_path / 'temp'} (needed at the peak)")
+
+
+def test_too_little_free_disk_fails(tiny_models, tmp_path, kaggle_dirs, monkeypatch):
+    monkeypatch.setattr(doctor, "count_parameters", lambda cfg: LARGE)
+    kaggle_dirs[tmp_path / "temp"] = (2, 8e9)  # a resume state of 5.2 GB needs 10.4 GB while it is rewritten
+    cfg = size_config(tmp_path, tiny_models, save_dtype="fp16")
+    assert lines_of(doctor.check_output_size(cfg, 3))[1] == (
+        f"fail  disk space: 1.7 GB of 50.0 GB free for {tmp_path / 'working' / 'run'}; 10.4 GB of 8.0 GB free for "
+        f"{tmp_path / 'temp'} (at the peak, when a fold folder or resume state is rewritten): not enough free space for "
+        f"{tmp_path / 'temp'}. Free some space."
+    )
+
+
+def test_the_free_space_is_the_disks(tiny_models, tmp_path, monkeypatch):
+    monkeypatch.setenv("KAGGLEKIT_SCRATCH", "")
+    cfg = size_config(tmp_path, tiny_models)
+    disk = lines_of(doctor.check_output_size(cfg, "0"))[1]
+    free = shutil.disk_usage(tmp_path).free
+    assert re.fullmatch(rf"ok    disk space: [\d.]+ MB of {re.escape(doctor.size_text(free))} free for {re.escape(str(tmp_path / 'working' / 'run'))} "
+                        r"\(needed at the peak\)", disk), disk
+
+
+def test_a_backbone_that_is_not_there_fails_the_size_check(tmp_path):
+    cfg = load_config(None, {"backbone": str(tmp_path / "nope"), "output_dir": str(tmp_path / "run")})
+    (line,) = lines_of(doctor.check_output_size(cfg))
+    assert line.startswith(f"fail  output size: cannot count the parameters of backbone '{tmp_path / 'nope'}': ")
+
+
+@pytest.mark.parametrize("n, text", [(4.35e9 + 1e6, "4.4 GB"), (0.87e9, "0.87 GB"), (20e9, "20.0 GB"), (673_600, "673.6 kB"),
+                                     (2.5e6, "2.5 MB")])
+def test_size_text(n, text):
+    assert doctor.size_text(n) == text
+
+
+def test_command_line_with_a_config(tiny_models, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("KAGGLEKIT_SCRATCH", "")
+    base = ["--set", f"backbone={tiny_models('bert')}", "--set", f"output_dir={tmp_path / 'run'}", "--set", "n_folds=3"]
+    args = parse(*base, "--folds", "0,2")
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^ok    output size: ~[\d.]+ MB for 2 folds \(fp32 weights [\d.]+ kB each, resume state ", out, re.M), out
+    assert re.search(r"^ok    disk space: ", out, re.M)
+    everything = parse(*base)  # --folds all by default
+    everything.func(everything)
+    assert "for 3 folds (fp32" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--folds", "0,x"], "--folds '0,x': expected 'all', a fold number, or fold numbers separated by commas (--folds 0,1)."),
+    (["--folds", "5"], "--fold 5: out of range for n_folds=5"),
+    (["--folds", "1", "--config", ""], "--folds says which folds a training session writes: pass --config CFG (or --set) too."),
+])
+def test_bad_folds_raise_before_any_check(tiny_models, tmp_path, capsys, argv, message):
+    base = [] if "--config" in argv else ["--set", f"backbone={tiny_models('bert')}", "--set", f"output_dir={tmp_path / 'run'}"]
+    args = parse(*base, *argv)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        args.func(args)
+    assert capsys.readouterr().out == ""

@@ -274,17 +274,26 @@ def build_model(backbone_dir: str | os.PathLike, **model_options):
     return model, tokenizer
 
 
-def save_model_folder(model: PairModel, tokenizer, folder: str | os.PathLike, meta: FoldMeta) -> Path:
+SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}  # the config key save_dtype's values
+
+
+def save_model_folder(model: PairModel, tokenizer, folder: str | os.PathLike, meta: FoldMeta, *, dtype: str = "fp32") -> Path:
     """Write a self-contained model folder atomically (the previous one stays until the new one is complete).
 
     Args:
-        model: the trained PairModel.
+        model: the trained PairModel; left as it is (the weights are converted in a copy).
         tokenizer: its tokenizer.
         folder: destination, e.g. ``run/fold0``.
         meta: the fold's `FoldMeta`, stored as ``kagglekit.json`` with the model's own structure
             (``model.init_args``) as ``model`` and this kit's version.
+        dtype: ``fp32`` or ``fp16`` (the config key ``save_dtype``): the dtype of the floating-point weights
+            in ``model.safetensors``. fp16 halves the folder; integer and bool buffers keep their dtype.
+            `load_model_folder` reads either into an fp32 model.
+
+    Example:
+        >>> save_model_folder(model, tokenizer, "runs/uspppm/fold0", meta, dtype=cfg.save_dtype)
     """
-    from safetensors.torch import save_model
+    from safetensors.torch import save_file
 
     import kagglekit
 
@@ -292,15 +301,33 @@ def save_model_folder(model: PairModel, tokenizer, folder: str | os.PathLike, me
     if not isinstance(meta, FoldMeta):
         raise TypeError(f"save_model_folder: meta must be a kagglekit.run.FoldMeta, got {type(meta).__name__}: build one with "
                         "FoldMeta(task=..., max_len=..., activation=...) or FoldMeta.from_json(a_dict).")
+    if dtype not in SAVE_DTYPES:
+        raise ValueError(f"save_model_folder: dtype={dtype!r}; use one of {list(SAVE_DTYPES)} (the config key save_dtype).")
     meta = dataclasses.replace(meta, format=META_FORMAT, kagglekit_version=kagglekit.__version__,
                                model=model.init_args)
+    weights = _saved_weights(model, SAVE_DTYPES[dtype])  # before the folder: a failure leaves the old one as it was
     with atomic_dir(folder) as tmp:
         model.backbone.config.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         _keep_vocab_files(getattr(model, "source_dir", None), tmp)
-        save_model(model, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         write_json(tmp / META_FILE, meta.to_json())
     return folder
+
+
+def _saved_weights(model: nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The model's state dict as it is written: CPU copies, floating-point tensors in `dtype`, a tied weight once.
+
+    The names kept for tied weights are those safetensors' `load_model` expects when it reads them back.
+    """
+    from safetensors.torch import _remove_duplicate_names  # the rule load_model applies: the same names kept
+
+    state = model.state_dict()
+    for dropped in _remove_duplicate_names(state).values():
+        for name in dropped:
+            del state[name]
+    return {name: tensor.detach().to("cpu", dtype if tensor.is_floating_point() else tensor.dtype).contiguous()
+            for name, tensor in state.items()}
 
 
 def _keep_vocab_files(source: Path | None, dest: Path) -> None:
@@ -312,14 +339,30 @@ def _keep_vocab_files(source: Path | None, dest: Path) -> None:
             shutil.copyfile(source / name, dest / name)
 
 
+def backbone_from_config(folder: str | os.PathLike):
+    """The encoder described by ``folder/config.json``, randomly initialised: no weights are read.
+
+    Under ``with torch.device("meta"):`` nothing is allocated either: the doctor counts parameters so.
+    """
+    from transformers import AutoConfig, AutoModel
+
+    folder = Path(folder)
+    cls = _encoder_class(folder)
+    config = (AutoConfig if cls is AutoModel else cls.config_class).from_pretrained(str(folder), local_files_only=True)
+    return cls.from_config(config) if cls is AutoModel else cls(config)
+
+
 def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "cpu"):
     """Load a model folder written by `save_model_folder`, offline.
+
+    The model is fp32 whatever dtype the weights were saved in: fp16 weights are upcast as they are
+    copied in, so predict computes in fp32 on CPU, or in the device's autocast precision.
 
     Returns:
         (model in eval mode on `device`, tokenizer, the folder's `FoldMeta`).
     """
     from safetensors.torch import load_model
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoTokenizer
 
     folder = Path(folder)
     meta = FoldMeta.read(folder)
@@ -328,11 +371,10 @@ def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "c
             raise FileNotFoundError(
                 f"model folder {folder} is incomplete: {name} is missing. Re-download or re-attach the model dataset."
             )
-    cls = _encoder_class(folder)
-    config = (AutoConfig if cls is AutoModel else cls.config_class).from_pretrained(str(folder), local_files_only=True)
-    backbone = cls.from_config(config) if cls is AutoModel else cls(config)
+    backbone = backbone_from_config(folder)
+    config = backbone.config
     model = PairModel(backbone, **meta.model)
-    load_model(model, str(folder / WEIGHTS_FILE), strict=True, device=str(device))
+    load_model(model, str(folder / WEIGHTS_FILE), strict=True, device=str(device))  # copies into the fp32 parameters
     model.source_dir = folder
     model.to(device).eval()
     _check_tokenizer_files(folder, "model folder")

@@ -1,12 +1,13 @@
-"""``kagglekit doctor``: check the machine, the model folders and the inference time before spending GPU hours.
+"""``kagglekit doctor``: check the machine, a run's output size, the model folders and the inference time before spending GPU hours.
 
 Each check prints one line, ``ok|warn|fail  <check>: <detail>``, and a warn or fail line says the fix.
 The exit status is 1 when any check fails (warn does not fail). torch and transformers are imported
 only when the checks run, so registering the command keeps ``kagglekit --help`` instant.
 
-About 440 lines, over the usual 350: the checks (versions, GPU, offline settings, model folders,
-inference time) are short and independent, and reading them in one file is reading the command's
-output top to bottom; each is a function returning `Check` lines.
+About 620 lines, over the usual 350: the checks (versions, GPU, offline settings, a training config's
+output size, model folders, inference time) are short and independent, and reading them in one file is
+reading the command's output top to bottom; each is a function returning `Check` lines. The output-size
+estimate (~190 lines) is the part that could move to a module of its own.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ import argparse
 import importlib.metadata as md
 import os
 import re
+import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
-from kagglekit.run import META_FILE, fold_dirs, is_model_dir
+from kagglekit.run import META_FILE, fold_dirs, full_dirs, is_model_dir
 from kagglekit.tools.report import duration
 
 if TYPE_CHECKING:
@@ -50,61 +53,27 @@ class Check:
 # ---------------------------------------------------------------------------------------------- versions
 
 
-def _installed_version(name: str) -> str | None:
-    """The installed version of distribution `name`, or None when it is not installed."""
-    try:
-        return md.version(name)
-    except md.PackageNotFoundError:
-        return None
-
-
-def _kit_requirements() -> tuple[str, dict[str, str]]:
-    """kagglekit's Requires-Python and its unconditional requirements {name: specifier}, from its installed metadata."""
-    from packaging.requirements import Requirement
-
-    specs = {}
-    for text in md.requires("kagglekit") or ():
-        req = Requirement(text)
-        if req.marker is None:  # extras (dev, demo) carry a marker
-            specs[req.name.lower()] = _spec_text(req.specifier)
-    return md.metadata("kagglekit")["Requires-Python"] or "", specs
-
-
-def _spec_text(specifier) -> str:
-    """A specifier set as people write it, lower bound first: ``>=4.44,<6``."""
-    return ",".join(sorted((str(s) for s in specifier), key=lambda s: (not s.startswith(">"), s)))
-
-
-def _version_check(name: str, version: str | None, spec: str) -> Check:
-    from packaging.specifiers import SpecifierSet
-    from packaging.version import InvalidVersion, Version
-
-    if version is None:
-        return Check("fail", name, f"not installed; kagglekit needs {name}{spec}. Install it (offline on Kaggle: "
-                                   f"pip install --no-index --find-links <attached wheel dataset> '{name}{spec}').")
-    if not spec:
-        return Check("ok", name, version)
-    try:
-        inside = SpecifierSet(spec).contains(Version(version), prereleases=True)
-    except InvalidVersion:
-        return Check("warn", name, f"{version} is not a version number the range {spec} can be checked against.")
-    if inside:
-        return Check("ok", name, f"{version} (kagglekit supports {spec})")
-    return Check("warn", name, f"{version} is outside the range kagglekit supports ({spec}): install a version in it, "
-                               f"e.g. pip install '{name}{spec}' (from an attached wheel dataset when offline).")
+LEVELS = {"ok": "ok", "missing": "fail", "outside": "warn", "unknown": "warn"}  # a requirement's state -> the line's status
 
 
 def check_versions() -> list[Check]:
-    """Python and the required libraries against the ranges in kagglekit's own package metadata."""
+    """Python and the required libraries against the ranges in kagglekit's own package metadata.
+
+    One line each for Python and `REQUIRED`, and one for any other requirement that is missing or out of
+    range (`kagglekit.requirements`, which the notebooks' install cell runs too). Missing fails; out of
+    range warns, since a newer library often still works.
+    """
+    from kagglekit.requirements import installed_version, requirement_statuses, status
+
     try:
-        python_spec, specs = _kit_requirements()
+        statuses = requirement_statuses()
     except md.PackageNotFoundError:
         return [Check("warn", "kagglekit", "imported from a source folder, not installed, so its supported version "
                                            "ranges are unknown: pip install the kagglekit wheel (or pip install -e .).")]
-    python = sys.version.split()[0]
-    return [_version_check("python", python, python_spec)] + [
-        _version_check(name, _installed_version(name), specs.get(name, "")) for name in REQUIRED
-    ]
+    by_name = {s.name.lower(): s for s in statuses}
+    shown = [statuses[0]] + [by_name.get(name) or status(name, installed_version(name), "") for name in REQUIRED]
+    shown += [s for s in statuses[1:] if s.name.lower() not in REQUIRED and s.state != "ok"]
+    return [Check(LEVELS[s.state], s.name, s.detail()) for s in shown]
 
 
 # ---------------------------------------------------------------------------------------------- GPU
@@ -231,7 +200,7 @@ def model_folders(path: str | os.PathLike) -> list[Path]:
     if not path.is_dir():
         raise FileNotFoundError(f"--models: folder not found: {path}. Pass a run folder written by kagglekit train "
                                 "or a model folder (a fold folder).")
-    return [path] if is_model_dir(path) else fold_dirs(path, complete=False)
+    return [path] if is_model_dir(path) else fold_dirs(path, complete=False) + full_dirs(path, complete=False)
 
 
 def missing_files(folder: Path) -> list[str]:
@@ -340,15 +309,23 @@ def check_folder(folder: Path, *, device, data: Path | None = None, rows: int | 
     return Check("ok", name, found), timing
 
 
-def inference_time_check(timings: Sequence[Timing], *, synthetic: bool) -> Check:
-    """The summed estimate of every timed folder against Kaggle's 9-hour limit."""
-    total = sum(t.estimate_s() for t in timings)
+def inference_time_check(timings: Sequence[Timing], *, synthetic: bool, limit_s: float = KAGGLE_LIMIT_S, workers: int = 1) -> Check:
+    """The estimate of every timed folder against the time limit (Kaggle's 9 hours by default).
+
+    With `workers` devices (predict spreads the model folders over the visible GPUs), the folders are
+    dealt round-robin as predict plans them, and the busiest device's sum is the estimate.
+    """
+    from kagglekit.infer.predict import assign_devices
+
+    estimates = [t.estimate_s() for t in timings]
+    total = max(sum(estimates[i] for i in share) for share in assign_devices(len(estimates), range(max(1, workers))))
     rows = timings[0].rows
     per_row_ms = 1000 * sum(t.sample_s / t.sample_rows for t in timings) / len(timings)
-    share = total / KAGGLE_LIMIT_S
+    share = total / limit_s
     sample = "synthetic pairs of max_len tokens, an upper bound" if synthetic else f"timed on {timings[0].sample_rows} rows from the test file"
-    found = (f"~{duration(total)} for {rows} rows with {len(timings)} model folder(s) ({per_row_ms:.2f} ms per row per "
-             f"folder, {sample}): {share:.0%} of Kaggle's 9 h limit")
+    spread = f" spread over {workers} GPUs" if workers > 1 else ""
+    found = (f"~{duration(total)} for {rows} rows with {len(timings)} model folder(s){spread} ({per_row_ms:.2f} ms per row per "
+             f"folder, {sample}): {share:.0%} of the {duration(limit_s)} limit")
     fix = "use fewer folds or models, a smaller max_len, a larger batch size, or a faster GPU"
     if share > 1:
         return Check("fail", "inference time", f"{found}; the run would be stopped before it finishes: {fix}.")
@@ -357,11 +334,211 @@ def inference_time_check(timings: Sequence[Timing], *, synthetic: bool) -> Check
     return Check("ok", "inference time", found)
 
 
+# ---------------------------------------------------------------------------------------------- output size
+
+
+BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2}  # the config key save_dtype
+# a resume state per parameter: the fp32 weights and AdamW's two fp32 moments; an EMA adds its fp32 copy
+RESUME_BYTES, EMA_BYTES = 4 + 8, 4
+
+
+@dataclass(frozen=True)
+class OutputEstimate:
+    """What a training session writes: each fold's weights (per seed) and the embedding model's copy into the
+    output folder, and the resume state of the fold in progress into `resume_dir`."""
+
+    params: int  # of the model one fold trains: backbone, head, output layer
+    folds: int
+    seeds: int
+    save_dtype: str
+    weights_bytes: int  # one model's weights file
+    embedding_bytes: int  # the run's copy of the embedding model (0: none)
+    resume_bytes: int
+    resume_dir: Path
+    resume_in_output: bool
+
+    def output_bytes(self) -> int:
+        """What the output folder holds at the end (with the resume state while a fold trains, when it is there)."""
+        resume = self.resume_bytes if self.resume_in_output else 0
+        return self.folds * self.seeds * self.weights_bytes + self.embedding_bytes + resume
+
+    def peak_bytes(self) -> tuple[int, int]:
+        """(output folder, resume_dir elsewhere) at their fullest: a fold folder and a resume state are each written
+        beside their previous copy before it is replaced (atomic writes), so one more of each is on disk then."""
+        if self.resume_in_output:
+            return self.output_bytes() + self.weights_bytes + self.resume_bytes, 0
+        return self.output_bytes() + self.weights_bytes, 2 * self.resume_bytes
+
+
+def count_parameters(cfg) -> int:
+    """Parameters of the model `cfg` trains (backbone, head, output layer), built on the meta device: nothing is
+    allocated and no weights are read. output=classes is counted with one output; each further class adds
+    hidden_size + 1 parameters, a rounding error here."""
+    import torch
+
+    from kagglekit.models.pair_model import PairModel, backbone_from_config
+    from kagglekit.train.components import model_options
+
+    num_outputs = cfg.num_bins if cfg.output == "bins" else 1
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. a head's layers clamped to the backbone's depth: training says so
+        model = PairModel(backbone_from_config(cfg.backbone), **model_options(cfg, num_outputs))
+    return sum(p.numel() for p in model.parameters())
+
+
+def _resume_dir(cfg) -> Path:
+    """Where a fold's resume state goes: resume_dir, or with auto the platform's scratch space, else the output."""
+    from kagglekit.kaggle import scratch_dir
+
+    if cfg.resume_dir != "auto":
+        return Path(cfg.resume_dir)
+    scratch = scratch_dir()
+    return scratch if scratch is not None else Path(cfg.output_dir) / "resume"
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = Path(os.path.abspath(path)), Path(os.path.abspath(folder))
+    return path == folder or folder in path.parents
+
+
+def estimate_output(cfg, folds: Sequence[int]) -> OutputEstimate:
+    """The sizes `check_output_size` compares, for training `folds` of `cfg` in one session."""
+    params = count_parameters(cfg)
+    embedding = 0
+    if cfg.embedding_model:
+        embedding = sum(f.stat().st_size for f in Path(cfg.embedding_model).iterdir() if f.is_file())
+    resume_dir = _resume_dir(cfg)
+    return OutputEstimate(
+        params=params, folds=len(folds), seeds=cfg.seeds, save_dtype=cfg.save_dtype,
+        weights_bytes=params * BYTES_PER_WEIGHT[cfg.save_dtype], embedding_bytes=embedding,
+        resume_bytes=params * (RESUME_BYTES + (EMA_BYTES if cfg.ema > 0 else 0)),
+        resume_dir=resume_dir, resume_in_output=_inside(resume_dir, Path(cfg.output_dir)),
+    )
+
+
+def size_text(n: float) -> str:
+    """Bytes as people read disk sizes (decimal, as Kaggle's 20 GB): ``4.4 GB``, ``0.87 GB``, ``673.6 kB``."""
+    if n >= 1e9:
+        return f"{n / 1e9:.1f} GB"
+    if n >= 1e8:
+        return f"{n / 1e9:.2f} GB"
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
+def _disk(path: Path) -> tuple[int, int]:
+    """(device id, free bytes) of the file system that holds `path`, or would once it is created."""
+    path = Path(os.path.abspath(path))
+    while not path.exists():
+        path = path.parent
+    return os.stat(path).st_dev, shutil.disk_usage(path).free
+
+
+def _size_fixes(estimate: OutputEstimate) -> list[str]:
+    """The settings that would shrink this estimate."""
+    fixes = []
+    if estimate.save_dtype == "fp32":
+        fixes.append("save_dtype=fp16 (halves the weights)")
+    if estimate.folds > 1:
+        fixes.append("fewer folds per session (kagglekit train --fold K, the train notebook's FOLDS)")
+    if estimate.seeds > 1:
+        fixes.append("seeds=1")
+    if estimate.resume_in_output:
+        fixes.append("resume_dir on scratch space outside the output (/kaggle/temp on Kaggle)")
+    return fixes
+
+
+def check_output_size(cfg, folds="all") -> list[Check]:
+    """The output of training `folds` of `cfg` in one session against /kaggle/working's quota and the free disk.
+
+    Fold weights: parameters x bytes per `save_dtype`, per fold and seed; the resume state of the fold in
+    progress: parameters x (4 weights + 8 AdamW moments + 4 with an EMA), in scratch space when `resume_dir`
+    is auto and the platform has some, else in the output; the run's copy of `embedding_model`. The output's
+    total is held against Kaggle's 20 GB quota of /kaggle/working (a failure when the output is there, a
+    warning elsewhere), and each disk's free space against what it must hold at its peak.
+
+    Args:
+        cfg: the run's `Config`.
+        folds: the folds this session trains: "all", a fold number, a list, or numbers separated by commas ("0,1").
+
+    Raises:
+        ValueError: `folds` names no fold of the config.
+
+    Example:
+        >>> for check in check_output_size(load_config("configs/uspppm.yaml"), "0,1"):
+        ...     print(check.line())
+    """
+    from kagglekit import kaggle
+
+    folds = _fold_list(folds, cfg.n_folds)
+    try:
+        estimate = estimate_output(cfg, folds)
+    except (OSError, ValueError) as err:
+        return [Check("fail", "output size", f"cannot count the parameters of backbone {cfg.backbone!r}: "
+                                             f"{type(err).__name__}: {err}")]
+    output = Path(cfg.output_dir)
+    count = f"{estimate.folds} fold{'s' if estimate.folds != 1 else ''}" + (f" x {estimate.seeds} seeds" if estimate.seeds > 1 else "")
+    parts = [f"{estimate.save_dtype} weights {size_text(estimate.weights_bytes)} each"]
+    if estimate.embedding_bytes:
+        parts.append(f"embedding model {size_text(estimate.embedding_bytes)}")
+    resume = f"resume state {size_text(estimate.resume_bytes)} in {estimate.resume_dir}"
+    if estimate.resume_in_output:
+        parts.append(resume)
+    found = f"~{size_text(estimate.output_bytes())} for {count} ({', '.join(parts)})"
+    if not estimate.resume_in_output:
+        found += f" + {resume}"
+    quota, working = kaggle.WORKING_QUOTA_BYTES, Path(kaggle.KAGGLE_WORKING)
+    output_peak, resume_peak = estimate.peak_bytes()
+    found += f"; {output_peak / quota:.0%} of {working}'s {quota / 1e9:g} GB quota at its peak"
+    fixes = _size_fixes(estimate)
+    use = ", ".join(fixes) or "a smaller backbone"
+    checks = []
+    if output_peak <= quota:
+        checks.append(Check("ok", "output size", found))
+    elif _inside(output, working):
+        checks.append(Check("fail", "output size", f"{found}: the session would stop when the quota is reached. Use {use}."))
+    else:
+        checks.append(Check("warn", "output size", f"{found}: fine for {output}, but on Kaggle the output would not fit. "
+                                                    f"There use {use}."))
+    return checks + [_disk_check(output, output_peak, estimate.resume_dir, resume_peak, fixes)]
+
+
+def _disk_check(output: Path, output_peak: int, resume_dir: Path, resume_peak: int, fixes: list[str]) -> Check:
+    """Each file system's free space against what the output and the resume state put on it at their peak."""
+    needs: dict[int, list] = {}  # device -> [free, bytes needed, folders]
+    for folder, peak in ((output, output_peak), (resume_dir, resume_peak)):
+        if peak:
+            device, free = _disk(folder)
+            entry = needs.setdefault(device, [free, 0, []])
+            entry[1] += peak
+            entry[2].append(str(folder))
+    found = "; ".join(f"{size_text(need)} of {size_text(free)} free for {' and '.join(folders)}" for free, need, folders in needs.values())
+    short = [" and ".join(folders) for free, need, folders in needs.values() if need > free]
+    if not short:
+        return Check("ok", "disk space", f"{found} (needed at the peak)")
+    fix = f"Free some space, or use {', '.join(fixes)}." if fixes else "Free some space."
+    return Check("fail", "disk space", f"{found} (at the peak, when a fold folder or resume state is rewritten): not enough "
+                                       f"free space for {'; '.join(short)}. {fix}")
+
+
+def _fold_list(folds, n_folds: int) -> list[int]:
+    """--folds as a list of fold numbers: "all", "3", 3, [0, 1] or "0,1"."""
+    from kagglekit.train.runner import parse_folds
+
+    if isinstance(folds, str) and "," in folds:
+        try:
+            folds = [int(f) for f in folds.split(",")]
+        except ValueError:
+            raise ValueError(f"--folds {folds!r}: expected 'all', a fold number, or fold numbers separated by commas "
+                             "(--folds 0,1).") from None
+    return parse_folds(folds, n_folds)
+
+
 # ---------------------------------------------------------------------------------------------- entry points
 
 
 def diagnose(models: Sequence[str | os.PathLike] = (), data: str | os.PathLike | None = None, rows: int | None = None,
-             *, batch_size: int = 64) -> Iterator[Check]:
+             *, batch_size: int = 64, config=None, folds=None, timing: bool = True,
+             time_limit: float | str | None = None) -> Iterator[Check]:
     """Run every check, yielding each result as soon as it is known.
 
     Args:
@@ -369,10 +546,15 @@ def diagnose(models: Sequence[str | os.PathLike] = (), data: str | os.PathLike |
         data: a test CSV: its first rows are timed, and its row count is the test size unless `rows` is given.
         rows: the test size to extrapolate to (e.g. the hidden test set's); without `data`, synthetic pairs are timed.
         batch_size: rows per forward pass, as given to predict.
+        config: a training run's `Config`: the size of its output is checked against the quota and the free disk.
+        folds: the folds this session trains ("all" when None; a number, a list, or "0,1"); needs `config`.
+        timing: time the model folders' predictions (False: only check that each is complete and loads, as in a
+            competition rerun, where only what would make predict fail may stop the notebook).
+        time_limit: the inference time allowed: seconds or a duration ("4h"); None: Kaggle's 9 hours.
 
     Raises:
-        ValueError, FileNotFoundError: `rows` or `batch_size` is not positive, `data` is not a file, or a models path
-            is not a folder.
+        ValueError, FileNotFoundError: `rows` or `batch_size` is not positive, `data` is not a file, a models path
+            is not a folder, or `folds` is no fold of `config`.
     """
     from kagglekit._io import check_file
 
@@ -382,16 +564,28 @@ def diagnose(models: Sequence[str | os.PathLike] = (), data: str | os.PathLike |
         raise ValueError(f"--batch-size must be 1 or more, got {batch_size}.")
     if (data is not None or rows is not None) and not models:
         raise ValueError("--data/--rows estimate the inference time of models: pass --models RUN_DIR too.")
+    from kagglekit._keys import parse_duration
+
+    limit_s = KAGGLE_LIMIT_S if time_limit is None else parse_duration(time_limit, name="--time-limit")
+    if limit_s <= 0:
+        raise ValueError(f"--time-limit {time_limit!r}: give the time inference may take, e.g. --time-limit 9h.")
     data = None if data is None else check_file(data, "--data")
     folders = {path: model_folders(path) for path in models}  # a path that is no folder stops here, before the checks
+    if config is None and folds is not None:
+        raise ValueError("--folds says which folds a training session writes: pass --config CFG (or --set) too.")
+    folds = None if config is None else _fold_list("all" if folds is None else folds, config.n_folds)
 
     yield from check_versions()
     yield from check_gpu()
     yield check_offline_env()
-    yield from _model_checks(folders, data=data, rows=rows, batch_size=batch_size)
+    if config is not None:
+        yield from check_output_size(config, folds)
+    yield from _model_checks(folders, data=data if timing else None, rows=rows if timing else None, batch_size=batch_size,
+                             limit_s=limit_s)
 
 
-def _model_checks(folders: dict, *, data: Path | None, rows: int | None, batch_size: int) -> Iterator[Check]:
+def _model_checks(folders: dict, *, data: Path | None, rows: int | None, batch_size: int, limit_s: float) -> Iterator[Check]:
+    from kagglekit.infer.predict import inference_devices
     from kagglekit.kaggle import resolve_device
 
     device = resolve_device("auto")
@@ -406,11 +600,12 @@ def _model_checks(folders: dict, *, data: Path | None, rows: int | None, batch_s
             if timing is not None:
                 timings.append(timing)
     if timings:
-        yield inference_time_check(timings, synthetic=data is None)
+        yield inference_time_check(timings, synthetic=data is None, limit_s=limit_s, workers=len(inference_devices("auto")))
 
 
 def run_doctor(models: Sequence[str | os.PathLike] = (), data: str | os.PathLike | None = None, rows: int | None = None,
-               *, batch_size: int = 64, out: Callable[[str], None] = print) -> int:
+               *, batch_size: int = 64, config=None, folds=None, timing: bool = True, time_limit: float | str | None = None,
+               out: Callable[[str], None] = print) -> int:
     """Print one line per check and return the exit status: 1 when any check failed, else 0.
 
     Arguments as for `diagnose`.
@@ -418,24 +613,36 @@ def run_doctor(models: Sequence[str | os.PathLike] = (), data: str | os.PathLike
     Example:
         >>> if run_doctor(["runs/uspppm"], "data/test.csv") != 0:
         ...     raise RuntimeError("kagglekit doctor: a check failed")
+        >>> run_doctor(config=cfg, folds=FOLD)  # train.ipynb: will this session's output fit?
     """
     failed = False
-    for check in diagnose(models, data, rows, batch_size=batch_size):
+    for check in diagnose(models, data, rows, batch_size=batch_size, config=config, folds=folds, timing=timing, time_limit=time_limit):
         out(check.line())
         failed |= check.status == "fail"
     return int(failed)
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    return run_doctor(args.models, args.data, args.rows, batch_size=args.batch_size)
+    from kagglekit.config import load_config
+
+    config = load_config(args.config, args.set) if args.config or args.set else None
+    return run_doctor(args.models, args.data, args.rows, batch_size=args.batch_size, config=config, folds=args.folds,
+                      timing=not args.no_timing, time_limit=args.time_limit)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``kagglekit doctor`` on the command line's subparsers."""
-    p = subparsers.add_parser("doctor", help="check versions, GPU, model folders and the inference time against Kaggle's 9 h limit")
+    p = subparsers.add_parser("doctor", help="check versions, GPU, a training config's output size, model folders and the inference "
+                                             "time against Kaggle's limits")
     p.add_argument("--models", nargs="+", default=[], metavar="RUN_DIR", help="run folders (or model folders) to check and time")
     p.add_argument("--data", help="test CSV: its first rows are timed and its size extrapolated to")
     p.add_argument("--rows", type=int, help="test size to extrapolate to (e.g. the hidden test set's); alone: synthetic pairs are timed")
     p.add_argument("--batch-size", type=int, default=64, help="rows per forward pass, as for predict")
+    p.add_argument("--time-limit", help="the time inference may take: seconds or e.g. 4h (default: Kaggle's 9 h)")
+    p.add_argument("--no-timing", action="store_true", help="only check that each model folder is complete and loads "
+                                                            "(a competition rerun: nothing but predict failing matters)")
+    p.add_argument("--config", help="a training config (YAML): check that its output fits /kaggle/working's quota and the disk")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.add_argument("--folds", help="the folds one session trains: all (default with --config), 3, or 0,1")
     p.set_defaults(func=_cmd_doctor)
     return p
