@@ -29,7 +29,13 @@ def _cmd_train(args) -> int:
     except FoldsFailed as err:  # folds that failed in their own processes (one fold per GPU), named with their logs
         print(f"kagglekit train: error: {err}", file=sys.stderr)
         return 1
-    print(f"run folder: {cfg.output_dir}\ncv ({card['metric']}, folds {card['cv_folds']}): {card['cv']:.4f}")
+    print(f"run folder: {cfg.output_dir}")
+    if "cv" in card:
+        print(f"cv ({card['metric']}, folds {card['cv_folds']}): {card['cv']:.4f}")
+    stopped = card.get("stopped")
+    if stopped:  # a clean stop before the session's end: exit 0 so the saved version succeeds
+        print(f"stopped by time_budget: fold(s) {stopped['folds_left']} left (mid-way: {stopped['mid_way']}); "
+              f"continue with:\n  {stopped['how']}")
     return 0
 
 
@@ -51,12 +57,18 @@ def _cmd_pretrain(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from kagglekit.infer.predict import models_path, predict
+    from kagglekit.infer.predict import FolderFailed, models_path, predict
 
-    sub = predict(
-        args.models, args.data, args.out, sample_submission=args.sample_submission, average=args.average,
-        tta=args.tta, weights=args.weights, batch_size=args.batch_size, device=args.device, precision=args.precision,
-    )
+    devices = [d for d in args.devices.split(",") if d.strip()] if args.devices is not None else None
+    try:
+        sub = predict(
+            args.models, args.data, args.out, sample_submission=args.sample_submission, average=args.average,
+            tta=args.tta, weights=args.weights, batch_size=args.batch_size, device=args.device, precision=args.precision,
+            full_weight=args.full_weight, devices=devices,
+        )
+    except FolderFailed as err:  # a model folder that failed on one of several devices, named with its error
+        print(f"kagglekit predict: error: {err}", file=sys.stderr)
+        return 1
     print(f"wrote {len(sub)} rows to {args.out}; each run's predictions to {models_path(args.out)}")
     return 0
 
@@ -77,9 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train folds of a run; writes the run folder")
     p.add_argument("--config", help="YAML config file (keys: see kagglekit.config.Config)")
-    p.add_argument("--fold", default="all", help="fold number, or 'all' (default)")
+    p.add_argument("--fold", default="all", help="fold number, a comma-separated list (1,3), or 'all' (default)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
-    p.add_argument("--resume", action="store_true", help="skip complete folds; continue an interrupted fold from its saved state")
+    p.add_argument("--resume", action="store_true",
+                   help="skip complete folds; continue an interrupted or time-budget-stopped fold from its saved state")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("id-vocab", help="a tokenizer folder over desensitized id text (task ids), for pretraining from scratch")
@@ -100,13 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="submission.csv")
     p.add_argument("--sample-submission", help="sample_submission.csv: its ids and columns must match")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto: every visible GPU at once when there are two or more (one model folder per GPU), else the one device")
+    p.add_argument("--devices", metavar="DEV,DEV", help="the devices to spread the model folders over, e.g. cuda:0,cuda:1")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     p.add_argument("--average", default="prob", choices=["prob", "logit"],
                    help="average the folds' predictions (prob) or their logits (logit); the same for regression outputs")
     p.add_argument("--tta", default="none", choices=["none", "swap"],
                    help="swap: also predict every pair with its two texts exchanged, and average (runs trained with swap=true)")
     p.add_argument("--weights", help="weights.json from kagglekit ensemble: blend the runs with its weights (and ranks); default: equal")
+    p.add_argument("--full-weight", type=float, metavar="W",
+                   help="share in [0, 1] of each run's full-data fits (full*/): (1-W)·mean(folds) + W·mean(full); "
+                        "default: each full fit counts as one more fold model")
     p.set_defaults(func=_cmd_predict)
 
     from kagglekit.infer.ensemble import add_parser as add_ensemble_parser

@@ -12,6 +12,8 @@ SHARED_DATA = Path(os.environ.get("KAGGLEKIT_DATA", ROOT.parent / "shared" / "da
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# No scratch space unless a test gives one: resume state stays in <output_dir>/resume, even on a machine with /kaggle/temp.
+os.environ.setdefault("KAGGLEKIT_SCRATCH", "")
 
 
 def shared_data(*parts) -> Path:

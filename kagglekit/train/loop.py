@@ -2,8 +2,9 @@
 
 The step runs in the order that makes mixed precision and adversarial training correct (see
 `train_step`). The loop adds accumulation, evaluation every N steps and at each epoch's end, early
-stopping, EMA, the adversary from its start epoch, the step log, the stop on non-finite losses, and
-a resumable state (`kagglekit.train.fold_state.FoldState`). The fold's rows come from
+stopping, EMA, the adversary from its start epoch, the step log, the stop on non-finite losses, a
+resumable state (`kagglekit.train.fold_state.FoldState`) and the stop when the session's time
+budget runs out (`kagglekit.train.session.Budget`). The fold's rows come from
 `kagglekit.data.rows`, its model and optimizer from `kagglekit.train.components`.
 """
 
@@ -33,6 +34,8 @@ from kagglekit.run import FoldMeta
 from kagglekit.targets import Target
 from kagglekit.train.components import build_components
 from kagglekit.train.fold_state import FoldState
+from kagglekit.train.session import Budget, TimeBudgetReached
+from kagglekit.train.state import ResumeFiles, state_size
 
 
 @dataclass
@@ -177,6 +180,25 @@ class _Fold:
     valid_df: pd.DataFrame
     valid_enc: PairEncodings
     device: torch.device
+    files: ResumeFiles
+    budget: Budget
+
+    def save(self, state: FoldState) -> None:
+        """Save the resumable state where the fold trains (scratch space when there is some), timed for the budget."""
+        with self.budget.timing_save():
+            state.save(self.files.work)
+
+    def stop_for_time(self, state: FoldState) -> TimeBudgetReached:
+        """The budget ran out: save the state into the run folder (scratch space is not kept with the
+        saved version), drop the working copy; returns the exception that tells the runner."""
+        with self.budget.timing_save():
+            state.save(self.files.kept)
+        self.files.drop_work()
+        self.write_log(state)
+        left = self.budget.left()
+        print(f"fold {self.fold}: time_budget: {left:.0f} s left, under the {self.budget.margin():.0f} s margin: stopped at "
+              f"epoch {state.epoch + 1}, step {state.step}; state saved in {self.files.kept}", flush=True)
+        return TimeBudgetReached(self.fold, state.epoch, state.step, self.files.kept)
 
     def folder_meta(self, state: FoldState, score: float) -> FoldMeta:
         """The model folder's kagglekit.json: the run's fold metadata and this evaluation."""
@@ -199,7 +221,7 @@ def _evaluate_fold(run: _Fold, state: FoldState) -> bool:
         improved = is_better(run.metric, score, state.best_score)
         if improved:  # saved inside the EMA context: the folder holds the weights that were scored
             state.best_score, state.best_epoch, state.best_step, state.best_preds = score, state.epoch + 1, state.step, preds
-            save_model_folder(parts.model, parts.tokenizer, run.fold_dir, run.folder_meta(state, score))
+            save_model_folder(parts.model, parts.tokenizer, run.fold_dir, run.folder_meta(state, score), dtype=cfg.save_dtype)
     train_loss = state.record_evaluation(score, improved)
     run.write_log(state)
     print(f"fold {run.fold} epoch {state.epoch + 1}/{cfg.epochs} step {state.step}: train loss {train_loss:.4f}, "
@@ -230,6 +252,8 @@ def train_fold(
     resume: bool = False,
     featurize=None,
     extra: pd.DataFrame | None = None,
+    files: ResumeFiles | None = None,
+    budget: Budget | None = None,
 ) -> FoldResult:
     """Train on every fold but `fold`, validate on `fold`, keep the best model in `fold_dir`.
 
@@ -252,8 +276,14 @@ def train_fold(
         extra: rows of ``extra_train_csv`` (`kagglekit.train.runner.read_extra`): added to the
             training rows with loss weight ``cfg.extra_weight``, never to the validation fold; those
             that repeat a validation pair (either order) are left out of this fold.
+        files: where the resumable state goes (`ResumeFiles.locate`); default: ``<run>/resume/fold{K}.pt``.
+        budget: the session's time `Budget`, shared by the folds of a call; default: no limit.
+
+    Raises:
+        TimeBudgetReached: less than the budget's margin was left at an optimizer step: the state is
+            saved in ``files.kept`` (the run folder), the working copy deleted, the fold not complete.
     """
-    from kagglekit.train.state import generator_state, state_path
+    from kagglekit.train.state import generator_state
 
     start = time.time()
     seed_everything(cfg.seed, deterministic=cfg.deterministic)
@@ -261,13 +291,18 @@ def train_fold(
     target, loss_name = meta.output, meta.loss
     parts = build_components(cfg, train_df, num_outputs=target.num_outputs, loss=loss_name, device=device, precision=precision)
     train_enc, valid_enc = fold_encodings(parts.tokenizer, train_df, valid_df, cfg)
-    run = _Fold(cfg, fold, Path(fold_dir), meta, target, get_metric(metric_name), valid_df, valid_enc, device)
+    fold_dir = Path(fold_dir)
+    budget = budget if budget is not None else Budget()
+    budget.state_bytes = state_size(parts.model, ema=parts.ema is not None)
+    run = _Fold(cfg, fold, fold_dir, meta, target, get_metric(metric_name), valid_df, valid_enc, device,
+                files if files is not None else ResumeFiles.in_run(fold_dir.parent, fold), budget)
     state = FoldState(parts, rng=np.random.default_rng(cfg.seed))  # batch order: reproducible, independent of torch's RNG
-    path = state_path(run.fold_dir.parent, fold)
-    if resume and path.is_file():
-        state.load(path)
-        print(f"fold {fold}: resumed at epoch {state.epoch + 1}, batch {state.batch}, step {state.step}", flush=True)
+    found = run.files.find() if resume else None
+    if found is not None:
+        state.load(found)
+        print(f"fold {fold}: resumed at epoch {state.epoch + 1}, batch {state.batch}, step {state.step} from {found}", flush=True)
 
+    budget.mark()
     stop = False
     for epoch in range(state.epoch, cfg.epochs):
         state.epoch = epoch
@@ -303,23 +338,24 @@ def train_fold(
             if cfg.eval_every and state.step % cfg.eval_every == 0 and not last_batch:
                 stop = _evaluate_fold(run, state)
             if stop or (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and not last_batch):
-                state.save(path)
+                run.save(state)
             if stop:
                 break
+            if budget.should_stop():  # at the epoch's last step too: a resumed run then evaluates the epoch
+                bar.close()
+                raise run.stop_for_time(state)
         bar.close()
         state.batch = 0
         if stop:
             break
         stop = _evaluate_fold(run, state)
         state.epoch = epoch + 1  # the next epoch starts afresh
-        state.save(path)
+        run.save(state)
         if stop:
             break
     if stop:
         print(f"fold {fold}: early stop after {cfg.patience} evaluations without improvement", flush=True)
-    path.unlink(missing_ok=True)  # the fold is complete: its resume state has served
-    with contextlib.suppress(OSError):
-        path.parent.rmdir()  # only when no other fold is mid-way
+    run.files.clear()  # the fold is complete: its resume state has served (scratch and run folder)
     oof = pd.DataFrame({"id": valid_df["id"], "fold": fold, "label": valid_df["label"], "pred": state.best_preds})
     return FoldResult(fold, state.best_score, state.best_epoch, oof, state.history, parts.surgery, augmentation, time.time() - start)
 

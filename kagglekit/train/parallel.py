@@ -8,6 +8,10 @@ The children write into the same run folder at the same time. Each writes its ow
 resume state); the shared files (``oof.csv``, ``run.json``) are read-modify-written by the runner,
 which must hold the run folder's lock while it does so. ``config.yaml`` and ``folds.csv`` should be
 written by the parent before the children start, so that no two children create them at once.
+
+Under a time budget the parent hands its deadline to each child (``KAGGLEKIT_DEADLINE``, epoch
+seconds), so every fold stops by the parent's clock, and starts no child with less than
+`kagglekit.train.session.MIN_MARGIN_S` left.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import time
 from collections import deque
 from pathlib import Path
 from typing import Callable, Sequence
+
+from kagglekit.train import session
 
 Launch = Callable[[int, int, Path], subprocess.Popen]
 
@@ -52,8 +58,10 @@ def plan(folds: Sequence[int], devices: Sequence[int]) -> list[list[int]]:
 
 def run_folds_parallel(
     folds: Sequence[int], devices: Sequence[int], launch: Launch, log_dir: str | os.PathLike, poll: float = 0.5,
+    deadline: float | None = None,
 ) -> dict[int, int]:
-    """Train `folds` on `devices`, one child process per device at a time; returns {fold: exit code}.
+    """Train `folds` on `devices`, one child process per device at a time; returns {fold: exit code} of
+    the folds started (all of them, unless a deadline leaves some unstarted).
 
     Args:
         folds: fold numbers, started in this order.
@@ -62,6 +70,8 @@ def run_folds_parallel(
             it must send the child's output to ``log_path``.
         log_dir: where ``fold{K}.log`` files go (created).
         poll: seconds between checks on the running children.
+        deadline: epoch seconds (`kagglekit.train.session.now`) after which no fold is started
+            (``MIN_MARGIN_S`` before it); the launch must hand it to the child (`default_launcher` does).
 
     Raises:
         RuntimeError: after every fold has ended, when some exited non-zero; names each failed fold,
@@ -80,6 +90,9 @@ def run_folds_parallel(
     print(f"kagglekit: folds {folds} on GPUs {devices}, one fold per GPU at a time; logs in {log_dir}", flush=True)
     try:
         while queue or running:
+            if queue and deadline is not None and deadline - session.now() < session.MIN_MARGIN_S:
+                print(f"kagglekit: time_budget: fold(s) {list(queue)} not started, too little time left", flush=True)
+                queue.clear()
             while queue and free:
                 fold, device = queue.popleft(), free.popleft()
                 log_path = log_dir / f"fold{fold}.log"
@@ -97,15 +110,16 @@ def run_folds_parallel(
     except BaseException:  # Ctrl-C (KeyboardInterrupt) or any error here: leave no orphan training a fold
         _terminate([process for _, process, _ in running.values()])
         raise
-    failed = [fold for fold in folds if codes[fold] != 0]
+    failed = [fold for fold in folds if fold in codes and codes[fold] != 0]
     if failed:
         raise FoldsFailed(f"fold(s) {failed} failed; the other folds ran to the end.\n" + "\n".join(
             _failure_report(fold, codes[fold], log_dir / f"fold{fold}.log") for fold in failed
         ))
-    return {fold: codes[fold] for fold in folds}
+    return {fold: codes[fold] for fold in folds if fold in codes}
 
 
-def default_launcher(config_path: str | os.PathLike | None, overrides: Sequence[str], *, resume: bool = False) -> Launch:
+def default_launcher(config_path: str | os.PathLike | None, overrides: Sequence[str], *, resume: bool = False,
+                     deadline: float | None = None) -> Launch:
     """A `launch` callable that runs ``python -m kagglekit train --fold K`` on one GPU.
 
     The child sees only its GPU (``CUDA_VISIBLE_DEVICES``, mapped through this process's own value
@@ -116,6 +130,8 @@ def default_launcher(config_path: str | os.PathLike | None, overrides: Sequence[
         config_path: the YAML given to ``--config``; None for none.
         overrides: ``key=value`` strings as given to ``--set``, passed on after ``device=cuda``.
         resume: pass ``--resume`` to each child (continue a fold from its saved state).
+        deadline: the parent's time-budget deadline (epoch seconds), passed as ``KAGGLEKIT_DEADLINE``:
+            the child stops its fold by the parent's clock (`kagglekit.train.session.Budget.start`).
     """
     overrides = list(overrides)  # a copy: later changes to the caller's list do not leak in
 
@@ -129,6 +145,8 @@ def default_launcher(config_path: str | os.PathLike | None, overrides: Sequence[
         if resume:
             command.append("--resume")
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": _physical_id(device), "PYTHONUNBUFFERED": "1"}
+        if deadline is not None:
+            env[session.DEADLINE_ENV] = repr(float(deadline))
         with open(log_path, "a" if resume else "w", encoding="utf-8") as log:  # the child keeps its own handle
             return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
 

@@ -2,7 +2,8 @@
 
 After every fold the run folder is complete and consistent: ``config.yaml``, ``folds.csv``,
 ``fold{K}/``, ``oof.csv`` (all folds trained so far) and ``run.json`` (see `kagglekit.run`). Folds may
-be trained in separate processes or notebooks (``--fold 0``, then ``--fold 1`` ...) into the same folder.
+be trained in separate processes or notebooks (``--fold 0``, then ``--fold 1`` ...) into the same folder,
+and in later sessions after the folder moved: paths are not part of a run (`kagglekit.train.session`).
 """
 
 from __future__ import annotations
@@ -20,20 +21,19 @@ from kagglekit.folds import add_fold_column
 from kagglekit.losses import check_loss_output, default_loss, get_loss
 from kagglekit.run import FoldMeta, RunFolder
 from kagglekit.targets import make_target
-
-
-# Keys that say where a run trains, not what it is: folds of one run may differ in them (one fold
-# per GPU runs with device=cuda beside a run folder made with device=auto).
+from kagglekit.train.session import Budget, TimeBudgetReached, format_duration, frame_digest, run_identity
+from kagglekit.train.state import ResumeFiles
 
 
 def parse_folds(folds: str | int | Iterable[int], n_folds: int) -> list[int]:
-    """``"all"`` → every fold; ``3`` or ``"3"`` → [3]; a list passes through. Checked against n_folds."""
+    """``"all"`` → every fold; ``3`` or ``"3"`` → [3]; ``"1,3"`` → [1, 3]; a list passes through. Checked against n_folds."""
     if isinstance(folds, str):
         if folds == "all":
             return list(range(n_folds))
-        if not folds.strip().isdigit():
-            raise ValueError(f"--fold {folds!r}: expected a fold number 0..{n_folds - 1} or 'all'.")
-        folds = int(folds)
+        parts = [part.strip() for part in folds.split(",")]
+        if not all(part.isdigit() for part in parts):
+            raise ValueError(f"--fold {folds!r}: expected a fold number 0..{n_folds - 1}, a list such as 1,3, or 'all'.")
+        folds = [int(part) for part in parts]
     out = [folds] if isinstance(folds, int) else [int(f) for f in folds]
     for fold in out:
         if not 0 <= fold < n_folds:
@@ -42,12 +42,16 @@ def parse_folds(folds: str | int | Iterable[int], n_folds: int) -> list[int]:
 
 
 def _check_same_config(cfg: Config, out: Path) -> None:
-    """A run folder is one experiment: training more folds into it with other settings would mix them."""
+    """A run folder is one experiment: training more folds into it with other settings would mix them.
+
+    Paths (`Config.PATH_KEYS`) are not settings: a run folder copied to another place, or pointed at
+    moved data, continues; what the files hold is checked by `assign_folds` and `_check_same_data`.
+    """
     old = RunFolder(out).read_config()
     if old is None:
         return
     new = cfg.to_dict()
-    changed = changed_keys(old, new, ignore=Config.MACHINE_KEYS)
+    changed = changed_keys(old, new, ignore=Config.MACHINE_KEYS | Config.PATH_KEYS)
     if changed:
         shown = ", ".join(f"{k}: {old[k]!r} → {new[k]!r}" for k in changed[:6])
         raise ValueError(
@@ -56,15 +60,41 @@ def _check_same_config(cfg: Config, out: Path) -> None:
         )
 
 
+def _check_same_data(cfg: Config, out: Path, fingerprint: dict) -> None:
+    """The files a run trains on may move, not change: a run whose card records other contents for
+    ``train_csv`` or ``extra_train_csv`` (`frame_digest` of the rows read) is refused, naming the file."""
+    run = RunFolder(out)
+    saved = run.read_card().get("data_fingerprint") if run.card_path.is_file() else None
+    for key, digest in fingerprint.items() if saved else ():
+        if key in saved and saved[key] != digest:
+            path = getattr(cfg, key) or "(none)"
+            before = "no file" if saved[key] is None else f"{saved[key]['rows']} rows"
+            given = "no file" if digest is None else f"{digest['rows']} rows"
+            raise ValueError(
+                f"{key}: {path} is not the file run {out} was trained on (it has {given}, the run's had {before}, and the "
+                f"contents differ): its folds would mix two data sets. Point {key} at the run's file, or use a new output_dir."
+            )
+
+
 def assign_folds(frame: pd.DataFrame, cfg: Config, out: Path) -> tuple[pd.DataFrame, bool]:
-    """Add the fold column; reuse ``folds.csv`` when the run already has one for these rows.
+    """Add the fold column; reuse ``folds.csv`` when the run already has one.
 
     Returns the frame and whether the folds are new (and so still to be written).
+
+    Raises:
+        ValueError: the run's ``folds.csv`` lists other ids than ``train_csv`` (a run moved and pointed
+            at another file): its folds would not be the run's folds.
     """
     saved = RunFolder(out).read_folds()
     if saved is not None:
         if len(saved) == len(frame) and (saved["id"].to_numpy() == frame["id"].to_numpy()).all():
             return frame.assign(fold=saved["fold"].to_numpy()), False
+        missing = sorted(set(saved["id"]) - set(frame["id"]))[:3] or sorted(set(frame["id"]) - set(saved["id"]))[:3]
+        raise ValueError(
+            f"train_csv: {cfg.train_csv} has other rows than the run's folds.csv in {out} ({len(frame)} rows vs {len(saved)}"
+            f"{', e.g. id ' + repr(missing[0]) + ' is in one only' if missing else ', in another order'}): the run was "
+            "trained on another file. Point train_csv at the run's file, or use a new output_dir."
+        )
     frame = add_fold_column(frame, n_folds=cfg.n_folds, label_col="label", group_col="group", n_bins=cfg.fold_bins, seed=cfg.fold_seed)
     return frame, True
 
@@ -85,7 +115,13 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all", *, resume
     Args:
         cfg: the run configuration.
         folds: ``"all"``, a fold number or a list of them.
-        resume: skip the folds already complete, and continue an interrupted one from its saved state.
+        resume: skip the folds already complete, and continue an interrupted one from its saved state
+            (scratch space first, then ``<output_dir>/resume``).
+
+    With ``cfg.time_budget`` (seconds from this call's start; children of one fold per GPU get the
+    deadline in ``KAGGLEKIT_DEADLINE``) a fold that runs out of time saves its state into
+    ``<output_dir>/resume`` and stops, folds not started are left, and the call returns normally:
+    the card's ``stopped`` names the folds left and ``how`` to continue (also printed).
 
     Example:
         >>> from kagglekit.config import load_config
@@ -101,16 +137,20 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all", *, resume
 
     start = time.time()
     cfg.validate()
+    budget = Budget.start(cfg.time_budget)  # from this call's start, cut to a parent's deadline
     fold_list = parse_folds(folds, cfg.n_folds)
     out = Path(cfg.output_dir)
     run = RunFolder(out)
     recipe = get_recipe(cfg.task)
     state = recipe.state(cfg)
     frame = recipe.read_train(cfg.train_csv, state, max_rows=cfg.max_rows)
+    fingerprint = {"train_csv": frame_digest(frame)}
     check_backbone(cfg.backbone)  # weights, tokenizer files, tokenizer ids vs embedding rows: before anything is written
     _check_same_config(cfg, out)
     frame, new_folds = assign_folds(frame, cfg, out)  # before anything is written: bad input leaves no folder
     extra = read_extra(cfg, recipe, state, frame)  # before the embedding model's copy: a bad file leaves no folder
+    fingerprint["extra_train_csv"] = None if extra is None else frame_digest(extra)
+    _check_same_data(cfg, out, fingerprint)
     device = resolve_device(cfg.device)
     featurize = computed_features(cfg, recipe, state, frame, out, device)
     if featurize is not None:
@@ -153,8 +193,12 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all", *, resume
                 "output": target.to_meta(),
             }
         )
+        card["run_id"] = card.get("run_id") or run_identity(user_cfg.to_dict(), frame)  # stored once: stable from then on
+        card["data_fingerprint"] = fingerprint
+    files = {f: ResumeFiles.locate(cfg.resume_dir, out, f, card["run_id"]) for f in range(cfg.n_folds)}
+    requested = fold_list
     if resume:
-        done = [f for f in fold_list if _fold_complete(out, f, card)]
+        done = [f for f in fold_list if _fold_complete(run, f, card, files[f])]
         if done:
             print(f"kagglekit: --resume: fold(s) {done} are complete, skipping them", flush=True)
         fold_list = [f for f in fold_list if f not in done]
@@ -162,15 +206,53 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all", *, resume
     if len(gpus) >= 2:  # Kaggle's T4 x2: one fold per GPU, each in its own process with its own log
         print(f"kagglekit: {len(frame)} rows, folds {fold_list} on {len(gpus)} GPUs, one fold each: {plan(fold_list, gpus)}; "
               f"logs in {run.logs_dir}", flush=True)
-        run_folds_parallel(fold_list, gpus, default_launcher(str(run.config_path), [], resume=resume), run.logs_dir)
-        return run.read_card()
-    print(f"kagglekit: {len(frame)} rows, {cfg.n_folds} folds, training fold(s) {fold_list} on {card['device']} ({precision})", flush=True)
+        launch = default_launcher(str(run.config_path), [], resume=resume, deadline=budget.deadline)
+        run_folds_parallel(fold_list, gpus, launch, run.logs_dir, deadline=budget.deadline)
+        return _close_call(run, requested, files, budget)
+    print(f"kagglekit: {len(frame)} rows, {cfg.n_folds} folds, training fold(s) {fold_list} on {card['device']} ({precision})"
+          f"{f'; time_budget {format_duration(budget.left())} left' if budget.limited else ''}", flush=True)
     for fold in fold_list:
-        result = train_fold(cfg, frame, fold, run.fold_dir(fold), device=device, precision=precision, meta=meta,
-                            metric_name=metric.name, resume=resume, featurize=featurize, extra=extra)
+        if not budget.can_start():  # not even the margin left: the fold would only start to stop
+            break
+        try:
+            result = train_fold(cfg, frame, fold, run.fold_dir(fold), device=device, precision=precision, meta=meta,
+                                metric_name=metric.name, resume=resume, featurize=featurize, extra=extra,
+                                files=files[fold], budget=budget)
+        except TimeBudgetReached:
+            break
         card = _record_fold(run, result, frame["id"], metric, start)
         print(f"fold {fold}: {metric.name} {result.score:.4f} (epoch {result.best_epoch}); CV over folds {card['cv_folds']}: {card['cv']:.4f}", flush=True)
-    return run.read_card()
+    return _close_call(run, requested, files, budget)
+
+
+def _close_call(run: RunFolder, requested: list[int], files: dict[int, ResumeFiles], budget: Budget) -> dict:
+    """Mark the run card incomplete while a fold a time budget left is not complete, or clear the mark;
+    print what is done, what stopped mid-way and how to continue. Returns the card.
+
+    The folds left are this call's requested folds and those of an earlier stop, less the complete
+    ones; all of it is read from the run folder, so the parent of one fold per GPU reports once for
+    its children.
+    """
+    with run.update_card() as card:
+        earlier = (card.get("stopped") or {}).get("folds_left", [])
+        left = sorted(f for f in set(requested) | set(earlier) if not _fold_complete(run, f, card, files[f]))
+        if not left:
+            card.pop("stopped", None)
+            return card
+        mid_way = [f for f in left if files[f].exists()]
+        folds = "all" if len(left) == len(files) else ",".join(map(str, left))
+        how = f"kagglekit train --config {run.config_path} --resume --fold {folds}"
+        card["stopped"] = {"reason": "time_budget", "time_budget": budget.seconds,
+                           "folds_left": left, "mid_way": mid_way, "not_started": [f for f in left if f not in mid_way],
+                           "how": how}
+    complete = sorted(int(f) for f in card.get("folds", {}) if int(f) not in left)
+    where = ", ".join(f"fold {f}: {files[f].find()}" for f in mid_way)
+    print(f"kagglekit: time_budget{f' ({format_duration(budget.seconds)})' if budget.seconds else ''}: the run is incomplete. "
+          f"Complete: fold(s) {complete}; stopped mid-way: fold(s) {mid_way}{f' (state in {where})' if where else ''}; "
+          f"not started: fold(s) {card['stopped']['not_started']}.\n"
+          f"To continue in a new session:\n  command line: {how}\n"
+          f"  notebook: attach this version's output and set RESUME_FROM to the run folder in it (…/{run.path.name})", flush=True)
+    return card
 
 
 def computed_features(cfg: Config, recipe, state: dict, frame: pd.DataFrame, out: Path, device):
@@ -244,11 +326,10 @@ def read_extra(cfg: Config, recipe, state: dict, frame: pd.DataFrame) -> pd.Data
     return extra
 
 
-def _fold_complete(out: Path, fold: int, card: dict) -> bool:
-    """A fold is complete when the run card has its score, its model folder exists and no resume state is left."""
-    from kagglekit.train.state import state_path
-
-    return str(fold) in card.get("folds", {}) and RunFolder(out).fold_dir(fold).is_dir() and not state_path(out, fold).is_file()
+def _fold_complete(run: RunFolder, fold: int, card: dict, files: ResumeFiles) -> bool:
+    """A fold is complete when the run card has its score, its model folder exists and no resume state is
+    left (neither in scratch space nor in the run folder): a fold a time budget stopped is not."""
+    return str(fold) in card.get("folds", {}) and run.fold_dir(fold).is_dir() and not files.exists()
 
 
 def _record_fold(run: RunFolder, result, order: pd.Series, metric, start: float) -> dict:

@@ -1,15 +1,18 @@
-"""Resumable training state: everything a fold needs to continue after a kill, written atomically.
+"""Resumable training state: everything a fold needs to continue after a kill, written atomically, and where it lies.
 
 A state file holds the current (not the best) weights, the optimizer, scheduler, GradScaler and EMA
 states, the position (epoch, batch within the epoch, optimizer steps), every random generator, and
 the fold's bookkeeping (best score and its predictions, history, step log). It is read back with
 ``torch.load(weights_only=True)``: tensors, numbers, strings, lists and dicts only, no pickle.
+While a fold trains its state goes to scratch space when there is some (`ResumeFiles`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +23,95 @@ from kagglekit._io import atomic_path
 STATE_VERSION = 1
 
 
+SCRATCH_FOLDER = "kagglekit-resume"  # under the scratch space: <run id>/fold{K}.pt
+
+
 def state_path(output_dir: str | os.PathLike, fold: int) -> Path:
-    """Where fold `fold` of a run keeps its resumable state (deleted when the fold completes)."""
+    """Where fold `fold` keeps its resumable state inside the run folder: ``<output_dir>/resume/fold{K}.pt``
+    (while it trains, when there is no scratch space; always when a time budget stops it)."""
     return Path(output_dir) / "resume" / f"fold{fold}.pt"
+
+
+@dataclass(frozen=True)
+class ResumeFiles:
+    """Where one fold's resumable state lies: `work` while the fold trains, `kept` when a time budget stops it.
+
+    `kept` is ``<output_dir>/resume/fold{K}.pt``: inside the run folder, it is saved with a Kaggle
+    version and travels with the run. `work` is the config's ``resume_dir``: ``auto`` puts it in
+    scratch space (``/kaggle/temp``, `kagglekit.kaggle.scratch_dir`), under
+    ``kagglekit-resume/<run id>/fold{K}.pt``, so that a ~7 GB state (deberta-v3-large with AdamW)
+    does not fill the 20 GB output folder; with no scratch space `work` is `kept`. A folder given as
+    ``resume_dir`` holds ``<run id>/fold{K}.pt``. Both are deleted when the fold completes, with the
+    folders that become empty.
+
+    Example:
+        >>> files = ResumeFiles.locate(cfg.resume_dir, cfg.output_dir, fold=0, run_id=card["run_id"])
+        >>> files.find()          # the state to resume from: `work` first, then `kept`; None when neither exists
+    """
+
+    work: Path
+    kept: Path
+    prune: tuple = ()  # folders removed when they become empty, innermost first
+
+    @classmethod
+    def in_run(cls, output_dir: str | os.PathLike, fold: int) -> "ResumeFiles":
+        """The state inside the run folder only (no scratch space)."""
+        kept = state_path(output_dir, fold)
+        return cls(kept, kept, (kept.parent,))
+
+    @classmethod
+    def locate(cls, resume_dir: str, output_dir: str | os.PathLike, fold: int, run_id: str) -> "ResumeFiles":
+        """Resolve the config's ``resume_dir`` (``auto`` or a folder) for fold `fold` of run `run_id`."""
+        if resume_dir == "auto":
+            from kagglekit.kaggle import scratch_dir
+
+            scratch = scratch_dir()
+            if scratch is None:
+                return cls.in_run(output_dir, fold)
+            root = scratch / SCRATCH_FOLDER
+            prune = (root / run_id, root)  # never the scratch space itself
+        else:
+            root = Path(resume_dir)
+            prune = (root / run_id,)  # never the user's folder
+        kept = state_path(output_dir, fold)
+        work = root / run_id / f"fold{fold}.pt"
+        return cls(work, kept, prune + (kept.parent,)) if work != kept else cls.in_run(output_dir, fold)
+
+    def find(self) -> Path | None:
+        """The state to resume from: the working copy first (newer, when one was written after the kept one
+        was read), else the kept one; None when there is neither."""
+        for path in (self.work, self.kept):
+            if path.is_file():
+                return path
+        return None
+
+    def exists(self) -> bool:
+        return self.find() is not None
+
+    def drop_work(self) -> None:
+        """Delete the working copy (the kept one now holds the state)."""
+        if self.work != self.kept:
+            self.work.unlink(missing_ok=True)
+        self._prune()
+
+    def clear(self) -> None:
+        """Delete both copies: the fold is complete and its state has served."""
+        self.work.unlink(missing_ok=True)
+        self.kept.unlink(missing_ok=True)
+        self._prune()
+
+    def _prune(self) -> None:
+        for folder in self.prune:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty: another fold may be mid-way
+
+
+def state_size(model, *, ema: bool = False) -> int:
+    """A resume state's size in bytes, roughly: the weights, AdamW's two fp32 moments of the trained
+    ones, and an EMA copy (`kagglekit.train.session.Budget` estimates its first save from it)."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    moments = 2 * sum(p.numel() * 4 for p in model.parameters() if p.requires_grad)
+    return weights + moments + (weights if ema else 0)
 
 
 def capture_rng() -> dict:
