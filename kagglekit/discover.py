@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from kagglekit import kaggle
 from kagglekit.config import Config
-from kagglekit.run import FOLD_DIR, META_FILE, fold_dirs
+from kagglekit.run import CARD_FILE, CONFIG_FILE, FOLD_DIR, META_FILE, fold_dirs
 
 __all__ = ["find_wheel", "find_file", "find_backbone", "find_runs", "resolve_paths", "describe", "AUTO_FILES",
            "BACKBONE_WEIGHTS", "MAX_DEPTH"]
@@ -330,6 +330,52 @@ def find_runs(hint: str = "auto", *, param: str = "MODEL_DIRS", root: str | os.P
         raise FileNotFoundError(f"{param}: no kagglekit run folder (fold*/{META_FILE}) under {root}: {ATTACH_RUNS}, "
                                 f"or set {param} to the run folders.")
     return kept
+
+
+def find_run_to_continue(hint: str, *, param: str = "RESUME_FROM", root: str | os.PathLike | None = None) -> Path:
+    """The one run folder to continue: a previous session's output, which may hold no complete fold yet (a run
+    stopped by its time budget has ``run.json`` and ``config.yaml``, and perhaps only ``resume/``).
+
+    Args:
+        hint: an existing folder (used as it is, once it is seen to be a run folder), or text matched as in
+            `find_backbone` against the run folders under the input root ("auto": the only one).
+        param: the notebook parameter, for the errors.
+        root: the folder to search; None: `kagglekit.kaggle.input_root()`.
+
+    Raises:
+        ValueError: the folder is no run folder, or several match.
+        FileNotFoundError: none matches: attach the previous version's output.
+
+    Example:
+        >>> find_run_to_continue("uspppm-train")  # doctest: +SKIP
+        PosixPath('/kaggle/input/notebooks/me/uspppm-train/run')
+    """
+    _check_hint(hint, param)
+    if _is_path(hint):
+        path = Path(hint)
+        if not ((path / CARD_FILE).is_file() and (path / CONFIG_FILE).is_file()):
+            raise ValueError(f"{param}={hint!r} is no kagglekit run folder (no {CARD_FILE} and {CONFIG_FILE}): point it at "
+                             "the run folder in the previous version's output (usually <input>/run).")
+        return path
+    root = _input_root(root)
+    found: list[Path] = []
+
+    def visit(folder: Path, entries: Sequence[os.DirEntry]) -> bool:
+        names = {e.name for e in entries}
+        if CARD_FILE in names and CONFIG_FILE in names:
+            found.append(folder)
+            return False
+        return META_FILE not in names and not _holds_weights(names)
+
+    _walk(root, visit)
+    kept = _filtered(sorted(_unique(found)), hint, param, root, "run folders")
+    if not kept:
+        raise FileNotFoundError(f"{param}: no kagglekit run folder ({CARD_FILE} and {CONFIG_FILE}) under {root}: attach the "
+                                "previous version's output (Add Input → Your Work → Notebooks), or set "
+                                f"{param} to its run folder.")
+    if len(kept) > 1:
+        raise ValueError(f"{param}={hint!r}: {len(kept)} run folders match:{_listing(kept)}\nSet {param} to one of them.")
+    return kept[0]
 
 
 # ---------------------------------------------------------------------------------------------- configs

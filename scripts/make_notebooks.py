@@ -26,172 +26,237 @@ NOTEBOOKS = ROOT / "notebooks"
 INSTALL = (Path(__file__).with_name("install_cell.py")).read_text(encoding="utf-8").rstrip("\n")  # its own file: tests run it as a script
 
 
-TRAIN_ENVIRONMENT = '''\
-from kagglekit.tools.doctor import run_doctor
+ENVIRONMENT = """\
+import time
+
+SESSION_START = time.time()  # the time budget counts the session from here (the cells above take seconds)
+
 from kagglekit.kaggle import set_offline_env
+from kagglekit.tools.doctor import run_doctor
 
 set_offline_env()  # HF_HUB_OFFLINE=1 etc.: models load from local folders, no hub retries
 # Python and library versions, the GPU against this torch build (a P100 on a torch without sm_60 fails here),
 # fp16/bf16, free GPU memory
 if run_doctor() != 0:
-    raise RuntimeError("kagglekit doctor: a check failed; the 'fail' lines above say what to do.")'''
-
-INFERENCE_ENVIRONMENT = '''\
-from kagglekit.tools.doctor import run_doctor
-from kagglekit.kaggle import set_offline_env
-
-set_offline_env()  # HF_HUB_OFFLINE=1 etc.: models load from local folders, no hub retries
-# versions, GPU, every model folder complete and loading offline, and the time to predict TEST_ROWS rows with all
-# folds (timed on test.csv's rows) against Kaggle's 9-hour limit
-if run_doctor(MODEL_DIRS, TEST_CSV, rows=TEST_ROWS or None, batch_size=BATCH_SIZE) != 0:
-    raise RuntimeError("kagglekit doctor: a check failed; the 'fail' lines above say what to do.")'''
+    raise RuntimeError("kagglekit doctor: a check failed; the 'fail' lines above say what to do.")"""
 
 # ---------------------------------------------------------------------------------------------
 # train.ipynb
 
-TRAIN_INTRO = """\
-# kagglekit: train one fold (US Patent Phrase to Phrase Matching)
-
-Fine-tunes a pretrained encoder on one fold of the competition's `train.csv` and writes a **run
-folder** to `OUTPUT_DIR`: `config.yaml`, `folds.csv`, `fold{FOLD}/` (a self-contained model folder),
-`oof.csv`, `run.json`, plus `dataset-metadata.json` for turning it into a model dataset.
-
-**Attach** (Add Input):
+ATTACH = """\
+**Attach** (Add Input; each is found wherever Kaggle mounts it: `competitions/`, `datasets/`, `models/`,
+`notebooks/` or the old `/kaggle/input/<slug>/`):
 - the **kagglekit** dataset (the wheel written by `build_wheel.sh`);
-- a **pretrained model** dataset: a folder with `config.json`, the tokenizer and the weights, e.g. `deberta-v3-large`;
-- the competition data, **us-patent-phrase-to-phrase-matching**;
-- optionally the **CPC titles** dataset (`CPCTitleList202202`); without it the context code itself is the text.
+- a **pretrained model**: a Kaggle Model or dataset folder with `config.json`, the tokenizer and the weights
+  (e.g. `deberta-v3-large`); with several attached, set `BACKBONE` to a path or a name fragment;
+- the data, by `CONFIG`:
 
-**Settings**: Internet **off**, Accelerator **GPU T4** (one GPU is used).
+| `CONFIG` | attach | files found by name |
+|---|---|---|
+| `uspppm` | the competition **us-patent-phrase-to-phrase-matching**, and the **CPC titles** dataset (`CPCTitleList202202`) | `train.csv`, `test.csv`, `sample_submission.csv`, `CPCTitleList202202/` |
+| `stsb` | a dataset with the STS Benchmark files | `sts-train.csv`, `sts-test.csv` |
+| `afqmc` | a dataset with CLUE AFQMC | `train.csv`, `test.csv` |
+| `gaiic` | a dataset with the GAIIC 2021 track 3 files, and a NeZha pretrained on them (`kagglekit pretrain`) | `gaiic_track3_round1_train_20210228.tsv`, `gaiic_track3_round1_testB_20210317.tsv` |
 
-**Change** only the parameters cell below: the paths if your datasets are named differently, `FOLD`,
-and `OVERRIDES` (any config key: `help(kagglekit.config.Config)` lists them with their defaults).
+`CONFIG` may also be the path of your own YAML config (`help(kagglekit.config.Config)` lists the keys); a
+`pairs` or `ids` competition needs no code edits. A file name that two inputs share is an error that lists
+both: set that parameter to one of them."""
 
-**Run once per fold**: `FOLD = 0`, Save Version (Save & Run All), make the version's output a
-dataset; then `FOLD = 1`, and so on. Folds depend only on `fold_seed` and the data, so folds trained
-in separate versions agree."""
+TRAIN_INTRO = """\
+# kagglekit: train
 
-TRAIN_PARAMETERS = '''\
-WHEEL_DIR = "/kaggle/input/kagglekit"  # the kagglekit dataset: kagglekit-*.whl
-TRAIN_CSV = "/kaggle/input/us-patent-phrase-to-phrase-matching/train.csv"
-CPC_DIR = "/kaggle/input/cpc-codes/CPCTitleList202202"  # set to "" to use the context codes as text
-BACKBONE = "/kaggle/input/deberta-v3-large"  # local model folder: config, tokenizer, weights
-FOLD = 0  # the fold this version trains: 0 .. N_FOLDS - 1
-N_FOLDS = 5
+Fine-tunes a pretrained model on the folds of a competition's training file and writes a **run folder** to
+`OUTPUT_DIR`: `config.yaml`, `folds.csv`, `fold{K}/` (self-contained model folders), `oof.csv`, `run.json`,
+plus `dataset-metadata.json` for turning it into a model dataset.
+
+""" + ATTACH + """
+
+**Settings**: Internet **off**, Accelerator **GPU T4 x2**: two folds train at once, one per GPU.
+
+**Change** only the parameters cell. `FOLDS` is a fold number, a list or `"all"`; several sessions may each
+train some folds (`kagglekit merge` makes them one run with one CV). The run stops cleanly before the session
+limit (`TIME_BUDGET`); to continue it, attach this version's output and set `RESUME_FROM` to it."""
+
+TRAIN_PARAMETERS = """\
+CONFIG = "uspppm"  # a built-in config (uspppm, stsb, afqmc, gaiic) or the path of a YAML config
+WHEEL_DIR = "auto"  # the kagglekit dataset's folder; "auto": the one kagglekit-*.whl under /kaggle/input
+TRAIN_CSV = "auto"  # "auto": the config's file name, found under /kaggle/input; or a path
+BACKBONE = "auto"  # "auto": the one model folder attached; a name fragment ("deberta-v3-large"); or a path
+FOLDS = "all"  # a fold (0), a list ([0, 1]) or "all"; add "full" to fit all rows after CV ([0, 1, 2, 3, 4, "full"])
 OUTPUT_DIR = "/kaggle/working/run"
-MODEL_DATASET_ID = "YOUR_KAGGLE_USERNAME/uspppm-deberta-fold{FOLD}"  # {FOLD} is filled in
-OVERRIDES = {"epochs": 4, "batch_size": 16, "max_len": 128, "lr": 2e-5}  # any config key'''
+RESUME_FROM = ""  # a previous version's output to continue (its run folder, or a name fragment of the input)
+TIME_BUDGET = "auto"  # "auto": the session limit (12 h; 9 h in a rerun) less 30 min; or "5h", 3600, 0 (none)
+MODEL_DATASET_ID = "YOUR_KAGGLE_USERNAME/kagglekit-run"
+OVERRIDES = {"epochs": 4, "batch_size": 16, "max_len": 128, "lr": 2e-5}  # any config key, e.g. "save_dtype": "fp16\""""
 
-TRAIN_CONFIG = '''\
-from kagglekit.config import load_config
-
-cfg = load_config(None, {"task": "uspppm", "train_csv": TRAIN_CSV, "cpc_dir": CPC_DIR, "backbone": BACKBONE,
-                         "output_dir": OUTPUT_DIR, "n_folds": N_FOLDS, **OVERRIDES})
-for key, value in cfg.to_dict().items():
-    print(f"{key:>16}: {value}")'''
-
-TRAIN_RUN = '''\
-import pandas as pd
-from kagglekit.train import train_folds
-
-card = train_folds(cfg, folds=FOLD)
-result = card["folds"][str(FOLD)]
-print(f"fold {FOLD}: {card['metric']} {result['score']:.4f} at epoch {result['best_epoch']}, "
-      f"{result['seconds']:.0f} s on {card['device']} ({card['precision']})")
-pd.DataFrame(result["history"]).set_index("epoch")'''
-
-TRAIN_DATASET = '''\
-import json, os
+TRAIN_INPUTS = """\
 from pathlib import Path
 
-dataset_id = MODEL_DATASET_ID.format(FOLD=FOLD)
-metadata = {"title": dataset_id.split("/")[-1], "id": dataset_id, "licenses": [{"name": "CC0-1.0"}]}
+from kagglekit.config import load_config
+from kagglekit.discover import describe, find_run_to_continue, resolve_paths
+from kagglekit.kaggle import session_limit
+
+given = {key: value for key, value in {"train_csv": TRAIN_CSV, "backbone": BACKBONE}.items() if value != "auto"}
+values = load_config(CONFIG, {**OVERRIDES, **given, "output_dir": OUTPUT_DIR}).to_dict()
+values.update(resolve_paths(values))  # "auto" and bare file names: found under the input root
+if TIME_BUDGET == "auto":  # what is left of the session, less 30 minutes for the cells after training
+    values["time_budget"] = max(60.0, session_limit() - (time.time() - SESSION_START) - 1800)
+else:
+    values["time_budget"] = TIME_BUDGET
+cfg = load_config(None, values)
+resume_from = None
+if RESUME_FROM:
+    resume_from = find_run_to_continue(RESUME_FROM)  # a folder, or a name fragment of the attached output
+print(describe({key: Path(getattr(cfg, key)) for key in ("train_csv", "test_csv", "cpc_dir", "backbone") if getattr(cfg, key)}))
+for key, value in cfg.to_dict().items():
+    print(f"{key:>22}: {value}")"""
+
+TRAIN_SIZE = """\
+# the output of the planned folds (weights, resume state) against /kaggle/working's 20 GB and the free disk
+if run_doctor(config=cfg, folds=FOLDS) != 0:
+    raise RuntimeError("kagglekit doctor: the run does not fit; the 'fail' line above says what to change.")"""
+
+TRAIN_RUN = """\
+import pandas as pd
+from kagglekit.train import continue_run, train_folds
+
+if resume_from is not None:  # the previous session's run folder, copied into place (inputs are read-only)
+    continue_run(resume_from, OUTPUT_DIR)
+card = train_folds(cfg, folds=FOLDS, resume=True)  # resume: complete folds are skipped, a stopped one continues
+rows = [{"fold": fold, card["metric"]: result["score"], "best_epoch": result["best_epoch"], "seconds": result["seconds"]}
+        for fold, result in sorted(card["folds"].items(), key=lambda item: int(item[0]))]
+if "cv" in card:
+    print(f"CV ({card['metric']}, folds {card['cv_folds']}): {card['cv']:.4f} on {card['device']} ({card['precision']})")
+if card.get("stopped"):  # the time budget ran out: the version still succeeds, and its output can be continued
+    print(f"stopped before the session limit; to continue, attach this version's output and set RESUME_FROM to it "
+          f"(or run: {card['stopped']['how']})")
+pd.DataFrame(rows, columns=["fold", card["metric"], "best_epoch", "seconds"]).set_index("fold")"""
+
+TRAIN_DATASET = """\
+import json, os
+
+metadata = {"title": MODEL_DATASET_ID.split("/")[-1], "id": MODEL_DATASET_ID, "licenses": [{"name": "CC0-1.0"}]}
 path = Path(OUTPUT_DIR) / "dataset-metadata.json"
 tmp = path.with_name(path.name + ".tmp")
 tmp.write_text(json.dumps(metadata, indent=2) + "\\n")
 os.replace(tmp, path)  # atomic: never a half-written file
 
 for file in sorted(p for p in Path(OUTPUT_DIR).rglob("*") if p.is_file()):
-    print(f"{file.stat().st_size:>15,d} B  {file.relative_to(OUTPUT_DIR)}")'''
+    print(f"{file.stat().st_size:>15,d} B  {file.relative_to(OUTPUT_DIR)}")"""
 
 TRAIN_NEXT = """\
 ## Next steps
 
-1. Run the other folds: `FOLD = 1, 2, ...`, one saved version each.
-2. Make each version's output a dataset: from the notebook's Output tab, or download `run/` and
-   `kaggle datasets create -p run --dir-mode zip` (it reads the `dataset-metadata.json` written above;
-   `--dir-mode zip` uploads the `fold*/` folders too).
-3. Attach those datasets to `inference.ipynb` and list their run folders in its `MODEL_DIRS`.
+1. **More folds in other sessions**: save this version, then run the notebook again with other `FOLDS`.
+2. **One CV over sessions**: attach the versions' outputs (Add Input → Your Work → Notebooks) and merge them,
+   here or anywhere: `kagglekit merge /kaggle/input/notebooks/<you>/<notebook>/run ... --out merged` checks
+   that their settings and folds agree and writes one run folder with every fold, `oof.csv` and the CV.
+3. **Continue a stopped run**: when the run stopped at `TIME_BUDGET`, attach this version's output and set
+   `RESUME_FROM` to it: complete folds are kept, the stopped fold continues from its saved state.
+4. **Inference**: attach the run (or the merged run) to `inference.ipynb`; it finds it by itself.
 
-`run.json` holds this fold's score, epoch history, device and library versions; `oof.csv` its
-out-of-fold predictions."""
+`run.json` holds every fold's score, epoch history, device and library versions; `oof.csv` the out-of-fold
+predictions. A notebook's output attached as an input appears under `/kaggle/input/notebooks/<owner>/<slug>/`."""
 
 TRAIN_REPORT_INTRO = """\
 ## Report
 
-The leaderboard of the runs under `OUTPUT_DIR` (each fold's score, the CV, and the public LB once you
-store it with `kagglekit report RUNS_DIR --lb RUN=SCORE`) and their plots: the learning curve of each
-fold, the out-of-fold predictions against the labels, the score per fold. They are written to
-`report/` beside the run folder, not into it: `kaggle datasets create -p run` leaves them out."""
+The leaderboard of the run (each fold's score, the CV) and its plots: the learning curve of each fold, the
+out-of-fold predictions against the labels, the score per fold. They are written to `report/` beside the run
+folder, not into it. Keep public LB scores in a file of your own (`kagglekit report RUNS --lb RUN=SCORE
+--lb-file lb.json`): attached run folders are read-only."""
 
-TRAIN_REPORT = '''\
-from pathlib import Path
+TRAIN_REPORT = """\
 from IPython.display import Image, Markdown, display
 from kagglekit.tools.report import write_report
 
-report = write_report(OUTPUT_DIR, Path(OUTPUT_DIR).parent / "report")
-for message in report.skipped:
-    print(message)
-display(Markdown(report.markdown.read_text()))'''
+report = None
+if card["folds"]:
+    report = write_report(OUTPUT_DIR, Path(OUTPUT_DIR).parent / "report")
+    for message in report.skipped:
+        print(message)
+    display(Markdown(report.markdown.read_text()))
+else:
+    print("no fold is complete yet, so there is nothing to report: continue the run first (RESUME_FROM)")"""
 
-TRAIN_PLOTS = '''\
-for plot in report.plots:
+TRAIN_PLOTS = """\
+for plot in report.plots if report else []:
     print(plot.relative_to(report.markdown.parent))
-    display(Image(filename=str(plot)))'''
+    display(Image(filename=str(plot)))"""
 
 # ---------------------------------------------------------------------------------------------
 # inference.ipynb
 
 INFERENCE_INTRO = """\
-# kagglekit: inference (US Patent Phrase to Phrase Matching)
+# kagglekit: inference
 
-Averages the folds of the models trained with `train.ipynb` and writes `/kaggle/working/submission.csv`,
-in the sample submission's id order, checked for missing ids and NaN before it is written.
+Predicts the test file with every fold of the attached runs, blends the runs and writes
+`/kaggle/working/submission.csv` in the sample submission's id order, checked for missing ids and NaN before
+it is written.
 
 **Attach** (Add Input):
 - the **kagglekit** dataset (the wheel);
-- the **model datasets** made from `train.ipynb`'s output (one per fold, or one run with several folds);
-- the competition data, **us-patent-phrase-to-phrase-matching**.
+- the **runs** made with `train.ipynb`: a notebook's output (Add Input → Your Work → Notebooks), a model dataset
+  made from it, or a run merged with `kagglekit merge`; all runs found are used unless `MODEL_DIRS` lists some;
+- the competition's test data (for `CONFIG`'s file names; see the table in `train.ipynb`).
 
-The CPC titles and tokenizer are stored inside each model folder: nothing else is needed.
+Tokenizers, CPC titles and every setting travel inside the model folders: nothing else is needed.
 
-**Settings**: Internet **off** (required to submit), Accelerator **GPU T4** (CPU works, slowly).
-Change only the parameters cell below."""
+**Settings**: Internet **off** (required to submit), Accelerator **GPU T4 x2**: the model folders are spread over
+both GPUs. During the competition's rerun on the hidden test set (`KAGGLE_IS_COMPETITION_RERUN`) the timing
+check is skipped and only what would make predict fail stops the notebook."""
 
-INFERENCE_PARAMETERS = '''\
-WHEEL_DIR = "/kaggle/input/kagglekit"  # the kagglekit dataset: kagglekit-*.whl
-# Each entry is a run folder (its fold*/ are used) or a single fold folder; all folds found are averaged.
-# From a notebook's output the run folder is <dataset>/run; uploaded with `kaggle datasets create -p run`, the dataset root.
-MODEL_DIRS = [
-    "/kaggle/input/uspppm-deberta-fold0/run",
-    "/kaggle/input/uspppm-deberta-fold1/run",
-    "/kaggle/input/uspppm-deberta-fold2/run",
-    "/kaggle/input/uspppm-deberta-fold3/run",
-    "/kaggle/input/uspppm-deberta-fold4/run",
-]
-TEST_CSV = "/kaggle/input/us-patent-phrase-to-phrase-matching/test.csv"
-SAMPLE_SUBMISSION = "/kaggle/input/us-patent-phrase-to-phrase-matching/sample_submission.csv"  # "" to skip
-OUT = "/kaggle/working/submission.csv"
+INFERENCE_PARAMETERS = """\
+CONFIG = "uspppm"  # names the test file: a built-in config (uspppm, stsb, afqmc, gaiic) or a YAML path
+WHEEL_DIR = "auto"  # the kagglekit dataset's folder; "auto": the one kagglekit-*.whl under /kaggle/input
+MODEL_DIRS = "auto"  # "auto": every run under /kaggle/input; or a list of run folders / fold folders
+TEST_CSV = "auto"  # "auto": the config's test file, found under /kaggle/input; or a path
+SAMPLE_SUBMISSION = "auto"  # "auto": sample_submission.csv beside the test file, when there is one; "" to skip
+WEIGHTS = ""  # weights.json from kagglekit ensemble (blend weights per run); "": the runs' equal average
+AVERAGE = "prob"  # how a run's folds are averaged: "prob" or "logit"
+TTA = "none"  # "swap": also predict each pair with its texts exchanged (runs trained with swap=true)
+FULL_WEIGHT = None  # a run's full-data fit: None counts it as one more fold; 0.3 gives it 30% of the run
 BATCH_SIZE = 128
-TEST_ROWS = 12_000  # rows of the hidden test set the submission rerun predicts (USPPPM: about 12,000); 0: test.csv's own count'''
+TEST_ROWS = 12_000  # rows of the hidden test set the rerun predicts (USPPPM: about 12,000); 0: the test file's own
+TIME_LIMIT = "auto"  # the inference time allowed: "auto" is Kaggle's 9 h; or "4h", seconds
+OUT = "/kaggle/working/submission.csv\""""
 
-INFERENCE_PREDICT = '''\
+INFERENCE_INPUTS = """\
+from pathlib import Path
+
+from kagglekit.config import load_config
+from kagglekit.discover import describe, find_runs, resolve_paths
+from kagglekit.kaggle import is_competition_rerun
+
+models = find_runs() if MODEL_DIRS == "auto" else [Path(path) for path in MODEL_DIRS]
+test_csv = TEST_CSV
+if TEST_CSV == "auto":
+    test_csv = resolve_paths({"test_csv": load_config(CONFIG).test_csv})["test_csv"]
+sample = SAMPLE_SUBMISSION
+if SAMPLE_SUBMISSION == "auto":
+    beside = Path(test_csv).with_name("sample_submission.csv")
+    sample = str(beside) if beside.is_file() else ""
+print(describe({"MODEL_DIRS": models, "TEST_CSV": Path(test_csv), **({"SAMPLE_SUBMISSION": Path(sample)} if sample else {})}))
+if not sample:
+    print("no sample submission: the submission keeps the test file's id order")"""
+
+INFERENCE_DOCTOR = """\
+# Every model folder complete and loading offline; outside a rerun also the time to predict TEST_ROWS rows with all
+# folds (timed on the test file's rows) against TIME_LIMIT. In a rerun the hidden test set is there: no timing.
+rerun = is_competition_rerun()
+status = run_doctor(models, test_csv, rows=TEST_ROWS or None, batch_size=BATCH_SIZE, timing=not rerun,
+                    time_limit=None if TIME_LIMIT == "auto" else TIME_LIMIT)
+if status != 0:
+    raise RuntimeError("kagglekit doctor: a check failed; the 'fail' lines above say what to do.")"""
+
+INFERENCE_PREDICT = """\
 from kagglekit.infer.predict import predict
 
-sub = predict(MODEL_DIRS, TEST_CSV, OUT, sample_submission=SAMPLE_SUBMISSION or None, batch_size=BATCH_SIZE)
+sub = predict(models, test_csv, OUT, sample_submission=sample or None, weights=WEIGHTS or None, average=AVERAGE,
+              tta=TTA, full_weight=FULL_WEIGHT, batch_size=BATCH_SIZE)
 print(f"wrote {OUT}: {len(sub)} rows")
 print(sub.describe())
-sub.head()'''
+sub.head()"""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,8 +288,9 @@ def build() -> dict[str, nbformat.NotebookNode]:
         _md("intro", TRAIN_INTRO),
         _code("parameters", TRAIN_PARAMETERS, "parameters"),
         _code("install", INSTALL),
-        _code("environment", TRAIN_ENVIRONMENT),
-        _code("config", TRAIN_CONFIG),
+        _code("environment", ENVIRONMENT),
+        _code("inputs", TRAIN_INPUTS),
+        _code("size", TRAIN_SIZE),
         _code("train", TRAIN_RUN),
         _code("dataset", TRAIN_DATASET),
         _md("next", TRAIN_NEXT),
@@ -236,7 +302,9 @@ def build() -> dict[str, nbformat.NotebookNode]:
         _md("intro", INFERENCE_INTRO),
         _code("parameters", INFERENCE_PARAMETERS, "parameters"),
         _code("install", INSTALL),
-        _code("environment", INFERENCE_ENVIRONMENT),
+        _code("environment", ENVIRONMENT),
+        _code("inputs", INFERENCE_INPUTS),
+        _code("doctor", INFERENCE_DOCTOR),
         _code("predict", INFERENCE_PREDICT),
     ])
     return {"train.ipynb": train, "inference.ipynb": inference}

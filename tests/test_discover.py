@@ -439,3 +439,35 @@ def test_the_wheel_ships_the_built_in_configs(tmp_path):
     (wheel,) = (tmp_path / "out").glob("kagglekit-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"kagglekit/configs/{n}.yaml" for n in builtin_configs()} <= names
+
+
+# ---------------------------------------------------------------------------------------------- find_run_to_continue
+
+
+def stopped_run(folder: Path) -> Path:
+    """A run stopped by its time budget before any fold completed: run.json, config.yaml and a resume state only."""
+    touch(folder / "run.json", '{"folds": {}}')
+    touch(folder / "config.yaml", "task: uspppm\n")
+    touch(folder / "resume" / "fold1.pt")
+    return folder
+
+
+def test_a_run_with_no_complete_fold_is_found_to_continue(kaggle, root):
+    stopped = stopped_run(root / "notebooks" / "me" / "uspppm-train-s2" / "run")
+    assert discover.find_run_to_continue("uspppm-train-s2") == stopped
+    assert discover.find_run_to_continue(str(stopped)) == stopped
+    with pytest.raises(FileNotFoundError, match="MODEL_DIRS='uspppm-train-s2': none of the run folders"):  # nothing to predict with
+        find_runs("uspppm-train-s2")
+
+
+def test_run_to_continue_ambiguous_none_and_not_a_run(root):
+    first = stopped_run(root / "notebooks" / "me" / "train-a" / "run")
+    second = stopped_run(root / "notebooks" / "me" / "train-b" / "run")
+    with pytest.raises(ValueError) as err:
+        discover.find_run_to_continue("auto")
+    assert f"RESUME_FROM='auto': 2 run folders match:\n  {first}\n  {second}\nSet RESUME_FROM to one of them." == str(err.value)
+    with pytest.raises(FileNotFoundError, match="RESUME_FROM='train-c': none of the run folders"):
+        discover.find_run_to_continue("train-c")
+    touch(root / "plain" / "x.csv")
+    with pytest.raises(ValueError, match="is no kagglekit run folder"):
+        discover.find_run_to_continue(str(root / "plain"))

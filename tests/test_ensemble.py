@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -184,3 +185,26 @@ def test_command_writes_weights_and_prints_each_run_and_the_blend(tmp_path, caps
     assert printed[-1] == f"wrote {out}"
     with pytest.raises(SystemExit):
         parser.parse_args(["ensemble", str(paths[0]), "--method", "nelder"])
+
+
+def test_weights_find_runs_attached_elsewhere_by_their_run_id(tmp_path):
+    """On Kaggle every attached run sits at <input>/run: the same folder name, another path. run_id tells them apart."""
+    from kagglekit.infer.ensemble import match_weights
+
+    labels, preds = _synthetic()
+    paths = _write_runs(tmp_path, labels, preds[:, :2])
+    for k, path in enumerate(paths):
+        card = json.loads((path / "run.json").read_text())
+        (path / "run.json").write_text(json.dumps({**card, "run_id": f"id{k}"}))
+    payload = ensemble(paths, tmp_path / "weights.json")
+    assert [r["run_id"] for r in payload["runs"]] == ["id0", "id1"]
+    moved = []
+    for k, path in enumerate(paths):  # attached as two inputs, each holding its run at run/, in the other order
+        moved.append(tmp_path / "input" / f"dataset{1 - k}" / "run")
+        shutil.copytree(path, moved[-1])
+    weights, rank = match_weights(moved[::-1], tmp_path / "weights.json")
+    assert weights.tolist() == [payload["runs"][1]["weight"], payload["runs"][0]["weight"]] and rank is False
+    card = json.loads((moved[0] / "run.json").read_text())  # a run without an id: the shared name is no answer
+    (moved[0] / "run.json").write_text(json.dumps({k: v for k, v in card.items() if k != "run_id"}))
+    with pytest.raises(ValueError, match="several entries are named 'run'|it lists only"):
+        match_weights(moved, tmp_path / "weights.json")

@@ -240,7 +240,7 @@ def ensemble(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike | Non
         "metric": metric.name,
         "higher_is_better": metric.higher_is_better,
         "runs": [
-            {"name": name, "path": path, "weight": float(w), "cv": float(metric.fn(table.labels, column))}
+            {"name": name, "path": path, "run_id": _run_id(path), "weight": float(w), "cv": float(metric.fn(table.labels, column))}
             for name, path, w, column in zip(table.names, table.paths, weights, table.preds.T)
         ],
         "cv": float(metric.fn(table.labels, blend(inputs, weights))),
@@ -309,11 +309,26 @@ def match_weights(runs: Sequence[str | os.PathLike], weights_path: str | os.Path
     return np.asarray(weights, dtype=np.float64), payload["rank"]
 
 
+def _run_id(run) -> str | None:
+    """The run's identity from its run.json (the same wherever its folder lies), or None for a run without one."""
+    from kagglekit.run import RunFolder
+
+    try:
+        return RunFolder(run).read_card().get("run_id")
+    except (OSError, ValueError):
+        return None
+
+
 def _find_entry(run, entries: list[dict], weights_path) -> int:
+    """The entry of `run`: by path, else by run_id (a run attached elsewhere, e.g. every Kaggle input's run/), else by name."""
     here = Path(run).resolve()
     by_path = [i for i, e in enumerate(entries) if Path(e["path"]).resolve() == here]
     if by_path:
         return by_path[0]
+    run_id = _run_id(run)
+    by_id = [i for i, e in enumerate(entries) if run_id is not None and e.get("run_id") == run_id]
+    if len(by_id) == 1:
+        return by_id[0]
     by_name = [i for i, e in enumerate(entries) if e["name"] == run_name(run)]
     if len(by_name) == 1:
         return by_name[0]
