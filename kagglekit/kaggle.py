@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from pathlib import Path
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
@@ -18,20 +19,16 @@ SESSION_LIMIT_S = 12 * 3600  # an interactive or batch session
 RERUN_LIMIT_S = 9 * 3600  # a code competition's rerun on the hidden test set
 
 
-def input_root() -> "Path":
+def input_root() -> Path:
     """Where attached inputs are mounted: ``$KAGGLEKIT_INPUT_ROOT`` when set, else ``/kaggle/input``."""
-    from pathlib import Path
-
     return Path(os.environ.get(INPUT_ROOT_ENV) or KAGGLE_INPUT)
 
 
-def scratch_dir() -> "Path | None":
+def scratch_dir() -> Path | None:
     """Scratch space outside the saved output (``/kaggle/temp`` on Kaggle), or None where there is none.
 
     ``$KAGGLEKIT_SCRATCH`` overrides it: a folder (created), or an empty value for none.
     """
-    from pathlib import Path
-
     if SCRATCH_ENV in os.environ:
         value = os.environ[SCRATCH_ENV].strip()
         if not value:
@@ -73,6 +70,13 @@ def resolve_device(name: str = "auto"):
     return torch.device(name)
 
 
+def visible_gpus() -> list[int]:
+    """Indices of the CUDA devices this process sees (``CUDA_VISIBLE_DEVICES`` applies); [] without CUDA."""
+    import torch
+
+    return list(range(torch.cuda.device_count()))
+
+
 def native_bf16() -> bool:
     """bf16 in hardware (A100, H100), not the emulation that torch >= 2.4 counts by default: asked
     plainly, a T4 answers True, and auto precision would pick a slow emulated bf16 there."""
@@ -90,8 +94,6 @@ def resolve_precision(name: str, device) -> str:
     ``auto`` gives fp16 (with GradScaler) on CUDA devices without bf16 (T4, P100), bf16 on those
     with it (A100, H100), and fp32 on CPU, where fp16 autocast is slow or unsupported.
     """
-    import torch
-
     if name == "auto":
         if device.type != "cuda":
             return "fp32"

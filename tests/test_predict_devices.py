@@ -18,7 +18,7 @@ import torch
 
 import kagglekit.infer.inputs as inputs_module
 import kagglekit.infer.predict as predict_module
-import kagglekit.train.parallel as parallel
+import kagglekit.kaggle as kaggle
 from conftest import SAMPLE
 from kagglekit._io import write_json
 from kagglekit.cli import main
@@ -156,7 +156,7 @@ def test_assign_devices_checks_its_arguments():
 
 
 def test_auto_spreads_the_folders_over_every_visible_gpu(runs, monkeypatch):
-    monkeypatch.setattr(parallel, "visible_gpus", lambda: [0, 1])
+    monkeypatch.setattr(kaggle, "visible_gpus", lambda: [0, 1])
     assert inference_devices("auto") == [torch.device("cuda", 0), torch.device("cuda", 1)]
     assert inference_devices("cpu") == [torch.device("cpu")]  # an explicit device is one device
     calls = _recording(monkeypatch, on_cpu=True)  # nothing touches CUDA: each folder runs on the CPU
@@ -167,16 +167,16 @@ def test_auto_spreads_the_folders_over_every_visible_gpu(runs, monkeypatch):
 
 
 def test_one_visible_gpu_or_none_is_one_device(monkeypatch):
-    monkeypatch.setattr(parallel, "visible_gpus", lambda: [0])
+    monkeypatch.setattr(kaggle, "visible_gpus", lambda: [0])
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert inference_devices("auto") == [torch.device("cuda")]
-    monkeypatch.setattr(parallel, "visible_gpus", lambda: [])
+    monkeypatch.setattr(kaggle, "visible_gpus", lambda: [])
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert inference_devices("auto") == [torch.device("cpu")]
 
 
 def test_device_lists_are_checked(monkeypatch):
-    monkeypatch.setattr(parallel, "visible_gpus", lambda: [0, 1])
+    monkeypatch.setattr(kaggle, "visible_gpus", lambda: [0, 1])
     assert inference_devices(devices=["cuda:1", "cuda:0", "cuda:1"]) == [torch.device("cuda", i) for i in (1, 0, 1)]
     with pytest.raises(ValueError, match=r"--devices: cuda:2 is not visible: this process sees 2 CUDA device\(s\) \['cuda:0', 'cuda:1'\]"):
         inference_devices(devices=["cuda:0", "cuda:2"])

@@ -162,12 +162,11 @@ def inference_devices(device: str = "auto", devices: Sequence[str] | None = None
         >>> inference_devices("auto")  # on Kaggle's T4×2
         [device(type='cuda', index=0), device(type='cuda', index=1)]
     """
-    from kagglekit.kaggle import resolve_device
-    from kagglekit.train import parallel
+    from kagglekit import kaggle
 
     if devices is None:
-        gpus = parallel.visible_gpus() if device == "auto" else []
-        return [torch.device("cuda", i) for i in gpus] if len(gpus) > 1 else [resolve_device(device)]
+        gpus = kaggle.visible_gpus() if device == "auto" else []
+        return [torch.device("cuda", i) for i in gpus] if len(gpus) > 1 else [kaggle.resolve_device(device)]
     if isinstance(devices, str):
         raise TypeError(f"devices={devices!r}: pass a list of devices, e.g. devices=['cuda:0', 'cuda:1'] (--devices cuda:0,cuda:1).")
     if device != "auto":
@@ -183,7 +182,7 @@ def inference_devices(device: str = "auto", devices: Sequence[str] | None = None
         if dev is None or dev.type not in ("cpu", "cuda"):
             raise ValueError(f"--devices: {name!r} is not a device: use cpu or cuda:N, e.g. --devices cuda:0,cuda:1.")
         if dev.type == "cuda":
-            gpus = parallel.visible_gpus()
+            gpus = kaggle.visible_gpus()
             if (dev.index or 0) not in gpus:
                 raise ValueError(f"--devices: {name} is not visible: this process sees {len(gpus)} CUDA device(s) "
                                  f"{[f'cuda:{i}' for i in gpus]}; list those, or turn the notebook's GPUs on.")

@@ -24,6 +24,8 @@ from collections import deque
 from pathlib import Path
 from typing import Callable, Sequence
 
+from kagglekit.kaggle import visible_gpus  # the runner asks here; predict asks kagglekit.kaggle
+
 from kagglekit.train import session
 
 Launch = Callable[[int, int, Path], subprocess.Popen]
@@ -33,13 +35,6 @@ _TAIL_LINES = 20  # log lines of a failed fold quoted in the error
 
 class FoldsFailed(RuntimeError):
     """One or more fold processes exited with an error; the message names them and quotes their logs."""
-
-
-def visible_gpus() -> list[int]:
-    """Indices of the CUDA devices this process sees (``CUDA_VISIBLE_DEVICES`` applies); [] without CUDA."""
-    import torch
-
-    return list(range(torch.cuda.device_count()))
 
 
 def plan(folds: Sequence[int], devices: Sequence[int]) -> list[list[int]]:
