@@ -193,6 +193,18 @@ def test_full_weight_gives_the_full_fits_that_share_of_probabilities(runs, seede
     assert np.abs(got - equal).max() > 1e-4  # the share changed the submission
 
 
+@pytest.mark.parametrize("weight", [None, 0.3, 1])
+def test_a_scorer_weighs_seeds_and_full_fits_as_predict_does(runs, seeded, weight):
+    from kagglekit.infer.scorer import Scorer
+
+    scorer = Scorer.from_run(seeded, full_weight=weight, **CPU)
+    frame = pd.read_csv(runs.test, dtype={"id": str})
+    rows = list(frame[["anchor", "target", "context"]].itertuples(index=False, name=None))
+    expected = predict_run(seeded, InputCache(runs.test), full_weight=weight, **CPU).preds
+    np.testing.assert_allclose(scorer.predict(rows), expected, rtol=0, atol=1e-6)
+    assert len(scorer.folders) == {None: 5, 0.3: 5, 1: 2}[weight]  # a share of 1: only the full fits are loaded
+
+
 def test_full_weight_with_logit_averaging_weighs_the_logits(runs, seeded):
     folds = np.mean([_alone_logits(seeded / n, runs.test) for n in ("fold0", "fold0-seed43", "fold1")], axis=0)
     full = np.mean([_alone_logits(seeded / n, runs.test) for n in ("full", "full-seed43")], axis=0)

@@ -125,16 +125,26 @@ def check_full_weight(full_weight: float | None) -> None:
                          "or leave it out to count each full fit as one more model.")
 
 
-def _plan_run(run: str | os.PathLike, inputs: InputCache, *, tta: str, full_weight: float | None) -> tuple[list[Path], list[Path]]:
-    """The run's (CV model folders, full fits) that take part, after the checks that need no model loaded."""
-    folds, full = find_model_dirs(run)
+def select_model_dirs(run: str | os.PathLike, full_weight: float | None, *, what: str = "--models") -> tuple[list[Path], list[Path]]:
+    """The run's (CV model folders, full fits) that take part with `full_weight` (a share of 0 or 1 leaves a kind out).
+
+    Raises:
+        ValueError: a `full_weight` the run's folders cannot honour (no full fit; no CV fold and a share below 1).
+    """
+    check_full_weight(full_weight)
+    folds, full = find_model_dirs(run, what=what)
     if full_weight is not None and not full:
         raise ValueError(f"--full-weight {full_weight:g}: run {run} has no full-data model (no full/ or full-seed*/ with "
                          f"{META_FILE}): leave --full-weight out, or train the run's full fit.")
     if full_weight is not None and full_weight < 1 and not folds:
         raise ValueError(f"--full-weight {full_weight:g}: run {run} has no CV fold model (fold*/), so its folds cannot have "
                          "a share: use --full-weight 1, or leave it out.")
-    folds, full = (folds if full_weight != 1 else []), (full if full_weight != 0 else [])  # a share of 0: not predicted
+    return (folds if full_weight != 1 else []), (full if full_weight != 0 else [])  # a share of 0: not predicted
+
+
+def _plan_run(run: str | os.PathLike, inputs: InputCache, *, tta: str, full_weight: float | None) -> tuple[list[Path], list[Path]]:
+    """The run's (CV model folders, full fits) that take part, after the checks that need no model loaded."""
+    folds, full = select_model_dirs(run, full_weight)
     _read_test_for(run, (folds or full)[0], inputs)
     if tta == "swap":
         check_symmetric(run, (folds or full)[0])
@@ -300,8 +310,9 @@ def _view_logits(folder: Path, model, tokenizer, meta: FoldMeta, inputs: InputCa
 
 
 def average_folds(run: str | os.PathLike, folds: Iterable[tuple[Path, object, object, FoldMeta]], inputs: InputCache, *,
-                  average: str, tta: str, batch_size: int, device, amp_dtype, verbose: bool = True) -> RunPrediction:
-    """The fold loop of one run over loaded models, each counting equally: `kagglekit.infer.scorer.Scorer`'s.
+                  average: str, tta: str, batch_size: int, device, amp_dtype, verbose: bool = True,
+                  full: Iterable[Path] = (), full_weight: float | None = None) -> RunPrediction:
+    """The fold loop of one run over loaded models: `kagglekit.infer.scorer.Scorer`'s.
 
     Args:
         run: the run folder (names the result).
@@ -311,14 +322,16 @@ def average_folds(run: str | os.PathLike, folds: Iterable[tuple[Path, object, ob
         average, tta, batch_size: as in `predict_run`.
         device, amp_dtype: resolved (a torch.device; None for fp32).
         verbose: print a line per fold.
+        full, full_weight: which of the folders are full-data fits, and their share (as in `predict`).
     """
+    full = {Path(f) for f in full}
     members = []
     for folder, model, tokenizer, meta in folds:
         logits = _view_logits(folder, model, tokenizer, meta, inputs, tta=tta, batch_size=batch_size, device=device,
                               amp_dtype=amp_dtype, verbose=verbose)
-        members.append((folder, FolderOutputs(meta, logits), False))
+        members.append((folder, FolderOutputs(meta, logits), Path(folder) in full))
         del model
-    return _run_prediction(run, members, inputs, average=average, full_weight=None)
+    return _run_prediction(run, members, inputs, average=average, full_weight=full_weight)
 
 
 def _run_prediction(run: str | os.PathLike, members: Sequence[tuple[Path, FolderOutputs, bool]], inputs: InputCache, *,

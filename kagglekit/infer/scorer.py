@@ -38,7 +38,8 @@ class Scorer:
         folders: the fold folders, in the order they are averaged.
     """
 
-    def __init__(self, run: str | os.PathLike, folds: Sequence[tuple], *, device, amp_dtype, batch_size: int, average: str, tta: str):
+    def __init__(self, run: str | os.PathLike, folds: Sequence[tuple], *, device, amp_dtype, batch_size: int, average: str, tta: str,
+                 full: Sequence[Path] = (), full_weight: float | None = None):
         """Use `from_run`, which checks the options. `folds`: (folder, model, tokenizer, meta) per fold, as
         `kagglekit.infer.predict.load_folds` yields them; `device` and `amp_dtype` resolved."""
         self.run = str(run)
@@ -46,6 +47,7 @@ class Scorer:
         self.folders = [Path(f[0]) for f in self._folds]
         self.device, self.amp_dtype = device, amp_dtype
         self.batch_size, self.average, self.tta = batch_size, average, tta
+        self.full, self.full_weight = [Path(f) for f in full], full_weight  # the full-data fits among the folders, their share
         meta = self._folds[0][3]  # every fold reads rows alike: average_folds checks they agree
         self.task = meta.task
         text, features, self._id_col, self._copies = _row_layout(self.task, meta.recipe_state or {})
@@ -55,7 +57,7 @@ class Scorer:
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, *, device: str = "auto", precision: str = "auto", batch_size: int = 64,
-                 average: str = "prob", tta: str = "none") -> "Scorer":
+                 average: str = "prob", tta: str = "none", full_weight: float | None = None) -> "Scorer":
         """Load every fold of a run once.
 
         Args:
@@ -65,13 +67,14 @@ class Scorer:
             batch_size: rows per forward pass (default 64, as predict).
             average: prob | logit: how folds (and TTA views) are averaged (see `average_outputs`).
             tta: none | swap: also score each pair with its texts exchanged (runs trained with swap=true).
+            full_weight: the share of the run's full-data fits (``full/``), as in `kagglekit.infer.predict.predict`;
+                None: each counts as one more fold.
 
         Example:
             >>> scorer = Scorer.from_run("runs/uspppm", device="cpu")
             >>> scorer.predict(("opc drum", "inorganic photoconductor drum", "G02"))  # a float in [0, 1]
         """
-        from kagglekit.infer.predict import AVERAGES, TTAS, check_symmetric, device_and_amp, load_folds
-        from kagglekit.run import find_fold_dirs
+        from kagglekit.infer.predict import AVERAGES, TTAS, check_symmetric, device_and_amp, load_folds, select_model_dirs
 
         if average not in AVERAGES:
             raise ValueError(f"average={average!r} is unknown: use 'prob' (average predictions) or 'logit' (average logits).")
@@ -79,12 +82,13 @@ class Scorer:
             raise ValueError(f"tta={tta!r} is unknown: use 'none' or 'swap' (both text orders, for runs trained with swap=true).")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got batch_size={batch_size!r}.")
-        folders = find_fold_dirs(run_dir, what="run_dir")
+        folds, full = select_model_dirs(run_dir, full_weight, what="run_dir")
+        folders = folds + full
         if tta == "swap":
             check_symmetric(run_dir, folders[0])
         dev, amp_dtype = device_and_amp(device, precision)
         return cls(run_dir, list(load_folds(folders, dev)), device=dev, amp_dtype=amp_dtype, batch_size=batch_size,
-                   average=average, tta=tta)
+                   average=average, tta=tta, full=full, full_weight=full_weight)
 
     def predict(self, rows) -> float | np.ndarray:
         """Score one row or many; the caller's objects are left as they are.
@@ -108,7 +112,8 @@ class Scorer:
         frame, single = self._frame(rows)
         inputs = InputCache(frame, device=self.device)
         result = average_folds(self.run, self._folds, inputs, average=self.average, tta=self.tta, batch_size=self.batch_size,
-                               device=self.device, amp_dtype=self.amp_dtype, verbose=False)
+                               device=self.device, amp_dtype=self.amp_dtype, verbose=False, full=self.full,
+                               full_weight=self.full_weight)
         preds = np.clip(result.preds, *result.value_range)  # as predict clips the submission into the task's range
         assert len(preds) == len(frame), "the recipe must keep every row"
         return float(preds[0]) if single else preds
