@@ -46,3 +46,23 @@ def tiny_models(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_bert(tiny_models):
     return tiny_models("bert")
+
+
+def perturbed_copy(source, dest, noise_seed, **meta_changes):
+    """A model folder like `source` with every weight moved a little (another 'seed'), its meta changed as given."""
+    import dataclasses
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from kagglekit._io import write_json
+    from kagglekit.run import FoldMeta
+
+    shutil.copytree(source, dest)
+    weights = load_file(dest / "model.safetensors")
+    generator = torch.Generator().manual_seed(noise_seed)
+    save_file({k: v + 0.05 * torch.randn(v.shape, generator=generator) if v.is_floating_point() else v for k, v in weights.items()},
+              dest / "model.safetensors")
+    write_json(dest / "kagglekit.json", dataclasses.replace(FoldMeta.read(dest), **meta_changes).to_json())
+    return dest

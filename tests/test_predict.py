@@ -5,7 +5,6 @@ References are computed another way: each fold's model run on one batch padded b
 itself (no length sorting, no kit batching), activations and averages written out in numpy.
 """
 
-import dataclasses
 import json
 import shutil
 from types import SimpleNamespace
@@ -18,8 +17,7 @@ from scipy.stats import rankdata
 
 import kagglekit.infer.inputs as inputs_module
 import kagglekit.infer.predict as predict_module
-from conftest import SAMPLE
-from kagglekit._io import write_json
+from conftest import SAMPLE, perturbed_copy
 from kagglekit.cli import main
 from kagglekit.config import load_config
 from kagglekit.data.recipes import UspppmRecipe, get_recipe
@@ -29,7 +27,7 @@ from kagglekit.infer.inputs import InputCache, swapped
 from kagglekit.infer.predict import models_path, predict, predict_folder, predict_run
 from kagglekit.infer.submission import check_submission
 from kagglekit.models.forward import run_logits as forward_logits
-from kagglekit.run import FoldMeta, RunFolder, find_fold_dirs
+from kagglekit.run import RunFolder, find_fold_dirs
 from kagglekit.train import train_folds
 
 USPPPM = ["task=uspppm", f"train_csv={SAMPLE / 'train.csv'}", f"test_csv={SAMPLE / 'test.csv'}", f"cpc_dir={SAMPLE / 'cpc_titles'}"]
@@ -137,28 +135,15 @@ def test_each_run_keeps_its_settings_and_the_test_file_is_read_once_per_recipe_s
 # ---------------------------------------------------------------------------------------------- seeds and full fits
 
 
-def _perturbed_copy(source, dest, noise_seed, **meta_changes):
-    """A model folder like `source` with every weight moved a little (another 'seed'), its meta changed as given."""
-    from safetensors.torch import load_file, save_file
-
-    shutil.copytree(source, dest)
-    weights = load_file(dest / "model.safetensors")
-    generator = torch.Generator().manual_seed(noise_seed)
-    save_file({k: v + 0.05 * torch.randn(v.shape, generator=generator) if v.is_floating_point() else v for k, v in weights.items()},
-              dest / "model.safetensors")
-    write_json(dest / "kagglekit.json", dataclasses.replace(FoldMeta.read(dest), **meta_changes).to_json())
-    return dest
-
-
 @pytest.fixture(scope="module")
 def seeded(runs, tmp_path_factory):
     """Run a's two folds plus a second seed of fold 0 and two full fits: 3 fold models, 2 full models, all different."""
     run = tmp_path_factory.mktemp("seeded") / "s"
     for name in ("fold0", "fold1"):
         shutil.copytree(runs.a / name, run / name)
-    _perturbed_copy(runs.a / "fold0", RunFolder(run).fold_dir(0, seed=43), 1, seed=43)
-    _perturbed_copy(runs.a / "fold1", RunFolder(run).full_dir(), 2, fold=None, full=True)
-    _perturbed_copy(runs.a / "fold0", RunFolder(run).full_dir(seed=43), 3, fold=None, full=True, seed=43)
+    perturbed_copy(runs.a / "fold0", RunFolder(run).fold_dir(0, seed=43), 1, seed=43)
+    perturbed_copy(runs.a / "fold1", RunFolder(run).full_dir(), 2, fold=None, full=True)
+    perturbed_copy(runs.a / "fold0", RunFolder(run).full_dir(seed=43), 3, fold=None, full=True, seed=43)
     return run
 
 

@@ -5,7 +5,6 @@ No GPU is needed: two "cpu" entries make two real worker threads; the auto path 
 monkeypatched `visible_gpus`, and its per-folder function runs on the CPU while recording the device it was given.
 """
 
-import dataclasses
 import shutil
 import threading
 import time
@@ -19,33 +18,19 @@ import torch
 import kagglekit.infer.inputs as inputs_module
 import kagglekit.infer.predict as predict_module
 import kagglekit.kaggle as kaggle
-from conftest import SAMPLE
-from kagglekit._io import write_json
+from conftest import SAMPLE, perturbed_copy
 from kagglekit.cli import main
 from kagglekit.config import load_config
 from kagglekit.infer.inputs import InputCache
 from kagglekit.infer.predict import FolderFailed, assign_devices, inference_devices, models_path, predict
 from kagglekit.models.pair_model import load_model_folder
-from kagglekit.run import FoldMeta, RunFolder
+from kagglekit.run import RunFolder
 from kagglekit.train import train_folds
 
 USPPPM = ["task=uspppm", f"train_csv={SAMPLE / 'train.csv'}", f"test_csv={SAMPLE / 'test.csv'}", f"cpc_dir={SAMPLE / 'cpc_titles'}",
           "n_folds=2", "epochs=1", "max_rows=120", "lr=1e-3", "batch_size=32"]
 TEST = SAMPLE / "test.csv"
 TWO_WORKERS = ["cpu", "cpu"]  # two real worker threads, no GPU needed
-
-
-def _perturbed_copy(source, dest, noise_seed, **meta_changes):
-    """A model folder like `source` with every weight moved a little (another 'seed'), its meta changed as given."""
-    from safetensors.torch import load_file, save_file
-
-    shutil.copytree(source, dest)
-    weights = load_file(dest / "model.safetensors")
-    generator = torch.Generator().manual_seed(noise_seed)
-    save_file({k: v + 0.05 * torch.randn(v.shape, generator=generator) if v.is_floating_point() else v for k, v in weights.items()},
-              dest / "model.safetensors")
-    write_json(dest / "kagglekit.json", dataclasses.replace(FoldMeta.read(dest), **meta_changes).to_json())
-    return dest
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +41,9 @@ def runs(tiny_models, tmp_path_factory):
     train_folds(load_config(None, [*USPPPM, f"backbone={tiny_models('bert')}", f"output_dir={a}", "max_len=32"]), folds="all")
     train_folds(load_config(None, [*USPPPM, f"backbone={tiny_models('electra')}", f"output_dir={b}", "max_len=24",
                                    "output=classes"]), folds="all")
-    _perturbed_copy(a / "fold1", RunFolder(a).fold_dir(1, seed=43), 1, seed=43)
-    _perturbed_copy(a / "fold0", RunFolder(a).full_dir(), 2, fold=None, full=True)
-    _perturbed_copy(b / "fold1", RunFolder(b).full_dir(), 3, fold=None, full=True)
+    perturbed_copy(a / "fold1", RunFolder(a).fold_dir(1, seed=43), 1, seed=43)
+    perturbed_copy(a / "fold0", RunFolder(a).full_dir(), 2, fold=None, full=True)
+    perturbed_copy(b / "fold1", RunFolder(b).full_dir(), 3, fold=None, full=True)
     return SimpleNamespace(a=a, b=b, folders=[a / "fold0", a / "fold1", a / "fold1-seed43", a / "full", b / "fold0", b / "fold1", b / "full"])
 
 
