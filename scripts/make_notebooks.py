@@ -43,6 +43,14 @@ if run_doctor() != 0:
 # ---------------------------------------------------------------------------------------------
 # train.ipynb
 
+DATA_TABLE = """\
+| `CONFIG` | attach | files found by name |
+|---|---|---|
+| `uspppm` | the competition **us-patent-phrase-to-phrase-matching**, and the **CPC titles** dataset (`CPCTitleList202202`) | `train.csv`, `test.csv`, `sample_submission.csv`, `CPCTitleList202202/` |
+| `stsb` | a dataset with the STS Benchmark files | `sts-train.csv`, `sts-test.csv` |
+| `afqmc` | a dataset with CLUE AFQMC | `train.csv`, `test.csv` |
+| `gaiic` | a dataset with the GAIIC 2021 track 3 files, and a NeZha pretrained on them (`kagglekit pretrain`) | `gaiic_track3_round1_train_20210228.tsv`, `gaiic_track3_round1_testB_20210317.tsv` |"""
+
 ATTACH = """\
 **Attach** (Add Input; each is found wherever Kaggle mounts it: `competitions/`, `datasets/`, `models/`,
 `notebooks/` or the old `/kaggle/input/<slug>/`):
@@ -51,12 +59,7 @@ ATTACH = """\
   (e.g. `deberta-v3-large`); with several attached, set `BACKBONE` to a path or a name fragment;
 - the data, by `CONFIG`:
 
-| `CONFIG` | attach | files found by name |
-|---|---|---|
-| `uspppm` | the competition **us-patent-phrase-to-phrase-matching**, and the **CPC titles** dataset (`CPCTitleList202202`) | `train.csv`, `test.csv`, `sample_submission.csv`, `CPCTitleList202202/` |
-| `stsb` | a dataset with the STS Benchmark files | `sts-train.csv`, `sts-test.csv` |
-| `afqmc` | a dataset with CLUE AFQMC | `train.csv`, `test.csv` |
-| `gaiic` | a dataset with the GAIIC 2021 track 3 files, and a NeZha pretrained on them (`kagglekit pretrain`) | `gaiic_track3_round1_train_20210228.tsv`, `gaiic_track3_round1_testB_20210317.tsv` |
+""" + DATA_TABLE + """
 
 `CONFIG` may also be the path of your own YAML config (`help(kagglekit.config.Config)` lists the keys); a
 `pairs` or `ids` competition needs no code edits. A file name that two inputs share is an error that lists
@@ -198,7 +201,9 @@ it is written.
 - the **kagglekit** dataset (the wheel);
 - the **runs** made with `train.ipynb`: a notebook's output (Add Input → Your Work → Notebooks), a model dataset
   made from it, or a run merged with `kagglekit merge`; all runs found are used unless `MODEL_DIRS` lists some;
-- the competition's test data (for `CONFIG`'s file names; see the table in `train.ipynb`).
+- the test data, by `CONFIG`:
+
+""" + DATA_TABLE + """
 
 Tokenizers, CPC titles and every setting travel inside the model folders: nothing else is needed.
 

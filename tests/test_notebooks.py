@@ -91,6 +91,15 @@ def test_committed_notebook_is_clean(name):
     namespace: dict = {}
     exec(compile(nb.cells[params].source, "parameters", "exec"), namespace)
     assert namespace["WHEEL_DIR"] == "auto" and namespace["CONFIG"] == "uspppm"
+    # the markdown says what to attach for every built-in config, and for each the file names that config looks for
+    from kagglekit.config import load_config
+    from kagglekit.configs import builtin_configs
+
+    intro = nb.cells[0].source
+    for config in builtin_configs():
+        row = next(line for line in intro.splitlines() if line.startswith(f"| `{config}` |"))
+        for key in ("train_csv", "test_csv"):
+            assert f"`{getattr(load_config(config), key)}`" in row, (config, key)
     # no mount point is written into a notebook: every input is found under the input root
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert "/kaggle/input" not in code.replace('"/kaggle/input"', "").replace("under /kaggle/input", ""), name
