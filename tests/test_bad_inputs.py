@@ -366,7 +366,15 @@ def test_the_table_covers_the_issue():
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_fails_with_one_clear_line_and_writes_nothing(name, env, tmp_path, capsys):
-    case = CASES[name](env, tmp_path)
+    check_case(name, CASES[name](env, tmp_path), tmp_path, capsys)
+
+
+def check_case(name: str, case: Case, tmp_path: Path, capsys, *, status: int = 2) -> str:
+    """Run `case` through the command line: exit `status` (2: the user's input; 1: the environment), one error line
+    naming the place, the value and the fix, nothing written, no temporary file left. Returns the message.
+
+    Other bad-input tables (tests/test_bad_inputs_*.py) run their cases through this too.
+    """
     assert case.where and case.value and case.fix, f"{name}: every case checks the place, the value and the fix"
     before = {str(p): _digest(p) for p in case.unchanged}
     capsys.readouterr()
@@ -375,7 +383,7 @@ def test_bad_input_fails_with_one_clear_line_and_writes_nothing(name, env, tmp_p
         code = main(case.argv)
     err = capsys.readouterr().err
     prefix = f"kagglekit {case.argv[0]}: error: "
-    assert code == 2, f"{name}: exit status {code}, stderr: {err[-2000:]}"
+    assert code == status, f"{name}: exit status {code}, stderr: {err[-2000:]}"
     assert err.count(prefix) == 1, err[-2000:]
     message = err.split(prefix, 1)[1].strip()
     assert "\n" not in message, f"{name}: the error must be one line: {message!r}"
@@ -386,3 +394,4 @@ def test_bad_input_fails_with_one_clear_line_and_writes_nothing(name, env, tmp_p
     assert {str(p): _digest(p) for p in case.unchanged} == before, f"{name}: an existing output changed"
     leftovers = [p.name for p in tmp_path.rglob(".*.tmp")]
     assert not leftovers, f"{name}: temporary files left behind: {leftovers}"
+    return message
