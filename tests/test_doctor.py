@@ -573,10 +573,14 @@ def test_command_line_with_a_config(tiny_models, tmp_path, capsys, monkeypatch):
     everything = parse(*base)  # --folds all by default
     everything.func(everything)
     assert "for 3 folds (fp32" in capsys.readouterr().out
+    with_full = parse(*base, "--folds", "0,2,full")  # the full-data fit is one more model folder
+    with_full.func(with_full)
+    sizes = re.search(r"output size: ~([\d.]+) MB for 2 folds \+ the full fit \(fp32 weights ([\d.]+) kB each", capsys.readouterr().out)
+    assert sizes and float(sizes[1]) * 1000 >= 3 * float(sizes[2])
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--folds", "0,x"], "--folds '0,x': expected 'all', a fold number, or fold numbers separated by commas (--folds 0,1)."),
+    (["--folds", "0,x"], "--fold '0,x': expected a fold number 0..4, a list such as 1,3, 'all', or 'full'"),
     (["--folds", "5"], "--fold 5: out of range for n_folds=5"),
     (["--folds", "1", "--config", ""], "--folds says which folds a training session writes: pass --config CFG (or --set) too."),
 ])

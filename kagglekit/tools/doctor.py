@@ -401,8 +401,9 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def estimate_output(cfg, folds: Sequence[int]) -> OutputEstimate:
-    """The sizes `check_output_size` compares, for training `folds` of `cfg` in one session."""
+def estimate_output(cfg, folds: Sequence) -> OutputEstimate:
+    """The sizes `check_output_size` compares, for training `folds` of `cfg` in one session (a ``"full"`` among them
+    is the full-data fit: one more model folder per seed)."""
     params = count_parameters(cfg)
     embedding = 0
     if cfg.embedding_model:
@@ -476,7 +477,9 @@ def check_output_size(cfg, folds="all") -> list[Check]:
         return [Check("fail", "output size", f"cannot count the parameters of backbone {cfg.backbone!r}: "
                                              f"{type(err).__name__}: {err}")]
     output = Path(cfg.output_dir)
-    count = f"{estimate.folds} fold{'s' if estimate.folds != 1 else ''}" + (f" x {estimate.seeds} seeds" if estimate.seeds > 1 else "")
+    cv = estimate.folds - (1 if "full" in folds else 0)
+    count = f"{cv} fold{'s' if cv != 1 else ''}" + (" + the full fit" if "full" in folds else "")
+    count += f" x {estimate.seeds} seeds" if estimate.seeds > 1 else ""
     parts = [f"{estimate.save_dtype} weights {size_text(estimate.weights_bytes)} each"]
     if estimate.embedding_bytes:
         parts.append(f"embedding model {size_text(estimate.embedding_bytes)}")
@@ -520,17 +523,13 @@ def _disk_check(output: Path, output_peak: int, resume_dir: Path, resume_peak: i
                                        f"free space for {'; '.join(short)}. {fix}")
 
 
-def _fold_list(folds, n_folds: int) -> list[int]:
-    """--folds as a list of fold numbers: "all", "3", 3, [0, 1] or "0,1"."""
-    from kagglekit.train.runner import parse_folds
+def _fold_list(folds, n_folds: int) -> list:
+    """--folds as the models one session writes: the CV fold numbers, then ``"full"`` when the spec asks for the
+    full-data fit: "all", "3", 3, [0, 1], "0,1", "all,full" or [0, "full"] (`kagglekit.train.runner.parse_fold_spec`)."""
+    from kagglekit.train.runner import FULL, parse_fold_spec
 
-    if isinstance(folds, str) and "," in folds:
-        try:
-            folds = [int(f) for f in folds.split(",")]
-        except ValueError:
-            raise ValueError(f"--folds {folds!r}: expected 'all', a fold number, or fold numbers separated by commas "
-                             "(--folds 0,1).") from None
-    return parse_folds(folds, n_folds)
+    cv, full = parse_fold_spec(folds, n_folds)
+    return [*cv, FULL] if full else cv
 
 
 # ---------------------------------------------------------------------------------------------- entry points

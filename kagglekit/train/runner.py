@@ -1,44 +1,80 @@
-"""Train a run: read the data, fix the folds, train the requested folds, keep the run folder current.
+"""Train a run: read the data, fix the folds, train the requested folds (each seed of each), then the full fit.
 
 After every fold the run folder is complete and consistent: ``config.yaml``, ``folds.csv``,
-``fold{K}/``, ``oof.csv`` (all folds trained so far) and ``run.json`` (see `kagglekit.run`). Folds may
-be trained in separate processes or notebooks (``--fold 0``, then ``--fold 1`` ...) into the same folder,
-and in later sessions after the folder moved: paths are not part of a run (`kagglekit.train.session`).
+``fold{K}/`` (and ``fold{K}-seed{S}/``), ``oof.csv`` (all folds trained so far) and ``run.json`` (see
+`kagglekit.run`); ``full/`` comes after CV, on every row. Folds may be trained in separate processes
+or notebooks (``--fold 0``, then ``--fold 1`` ...) into the same folder, and in later sessions after
+the folder moved: paths are not part of a run (`kagglekit.train.session`). Over 350 lines: it owns
+the order of a whole call (data, folds, every model, the card, the stop and how to continue).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
+import math
+import numbers
+import os
+import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
+import numpy as np
 import pandas as pd
 import kagglekit
 from kagglekit.config import Config, changed_keys
 from kagglekit.data.recipes import get_recipe
 from kagglekit.folds import add_fold_column
 from kagglekit.losses import check_loss_output, default_loss, get_loss
-from kagglekit.run import FoldMeta, RunFolder
+from kagglekit.metrics import Metric
+from kagglekit.run import FoldMeta, RunFolder, is_model_dir
 from kagglekit.targets import make_target
 from kagglekit.train.session import Budget, TimeBudgetReached, format_duration, frame_digest, run_identity
 from kagglekit.train.state import ResumeFiles
+from kagglekit.train.tracking import Tracker
+
+if TYPE_CHECKING:  # the loop loads the model code (transformers): imported where a model trains
+    from kagglekit.train.loop import FoldResult, FullLength, ModelPlan
 
 
-def parse_folds(folds: str | int | Iterable[int], n_folds: int) -> list[int]:
-    """``"all"`` → every fold; ``3`` or ``"3"`` → [3]; ``"1,3"`` → [1, 3]; a list passes through. Checked against n_folds."""
+FULL = "full"  # the fold spec's name for the full-data fit
+
+
+def parse_fold_spec(folds: str | int | Iterable[int | str], n_folds: int) -> tuple[list[int], bool]:
+    """The CV folds a fold spec names, and whether it asks for the full-data fit after them.
+
+    ``"all"`` → every fold; ``3`` or ``"3"`` → [3]; ``"1,3"`` or ``[1, 3]`` → [1, 3]; ``"full"`` adds the
+    full fit, alone or in a list (``"0,1,full"``, ``"all,full"``, ``[0, 1, "full"]``). Folds are checked
+    against n_folds; one named twice is trained once.
+
+    Example:
+        >>> parse_fold_spec("all,full", 3)
+        ([0, 1, 2], True)
+    """
     if isinstance(folds, str):
-        if folds == "all":
-            return list(range(n_folds))
-        parts = [part.strip() for part in folds.split(",")]
-        if not all(part.isdigit() for part in parts):
-            raise ValueError(f"--fold {folds!r}: expected a fold number 0..{n_folds - 1}, a list such as 1,3, or 'all'.")
-        folds = [int(part) for part in parts]
-    out = [folds] if isinstance(folds, int) else [int(f) for f in folds]
-    for fold in out:
-        if not 0 <= fold < n_folds:
-            raise ValueError(f"--fold {fold}: out of range for n_folds={n_folds}; use 0..{n_folds - 1} or 'all'.")
-    return out
+        items = [part.strip() for part in folds.split(",")]
+    else:
+        items = [folds] if isinstance(folds, numbers.Integral) else list(folds)
+    out: list[int] = []
+    for item in items:
+        if item in ("all", FULL):
+            out += range(n_folds) if item == "all" else []
+            continue
+        if isinstance(item, bool) or not (isinstance(item, str) and item.isdigit() or isinstance(item, numbers.Integral)):
+            raise ValueError(f"--fold {folds!r}: expected a fold number 0..{n_folds - 1}, a list such as 1,3, 'all', or "
+                             "'full' (the fit on every row after CV), alone or in the list (0,1,full).")
+        if not 0 <= int(item) < n_folds:
+            raise ValueError(f"--fold {int(item)}: out of range for n_folds={n_folds}; use 0..{n_folds - 1} or 'all'.")
+        out.append(int(item))
+    return list(dict.fromkeys(out)), FULL in items
+
+
+def parse_folds(folds: str | int | Iterable[int | str], n_folds: int) -> list[int]:
+    """The CV folds of a fold spec (`parse_fold_spec`): ``"all"`` → every fold, ``"1,3"`` → [1, 3]; a ``full`` in it is not a fold."""
+    return parse_fold_spec(folds, n_folds)[0]
 
 
 def _check_same_config(cfg: Config, out: Path) -> None:
@@ -109,36 +145,46 @@ def derive_max_len(backbone: str, frame: pd.DataFrame, cap: int = 512) -> int:
     return max(8, min(max(lengths), limit))
 
 
-def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all", *, resume: bool = False) -> dict:
+def train_folds(cfg: Config, folds: str | int | Iterable[int | str] = "all", *, resume: bool = False) -> dict:
     """Train `folds` of the run described by `cfg`; returns the run card (also in ``run.json``).
+
+    Each fold trains ``cfg.seeds`` models (seeds ``seed``, ``seed + 1`` ...: ``fold{K}/``, then
+    ``fold{K}-seed{S}/``), one after the other; the fold's OOF prediction is their mean. ``"full"`` in
+    `folds` then fits ``full/`` (and ``full-seed{S}/``) on every training row, for the length the
+    run's complete CV folds chose (`full_length`).
 
     Args:
         cfg: the run configuration.
-        folds: ``"all"``, a fold number or a list of them.
-        resume: skip the folds already complete, and continue an interrupted one from its saved state
-            (scratch space first, then ``<output_dir>/resume``).
+        folds: ``"all"``, a fold number, a list of them, with ``"full"`` alone or among them (`parse_fold_spec`).
+        resume: skip the folds (and the full fit) already complete and the seeds of a fold already done,
+            and continue an interrupted model from its saved state (scratch space first, then ``<output_dir>/resume``).
 
     With ``cfg.time_budget`` (seconds from this call's start; children of one fold per GPU get the
-    deadline in ``KAGGLEKIT_DEADLINE``) a fold that runs out of time saves its state into
-    ``<output_dir>/resume`` and stops, folds not started are left, and the call returns normally:
-    the card's ``stopped`` names the folds left and ``how`` to continue (also printed).
+    deadline in ``KAGGLEKIT_DEADLINE``) a model that runs out of time saves its state into
+    ``<output_dir>/resume`` and stops, models not started are left, and the call returns normally:
+    the card's ``stopped`` names the folds left (``"full"`` for the full fit) and ``how`` to continue
+    (also printed).
+
+    Raises:
+        ValueError: bad settings or data, ``wandb`` asked for but not installed, or ``"full"`` without a
+            complete CV fold in the run or in `folds`; all before anything is written.
 
     Example:
         >>> from kagglekit.config import load_config
         >>> cfg = load_config("configs/uspppm.yaml", ["backbone=models/tiny-bert", "epochs=1"])
-        >>> card = train_folds(cfg, folds=0)
-        >>> card["cv"]
+        >>> card = train_folds(cfg, folds=[0, 1, "full"])
+        >>> card["cv"], card["full"]["epochs"]
     """
     from kagglekit.kaggle import describe_device, git_commit, gpu_info, library_versions, resolve_device, resolve_precision
     from kagglekit.metrics import get_metric
     from kagglekit.models.pair_model import check_backbone
-    from kagglekit.train.loop import train_fold
     from kagglekit.train.parallel import default_launcher, plan, run_folds_parallel, visible_gpus
 
     start = time.time()
     cfg.validate()
+    tracker = Tracker.create(cfg)  # wandb asked for but missing: fails here, before anything is written
     budget = Budget.start(cfg.time_budget)  # from this call's start, cut to a parent's deadline
-    fold_list = parse_folds(folds, cfg.n_folds)
+    fold_list, full = parse_fold_spec(folds, cfg.n_folds)
     out = Path(cfg.output_dir)
     run = RunFolder(out)
     recipe = get_recipe(cfg.task)
@@ -151,6 +197,8 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all", *, resume
     extra = read_extra(cfg, recipe, state, frame)  # before the embedding model's copy: a bad file leaves no folder
     fingerprint["extra_train_csv"] = None if extra is None else frame_digest(extra)
     _check_same_data(cfg, out, fingerprint)
+    if full and not fold_list:  # the full fit's length comes from complete CV folds
+        full_length(run.read_card() if run.card_path.is_file() else {}, cfg, len(frame), run=out)
     device = resolve_device(cfg.device)
     featurize = computed_features(cfg, recipe, state, frame, out, device)
     if featurize is not None:
@@ -195,58 +243,230 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int] = "all", *, resume
         )
         card["run_id"] = card.get("run_id") or run_identity(user_cfg.to_dict(), frame)  # stored once: stable from then on
         card["data_fingerprint"] = fingerprint
-    files = {f: ResumeFiles.locate(cfg.resume_dir, out, f, card["run_id"]) for f in range(cfg.n_folds)}
-    requested = fold_list
+    call = _Call(cfg, run, frame, meta, metric, card["run_id"], device, precision, featurize, extra, budget, tracker, resume, start)
+    requested = [*fold_list, *([FULL] if full else [])]
     if resume:
-        done = [f for f in fold_list if _fold_complete(run, f, card, files[f])]
+        done = [f for f in requested if call.complete(f, card)]
         if done:
-            print(f"kagglekit: --resume: fold(s) {done} are complete, skipping them", flush=True)
-        fold_list = [f for f in fold_list if f not in done]
+            print(f"kagglekit: --resume: {_spec_text(done)} are complete, skipping them", flush=True)
+        fold_list, full = [f for f in fold_list if f not in done], full and FULL not in done
+    seeds = f" ({cfg.seeds} seeds each: {cfg.seed}..{cfg.seed + cfg.seeds - 1})" if cfg.seeds > 1 else ""
     gpus = visible_gpus() if device.type == "cuda" and len(fold_list) > 1 and cfg.parallel_folds else []
-    if len(gpus) >= 2:  # Kaggle's T4 x2: one fold per GPU, each in its own process with its own log
-        print(f"kagglekit: {len(frame)} rows, folds {fold_list} on {len(gpus)} GPUs, one fold each: {plan(fold_list, gpus)}; "
+    if len(gpus) >= 2:  # Kaggle's T4 x2: one fold per GPU, each in its own process (its seeds in turn) with its own log
+        print(f"kagglekit: {len(frame)} rows, folds {fold_list}{seeds} on {len(gpus)} GPUs, one fold each: {plan(fold_list, gpus)}; "
               f"logs in {run.logs_dir}", flush=True)
         launch = default_launcher(str(run.config_path), [], resume=resume, deadline=budget.deadline)
         run_folds_parallel(fold_list, gpus, launch, run.logs_dir, deadline=budget.deadline)
-        return _close_call(run, requested, files, budget)
-    print(f"kagglekit: {len(frame)} rows, {cfg.n_folds} folds, training fold(s) {fold_list} on {card['device']} ({precision})"
-          f"{f'; time_budget {format_duration(budget.left())} left' if budget.limited else ''}", flush=True)
-    for fold in fold_list:
-        if not budget.can_start():  # not even the margin left: the fold would only start to stop
-            break
+    else:
+        print(f"kagglekit: {len(frame)} rows, {cfg.n_folds} folds, training {_spec_text([*fold_list, *([FULL] if full else [])])}{seeds} "
+              f"on {card['device']} ({precision}){f'; time_budget {format_duration(budget.left())} left' if budget.limited else ''}",
+              flush=True)
+        for fold in fold_list:
+            if call.train_fold(fold) is None:  # the budget stopped it, or left no time to start it
+                break
+    if full and all(call.complete(f, run.read_card()) for f in fold_list):  # after this call's folds, in this process
+        call.train_full()
+    return _close_call(call, requested)
+
+
+def _spec_text(items: list) -> str:
+    """``[0, 1, "full"]`` → ``fold(s) [0, 1] and the full fit``, for messages."""
+    folds = [f for f in items if f != FULL]
+    parts = ([f"fold(s) {folds}"] if folds else []) + (["the full fit"] if FULL in items else [])
+    return " and ".join(parts) or "nothing"
+
+
+@dataclass
+class _Call:
+    """What every model of one `train_folds` call shares, and how it trains a fold's seeds and the full fit."""
+
+    cfg: Config
+    run: RunFolder
+    frame: pd.DataFrame
+    meta: FoldMeta
+    metric: Metric
+    run_id: str
+    device: object
+    precision: str
+    featurize: object
+    extra: pd.DataFrame | None
+    budget: Budget
+    tracker: Tracker
+    resume: bool
+    start: float
+
+    def plans(self, fold: int | None, length: FullLength | None = None) -> list[ModelPlan]:
+        """The models of CV fold `fold` (None: the full fit), one per seed, the run's own seed first."""
+        from kagglekit.train.loop import ModelPlan
+
+        plans = []
+        for index in range(self.cfg.seeds):
+            seed = self.cfg.seed + index
+            named = None if index == 0 else seed  # the first seed's folder is fold{K}/ (full/), as with one seed
+            folder = self.run.full_dir(named) if fold is None else self.run.fold_dir(fold, named)
+            files = model_files(self.cfg.resume_dir, self.run.path, folder.name, self.run_id)
+            record = files.kept.with_suffix(".json") if self.cfg.seeds > 1 else None
+            meta = dataclasses.replace(self.meta, seed=named, full=fold is None)
+            plans.append(ModelPlan(fold, seed, folder, files, meta, record, length))
+        return plans
+
+    def complete(self, item: int | str, card: dict) -> bool:
+        """Whether fold `item` (or the full fit, ``"full"``) is complete: the run card has it, each seed's folder
+        exists and no resume state is left (neither in scratch space nor in the run folder): a model a time
+        budget stopped is not."""
+        recorded = FULL in card if item == FULL else str(item) in card.get("folds", {})
+        plans = self.plans(None if item == FULL else item)
+        return recorded and all(p.folder.is_dir() and not p.files.exists() for p in plans)
+
+    def started(self, item: int | str) -> list[ModelPlan]:
+        """The models of fold `item` (or ``"full"``) that have a resume state or a kept result: the fold is mid-way."""
+        return [p for p in self.plans(None if item == FULL else item) if p.files.exists() or (p.record is not None and p.record.is_file())]
+
+    def train_model(self, plan: ModelPlan) -> FoldResult | None:
+        """Train one model, or read its kept result when a resumed call finds it done; None when the time
+        budget stopped it or left too little time to start it."""
+        from kagglekit.train.loop import FoldResult, train_fold
+
+        if self.resume and plan.record is not None and plan.record.is_file() and not plan.files.exists() and is_model_dir(plan.folder):
+            print(f"kagglekit: --resume: {plan.label} is complete ({plan.folder}), its result kept in {plan.record}", flush=True)
+            return FoldResult.from_json(json.loads(plan.record.read_text(encoding="utf-8")))
+        if not self.budget.can_start():  # not even the margin left: the model would only start to stop
+            return None
         try:
-            result = train_fold(cfg, frame, fold, run.fold_dir(fold), device=device, precision=precision, meta=meta,
-                                metric_name=metric.name, resume=resume, featurize=featurize, extra=extra,
-                                files=files[fold], budget=budget)
+            with self.tracker.model_run(plan.folder.name) as log:
+                result = train_fold(self.cfg, self.frame, plan, device=self.device, precision=self.precision,
+                                    metric_name=self.metric.name, resume=self.resume, featurize=self.featurize, extra=self.extra,
+                                    budget=self.budget, log=log)
+                log.summary(**({"epochs": result.best_epoch, "steps": result.best_step} if plan.fold is None else
+                               {"score": result.score, "best_epoch": result.best_epoch, "best_step": result.best_step}))
         except TimeBudgetReached:
-            break
-        card = _record_fold(run, result, frame["id"], metric, start)
-        print(f"fold {fold}: {metric.name} {result.score:.4f} (epoch {result.best_epoch}); CV over folds {card['cv_folds']}: {card['cv']:.4f}", flush=True)
-    return _close_call(run, requested, files, budget)
+            return None
+        return result
+
+    def train_fold(self, fold: int) -> dict | None:
+        """Train CV fold `fold`'s seeds in turn and record the fold; returns the run card, None when the budget stopped it."""
+        plans = self.plans(fold)
+        results = []
+        for plan in plans:
+            result = self.train_model(plan)
+            if result is None:
+                return None
+            results.append(result)
+        card = _record_fold(self.run, results, self.frame["id"], self.metric, self.start)
+        _drop_records(plans)
+        entry = card["folds"][str(fold)]
+        seeds = f"; seeds {', '.join(f'{s}: {v:.4f}' for s, v in entry['seeds'].items())}" if len(results) > 1 else ""
+        print(f"fold {fold}: {self.metric.name} {entry['score']:.4f} (epoch {entry['best_epoch']:g}{seeds}); "
+              f"CV over folds {card['cv_folds']}: {card['cv']:.4f}", flush=True)
+        return card
+
+    def train_full(self) -> dict | None:
+        """Fit every seed on all training rows for the length the complete CV folds chose; record it in the card
+        as ``full``. Returns the card, None when the budget stopped it."""
+        card = self.run.read_card()
+        length = full_length(card, self.cfg, len(self.frame), run=self.run.path)
+        folds = sorted(int(f) for f in card["folds"])
+        how = (f"the mean best step of CV folds {folds} per training row ({length.steps_per_row:.4g}), times its rows (eval_every: "
+               "the best evaluation may fall inside an epoch)" if length.steps_per_row is not None else
+               f"{length.epochs} epoch(s), the mean best epoch of CV folds {folds} rounded half up")
+        print(f"kagglekit: full fit ({self.cfg.seeds} seed(s)) on every training row for {how}", flush=True)
+        plans = self.plans(None, length)
+        results = []
+        for plan in plans:
+            result = self.train_model(plan)
+            if result is None:
+                return None
+            results.append(result)
+        with self.run.update_card() as card:
+            card["full"] = {"epochs": results[0].best_epoch, "steps": results[0].best_step, "rows": results[0].train_rows,
+                            "seconds": round(sum(r.seconds for r in results), 1), "seeds": [r.seed for r in results],
+                            "from_folds": sorted(int(f) for f in card.get("folds", {}))}
+        _drop_records(plans)
+        return card
 
 
-def _close_call(run: RunFolder, requested: list[int], files: dict[int, ResumeFiles], budget: Budget) -> dict:
-    """Mark the run card incomplete while a fold a time budget left is not complete, or clear the mark;
-    print what is done, what stopped mid-way and how to continue. Returns the card.
+def model_files(resume_dir: str, output_dir: str | os.PathLike, name: str, run_id: str) -> ResumeFiles:
+    """Where the model folder `name` (``fold0``, ``fold0-seed43``, ``full`` ...) keeps its resume state: ``<name>.pt``
+    in the places `ResumeFiles.locate` gives a fold (so a fold's first seed keeps ``fold{K}.pt``)."""
+    files = ResumeFiles.locate(resume_dir, output_dir, 0, run_id)
+    return dataclasses.replace(files, work=files.work.with_name(f"{name}.pt"), kept=files.kept.with_name(f"{name}.pt"))
+
+
+def _drop_records(plans: list[ModelPlan]) -> None:
+    """Delete the kept results of a fold's seeds once the fold is recorded (and ``resume/`` when it becomes empty)."""
+    for plan in plans:
+        if plan.record is not None:
+            plan.record.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                plan.record.parent.rmdir()  # only when empty: another model may be mid-way
+
+
+def full_length(card: dict, cfg: Config, n_rows: int, *, run: str | os.PathLike = "") -> FullLength:
+    """How long the full fit trains, from the complete CV folds in the run card.
+
+    The epochs: the mean of their ``best_epoch``, rounded half up (at least 1). With ``eval_every`` the
+    best evaluation can fall inside an epoch, so the fit counts steps instead: the mean of each fold's
+    best step divided by its training rows, times the full fit's rows (`FullLength.resolve`).
+
+    Args:
+        card: the run card (``run.json``).
+        cfg: the run configuration (``eval_every``).
+        n_rows: the training file's rows: a fold recorded before cards held ``train_rows`` trained on
+            those outside it.
+        run: the run folder, named in the error.
+
+    Raises:
+        ValueError: no CV fold is complete.
+
+    Example:
+        >>> full_length({"folds": {"0": {"best_epoch": 2}, "1": {"best_epoch": 3}}}, cfg, 1000).epochs
+        3
+    """
+    from kagglekit.train.loop import FullLength
+
+    folds = card.get("folds") or {}
+    if not folds:
+        raise ValueError(f"--fold full: run {run} has no complete CV fold, and the full fit trains for the mean best epoch of the "
+                         "CV folds. Train the CV folds first, in the same call (--fold all,full: the full fit runs after them) "
+                         "or before it.")
+    epochs = max(1, math.floor(statistics.mean(f["best_epoch"] for f in folds.values()) + 0.5))
+    if not cfg.eval_every:
+        return FullLength(epochs)
+    per_row = [_best_step(f) / (f["train_rows"] if "train_rows" in f else n_rows - f["rows"]) for f in folds.values()]
+    return FullLength(epochs, statistics.mean(per_row))
+
+
+def _best_step(entry: dict) -> float:
+    """A recorded fold's best step: its ``best_step``, or for a card written before that key, its last improving evaluation's."""
+    if "best_step" in entry:
+        return entry["best_step"]
+    return [h["step"] for h in entry["history"] if h["improved"]][-1]
+
+
+def _close_call(call: _Call, requested: list) -> dict:
+    """Mark the run card incomplete while a fold (or the full fit) a time budget left is not complete, or
+    clear the mark; print what is done, what stopped mid-way and how to continue. Returns the card.
 
     The folds left are this call's requested folds and those of an earlier stop, less the complete
     ones; all of it is read from the run folder, so the parent of one fold per GPU reports once for
     its children.
     """
+    run, budget = call.run, call.budget
     with run.update_card() as card:
         earlier = (card.get("stopped") or {}).get("folds_left", [])
-        left = sorted(f for f in set(requested) | set(earlier) if not _fold_complete(run, f, card, files[f]))
+        left = sorted((f for f in set(requested) | set(earlier) if not call.complete(f, card)), key=lambda f: (f == FULL, 0 if f == FULL else f))
         if not left:
             card.pop("stopped", None)
             return card
-        mid_way = [f for f in left if files[f].exists()]
-        folds = "all" if len(left) == len(files) else ",".join(map(str, left))
-        how = f"kagglekit train --config {run.config_path} --resume --fold {folds}"
+        mid_way = [f for f in left if call.started(f)]
+        cv_left = [f for f in left if f != FULL]
+        spec = (["all"] if len(cv_left) == call.cfg.n_folds else cv_left) + ([FULL] if FULL in left else [])
+        how = f"kagglekit train --config {run.config_path} --resume --fold {','.join(map(str, spec))}"
         card["stopped"] = {"reason": "time_budget", "time_budget": budget.seconds,
                            "folds_left": left, "mid_way": mid_way, "not_started": [f for f in left if f not in mid_way],
                            "how": how}
-    complete = sorted(int(f) for f in card.get("folds", {}) if int(f) not in left)
-    where = ", ".join(f"fold {f}: {files[f].find()}" for f in mid_way)
+    complete = [*sorted(int(f) for f in card.get("folds", {}) if int(f) not in left), *([FULL] if FULL in card and FULL not in left else [])]
+    where = ", ".join(f"{p.label}: {p.files.find()}" for f in mid_way for p in call.started(f) if p.files.exists())
     print(f"kagglekit: time_budget{f' ({format_duration(budget.seconds)})' if budget.seconds else ''}: the run is incomplete. "
           f"Complete: fold(s) {complete}; stopped mid-way: fold(s) {mid_way}{f' (state in {where})' if where else ''}; "
           f"not started: fold(s) {card['stopped']['not_started']}.\n"
@@ -326,27 +546,38 @@ def read_extra(cfg: Config, recipe, state: dict, frame: pd.DataFrame) -> pd.Data
     return extra
 
 
-def _fold_complete(run: RunFolder, fold: int, card: dict, files: ResumeFiles) -> bool:
-    """A fold is complete when the run card has its score, its model folder exists and no resume state is
-    left (neither in scratch space nor in the run folder): a fold a time budget stopped is not."""
-    return str(fold) in card.get("folds", {}) and run.fold_dir(fold).is_dir() and not files.exists()
+def _record_fold(run: RunFolder, results: list[FoldResult], order: pd.Series, metric: Metric, start: float) -> dict:
+    """Merge a finished fold (its seeds' results) into oof.csv and run.json, under the run folder's lock (other
+    processes may be finishing other folds of the same run at the same moment); returns the updated card.
 
-
-def _record_fold(run: RunFolder, result, order: pd.Series, metric, start: float) -> dict:
-    """Merge a finished fold into oof.csv and run.json, under the run folder's lock (other processes may
-    be finishing other folds of the same run at the same moment); returns the updated card."""
+    With several seeds the fold's OOF prediction is their mean, by the rule predict averages a run's models
+    with by default (`kagglekit.infer.predict.average_outputs`, ``average="prob"``): the mean of each
+    model's predictions in the label's space, which the OOF predictions already are (probabilities for
+    sigmoid outputs, expected values for classes and bins). The fold's score is that mean's;
+    ``best_epoch`` and ``best_step`` are the seeds' means, ``history`` the first seed's.
+    """
+    first = results[0]
+    oof, score = first.oof, first.score
+    if len(results) > 1:
+        assert all(r.oof["id"].tolist() == first.oof["id"].tolist() for r in results), "a fold's seeds predict the same rows"
+        pred = np.mean([r.oof["pred"].to_numpy(dtype=np.float64) for r in results], axis=0)
+        oof = first.oof.assign(pred=pred)
+        score = float(metric.fn(oof["label"].to_numpy(), pred))
     with run.update_card() as card:
-        oof = run.merge_oof(result.oof, order)
-        card["folds"][str(result.fold)] = {
-            "score": result.score,
-            "best_epoch": result.best_epoch,
-            "rows": len(result.oof),
-            "seconds": round(result.seconds, 1),
-            "history": result.history,
-            "surgery": result.surgery,
-            "augmentation": result.augmentation,
+        merged = run.merge_oof(oof, order)
+        card["folds"][str(first.fold)] = {
+            "score": score,
+            "best_epoch": statistics.mean(r.best_epoch for r in results),  # an int for one seed
+            "best_step": statistics.mean(r.best_step for r in results),
+            "rows": len(oof),
+            "train_rows": first.train_rows,
+            "seconds": round(sum(r.seconds for r in results), 1),
+            "history": first.history,
+            "surgery": first.surgery,
+            "augmentation": first.augmentation,
+            "seeds": {str(r.seed): r.score for r in results},
         }
-        card["cv"] = float(metric.fn(oof["label"].to_numpy(), oof["pred"].to_numpy())) if oof["fold"].nunique() > 1 else result.score
-        card["cv_folds"] = sorted(int(f) for f in oof["fold"].unique())
+        card["cv"] = float(metric.fn(merged["label"].to_numpy(), merged["pred"].to_numpy())) if merged["fold"].nunique() > 1 else score
+        card["cv_folds"] = sorted(int(f) for f in merged["fold"].unique())
         card["timings"] = {"last_call_seconds": round(time.time() - start, 1), "fold_seconds": {k: v["seconds"] for k, v in card["folds"].items()}}
     return card

@@ -43,10 +43,12 @@ def format_duration(seconds: float) -> str:
 
 
 class TimeBudgetReached(Exception):
-    """A fold stopped because the time budget ran out; its state is saved at `path` (in the run folder)."""
+    """A model (a fold's seed, or a full fit: `fold` None) stopped because the time budget ran out; its state
+    is saved at `path` (in the run folder)."""
 
-    def __init__(self, fold: int, epoch: int, step: int, path: Path):
-        super().__init__(f"fold {fold}: time_budget reached at epoch {epoch + 1}, step {step}; state saved in {path}")
+    def __init__(self, fold: int | None, epoch: int, step: int, path: Path):
+        what = "full fit" if fold is None else f"fold {fold}"
+        super().__init__(f"{what}: time_budget reached at epoch {epoch + 1}, step {step}; state saved in {path}")
         self.fold, self.epoch, self.step, self.path = fold, epoch, step, path
 
 
