@@ -23,7 +23,13 @@ def _cmd_train(args) -> int:
     from kagglekit.train import train_folds
     from kagglekit.train.parallel import FoldsFailed
 
+    from kagglekit.discover import resolve_paths
+
     cfg = load_config(args.config, args.set)
+    values = cfg.to_dict()
+    found = resolve_paths(values)  # "auto" and bare file names (a built-in config's): found under the input root
+    if found != values:
+        cfg = load_config(None, found)
     try:
         card = train_folds(cfg, folds=args.fold, resume=args.resume)
     except FoldsFailed as err:  # folds that failed in their own processes (one fold per GPU), named with their logs
@@ -89,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train folds of a run; writes the run folder")
     p.add_argument("--config", help="YAML config file (keys: see kagglekit.config.Config)")
-    p.add_argument("--fold", default="all", help="fold number, a comma-separated list (1,3), or 'all' (default)")
+    p.add_argument("--fold", default="all",
+                   help="fold number, a comma-separated list (1,3), or 'all' (default); 'full' fits every row after CV, "
+                        "alone or in the list (0,1,full; it trains after the folds)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
     p.add_argument("--resume", action="store_true",
                    help="skip complete folds; continue an interrupted or time-budget-stopped fold from its saved state")

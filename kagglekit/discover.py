@@ -424,7 +424,7 @@ def resolve_paths(values: Mapping[str, object], *, root: str | os.PathLike | Non
             problems.append(err)
     if problems:
         kind = FileNotFoundError if all(isinstance(e, FileNotFoundError) for e in problems) else ValueError
-        raise kind("\n".join(str(e) for e in problems))
+        raise kind(" ".join(dict.fromkeys(str(e) for e in problems)))  # one line, each problem once
     return out
 
 

@@ -346,7 +346,8 @@ def test_resolve_paths_within_narrows_the_data_keys_only(kaggle, root):
 def test_resolve_paths_reports_every_failing_key(kaggle, root):
     with pytest.raises(FileNotFoundError) as err:
         resolve_paths({"train_csv": "sts-train.csv", "test_csv": "sts-test.csv"}, root=root)
-    assert [line.split(":")[0] for line in str(err.value).splitlines()] == ["test_csv", "train_csv"]
+    message = str(err.value)  # one line, each key's problem in turn
+    assert "\n" not in message and message.startswith("test_csv: ") and " train_csv: " in message
     with pytest.raises(ValueError, match=r"extra_train_csv='auto': the kit knows no file name for extra_train_csv"):
         resolve_paths({"extra_train_csv": "auto"}, root=root)
     backbone(root / "datasets" / "me" / "all-MiniLM-L6-v2")
@@ -471,3 +472,27 @@ def test_run_to_continue_ambiguous_none_and_not_a_run(root):
     touch(root / "plain" / "x.csv")
     with pytest.raises(ValueError, match="is no kagglekit run folder"):
         discover.find_run_to_continue(str(root / "plain"))
+
+
+def test_the_command_line_finds_a_built_in_configs_files_under_the_input_root(root, tiny_bert, tmp_path, capsys):
+    """`kagglekit train --config stsb` on Kaggle: the bare file names are found wherever the dataset is mounted."""
+    from kagglekit.cli import main
+
+    stsb = root / "datasets" / "someone" / "stsbenchmark"
+    rows = [f"main-captions\tMSRvid\t2012test\t{i:04d}\t{i % 6}.000\tA man plays flute {i}.\tA man plays a flute {i % 7}." for i in range(60)]
+    touch(stsb / "sts-train.csv", "\n".join(rows) + "\n")
+    touch(stsb / "sts-test.csv", "\n".join(rows[:10]) + "\n")
+    shutil.copytree(tiny_bert, root / "models" / "me" / "tiny" / "transformers" / "default" / "1")
+    out = tmp_path / "run"
+    argv = ["train", "--config", "stsb", "--fold", "0", *[a for s in (f"output_dir={out}", "n_folds=2", "epochs=1", "max_len=32",
+                                                                      "batch_size=16") for a in ("--set", s)]]
+    assert main(argv) == 0
+    capsys.readouterr()
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["train_csv"] == str(stsb / "sts-train.csv") and config["test_csv"] == str(stsb / "sts-test.csv")
+    assert config["backbone"] == str(root / "models" / "me" / "tiny" / "transformers" / "default" / "1")
+    (stsb / "sts-test.csv").unlink()
+    assert main(["train", "--config", "stsb", "--set", f"output_dir={tmp_path / 'other'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("kagglekit train: error: test_csv") and "sts-test.csv" in err[-1] and "set test_csv to its path" in err[-1]
+    assert not (tmp_path / "other").exists()
