@@ -20,10 +20,9 @@ def _cmd_tiny_model(args) -> int:
 
 def _cmd_train(args) -> int:
     from kagglekit.config import load_config
+    from kagglekit.discover import resolve_paths
     from kagglekit.train import train_folds
     from kagglekit.train.parallel import FoldsFailed
-
-    from kagglekit.discover import resolve_paths
 
     cfg = load_config(args.config, args.set)
     values = cfg.to_dict()
