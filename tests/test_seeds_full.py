@@ -21,33 +21,14 @@ from kagglekit.infer.predict import predict, predict_folder
 from kagglekit.kaggle import SCRATCH_ENV
 from kagglekit.metrics import pearson
 from kagglekit.run import FoldMeta
-from kagglekit.train import session, train_folds
+from kagglekit.train import session
 from kagglekit.train.loop import FullLength
 from kagglekit.train.runner import full_length, parse_fold_spec, parse_folds
 from kagglekit.train.session import DEADLINE_ENV, MIN_MARGIN_S
 from kagglekit.train.state import load_state
+from test_budget import data, oof, overrides, train  # noqa: F401  (data: a fixture pytest takes from here)
 
 FOLD_STEPS, FULL_STEPS = 4, 8  # optimizer steps per epoch
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    from kagglekit.testing import write_uspppm_sample
-
-    return write_uspppm_sample(tmp_path_factory.mktemp("seeds") / "data")
-
-
-def overrides(backbone, data, out, *extra) -> list[str]:
-    return [f"backbone={backbone}", f"output_dir={out}", f"train_csv={data / 'train.csv'}", f"cpc_dir={data / 'cpc_titles'}",
-            "max_rows=64", "n_folds=2", "epochs=2", "max_len=32", "lr=1e-3", "batch_size=8", *extra]
-
-
-def train(backbone, data, out, *extra, folds="all", resume=False) -> dict:
-    return train_folds(load_config(None, overrides(backbone, data, out, *extra)), folds=folds, resume=resume)
-
-
-def oof(out) -> pd.DataFrame:
-    return pd.read_csv(Path(out) / "oof.csv", dtype={"id": str})
 
 
 def card_of(out) -> dict:

@@ -343,15 +343,22 @@ class _Call:
             return None
         return result
 
-    def train_fold(self, fold: int) -> dict | None:
-        """Train CV fold `fold`'s seeds in turn and record the fold; returns the run card, None when the budget stopped it."""
-        plans = self.plans(fold)
+    def train_models(self, plans) -> list | None:
+        """Train `plans` (a fold's or the full fit's seeds) in turn; their results, or None when the budget stopped one."""
         results = []
         for plan in plans:
             result = self.train_model(plan)
             if result is None:
                 return None
             results.append(result)
+        return results
+
+    def train_fold(self, fold: int) -> dict | None:
+        """Train CV fold `fold`'s seeds in turn and record the fold; returns the run card, None when the budget stopped it."""
+        plans = self.plans(fold)
+        results = self.train_models(plans)
+        if results is None:
+            return None
         card = _record_fold(self.run, results, self.frame["id"], self.metric, self.start)
         _drop_records(plans)
         entry = card["folds"][str(fold)]
@@ -371,12 +378,9 @@ class _Call:
                f"{length.epochs} epoch(s), the mean best epoch of CV folds {folds} rounded half up")
         print(f"kagglekit: full fit ({self.cfg.seeds} seed(s)) on every training row for {how}", flush=True)
         plans = self.plans(None, length)
-        results = []
-        for plan in plans:
-            result = self.train_model(plan)
-            if result is None:
-                return None
-            results.append(result)
+        results = self.train_models(plans)
+        if results is None:
+            return None
         with self.run.update_card() as card:
             card["full"] = {"epochs": results[0].best_epoch, "steps": results[0].best_step, "rows": results[0].train_rows,
                             "seconds": round(sum(r.seconds for r in results), 1), "seeds": [r.seed for r in results],
