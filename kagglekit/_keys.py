@@ -3,8 +3,8 @@
 `key` makes a dataclass field that carries its rules; `check_keys` checks every field of a config in
 one loop; `load_keys` reads a YAML file and ``--set`` overrides into any such dataclass (typed by the
 field, the closest valid key suggested for an unknown one, renamed keys still read with a warning).
-Light on purpose: it imports nothing of the kit and no heavy library.
-About 380 lines: the declaration, the one check loop and the one loader are one mechanism that
+Light on purpose: of the kit it imports only `kagglekit._io` (to read the YAML file), and no heavy library.
+About 440 lines: the declaration, the one check loop and the one loader are one mechanism that
 both config dataclasses use; split, each part would only be read with the others.
 """
 
@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-import yaml
 
 _BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
@@ -119,6 +118,8 @@ class Range:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
     def text(self, integer: bool = False) -> str:
+        if self == Range():
+            return "a finite number"
         if self.le is None and self.lt is None:
             if self.gt is not None:
                 return f"> {_bound(self.gt)}"
@@ -143,6 +144,8 @@ class Range:
 RATE = Range(ge=0, lt=1)  # dropout and Mixout probabilities (the config's dropout keys, models.surgery)
 LAYER_DECAY = Range(gt=0, le=1)  # the config's layer_decay, train.optim.param_groups
 POSITIVE = Range(gt=0)  # e.g. the config's huber_delta, losses.get_loss
+SEED = Range(ge=0, le=2**32 - 1)  # the configs' seed and fold_seed: numpy's seeds are 32-bit
+SEED_HINT = "a seed is a whole number that numpy takes, e.g. 42"
 
 
 # --- the declaration -------------------------------------------------------------------------------
@@ -189,7 +192,8 @@ def key(default: Any, help: str, *, choices: Iterable | None = None, ge: float |
         help: what the key does, in a line.
         choices: the closed set of valid values.
         ge, gt, le, lt: bounds of a number (``>=``, ``>``, ``<=``, ``<``).
-        also: values allowed outside the range (sentinels such as -1 "keep the checkpoint's own").
+        also: values allowed outside the range (sentinels such as -1 "keep the checkpoint's own"). A float
+            key refuses inf and nan, with or without a range, unless `also` lists ``math.inf``.
         hint: the usual fix, appended to a range error.
         applies: `when(...)`: set away from its default while this does not hold, the key is an error.
         item: the type of a list's items (``str`` or ``float``).
@@ -237,7 +241,10 @@ def check_keys(cfg: Any) -> None:
         _check_type(what, name, value, default, rules)
         if rules.choices is not None and value not in rules.choices:
             raise ValueError(f"{what} key {name!r}: unknown value {value!r}; valid values are {list(rules.choices)}.")
-        if rules.has_range and not rules.in_range(value):
+        if rules.item is float and not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in value):
+            raise ValueError(f"{what} key {name!r} must list finite numbers, got {value!r}.")
+        # a float key must be finite even without a declared range: nan fails no test written as "not x < 0"
+        if (rules.has_range or isinstance(default, float)) and not rules.in_range(value):
             others = "".join(f", or {_bound(v)}" for v in rules.also)
             hint = f"; {rules.hint}" if rules.hint else ""
             raise ValueError(f"{what} key {name!r} must be {rules.range_text(isinstance(default, int))}{others}, got {value!r}{hint}.")
@@ -268,6 +275,30 @@ def _check_type(what: str, name: str, value: Any, default: Any, rules: Key) -> N
 
 def _example(default: Any) -> str:
     return str(default).lower() if isinstance(default, bool) else str(default)
+
+
+# --- folders a run writes into -------------------------------------------------------------------------
+
+def check_output_dir(cfg: Any, name: str = "output_dir") -> None:
+    """Refuse an output folder (the key `name` of `cfg`) that is empty, ``.``, the working directory or above it.
+
+    A run writes ``config.yaml``, ``run.json``, ``oof.csv`` ... into its folder: pointed at the working
+    directory (or above), it would overwrite the user's own ``config.yaml`` there. Run by the
+    `validate` of both configs, so nothing has been written when it fails.
+
+    Raises:
+        ValueError: naming the key, its value, the folder it resolves to and the fix.
+    """
+    value = getattr(cfg, name)
+    here = Path.cwd().resolve()
+    folder = Path(value.strip() or ".").resolve()
+    if folder != here and folder not in here.parents:
+        return
+    place = "empty: the working directory" if not value.strip() else (
+        "the working directory" if folder == here else f"{folder}, a folder above the working directory")
+    example = default_of(declared(type(cfg))[name][0])
+    raise ValueError(f"{_what(cfg)} key {name!r} is {value!r} ({place}): the run's files would land among yours and overwrite "
+                     f"any of the same name (config.yaml, ...). Give the run a folder of its own, e.g. {name}={example}.")
 
 
 # --- durations --------------------------------------------------------------------------------------
@@ -338,7 +369,11 @@ def coerce(cls: type, name: str, value: Any, source: str) -> Any:
 
 
 def parse_overrides(items: Iterable[str] | None) -> dict[str, str]:
-    """Turn ``["epochs=2", "lr=3e-5"]`` into a dict; a malformed item names itself and the form."""
+    """Turn ``["epochs=2", "lr=3e-5"]`` into a dict; a malformed item names itself and the form.
+
+    A key given twice takes its last value (``--set lr=1 --set lr=2`` sets lr=2), as command lines
+    usually do: a notebook can append an override to a shared list of ``--set`` items.
+    """
     out: dict[str, str] = {}
     for item in items or ():
         name, sep, value = item.partition("=")
@@ -392,19 +427,15 @@ def load_keys(cls: type, path: str | Path | None = None, overrides: Mapping[str,
         path: YAML file holding a mapping, or None.
         overrides: a mapping, or ``key=value`` strings as given to ``--set``; applied after the file.
     """
+    from kagglekit._io import read_yaml
+
     what = getattr(cls, "WHAT", "config")
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{what} file not found: {path}. Pass the YAML file given to --config.")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise ValueError(f"{what} file {path} is not valid YAML: {err}") from err
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{what} file {path} must hold a mapping of key: value, got {type(loaded).__name__}.")
-        values.update(_typed(cls, loaded, str(path)))
+        values.update(_typed(cls, read_yaml(path, what=f"{what} file"), str(path)))
     if overrides is not None:
         if not isinstance(overrides, Mapping):
             overrides = parse_overrides(overrides)

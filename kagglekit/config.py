@@ -19,8 +19,8 @@ from typing import Any, ClassVar, Iterable, Mapping
 
 import yaml
 
-from kagglekit._keys import (LAYER_DECAY, POSITIVE, RATE, above, check_keys, contains, is_set, key, load_keys, parse_duration,
-                             parse_overrides, when)
+from kagglekit._keys import (LAYER_DECAY, POSITIVE, RATE, SEED, SEED_HINT, above, check_keys, check_output_dir, contains, is_set, key,
+                             load_keys, parse_duration, parse_overrides, when)
 
 __all__ = ["Config", "load_config", "parse_overrides", "field_names", "parse_cpc_levels", "changed_keys"]
 
@@ -107,7 +107,8 @@ class Config:
                               applies=when(extra_train_csv=is_set()))
     # --- folds ---
     n_folds: int = key(5, "grouped, stratified folds", ge=2, hint="use n_folds=2 for a quick run")
-    fold_seed: int = key(42, "folds depend only on this seed and the data, so separate fold runs agree")
+    fold_seed: int = key(42, "folds depend only on this seed and the data, so separate fold runs agree", **SEED.bounds(),
+                         hint=SEED_HINT)
     fold_bins: int = key(5, "bins a continuous label is cut into to stratify the folds (discrete labels are used as is)", ge=1,
                          hint="1 turns stratification off")
     # --- model ---
@@ -140,7 +141,7 @@ class Config:
                        hint="0 takes the longest training pair, up to 512")
     # --- training ---
     output_dir: str = key("runs/run", "the run folder: config, folds, fold{K}/, oof.csv, run.json")
-    seed: int = key(42, "model init, data order, dropout")
+    seed: int = key(42, "model init, data order, dropout", **SEED.bounds(), hint=SEED_HINT)
     epochs: int = key(3, "passes over the training folds; the best epoch by the CV metric is kept", gt=0)
     batch_size: int = key(32, "training rows per forward pass (per micro-step)", gt=0)
     accum_steps: int = key(1, "micro-steps per optimizer step: the effective batch is batch_size * accum_steps", ge=1)
@@ -324,8 +325,8 @@ def parse_cpc_levels(levels: str) -> list[str]:
     return names
 
 
-CROSS_CHECKS = (_loss_parses_and_trains_output, _head_kernels_parse, _msd_rates_match_samples, _features_are_distinct,
-                _closure_settings, _cpc_levels_parse)
+CROSS_CHECKS = (check_output_dir, _loss_parses_and_trains_output, _head_kernels_parse, _msd_rates_match_samples,
+                _features_are_distinct, _closure_settings, _cpc_levels_parse)
 
 
 def field_names() -> list[str]:

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping, Sequence
 
-from kagglekit._keys import check_keys, key, load_keys
+from kagglekit._keys import SEED, SEED_HINT, check_keys, check_output_dir, key, load_keys
 
 if TYPE_CHECKING:
     import numpy as np
@@ -66,13 +66,14 @@ class PretrainConfig:
     nonfinite_limit: int = key(20, "stop after this many NaN/inf losses in a row (TrainingDiverged), as training does", ge=1)
     save_every: int = key(500, "write checkpoint-{step}/ and the resumable state every N steps (0: at the end only)", ge=0)
     keep_checkpoints: int = key(0, "keep only the newest N checkpoint-{step}/ folders (0: all)", ge=0)
-    seed: int = key(42, "model init, data order, masking, dropout")
+    seed: int = key(42, "model init, data order, masking, dropout", **SEED.bounds(), hint=SEED_HINT)
     precision: str = key("auto", "auto: fp16 + GradScaler on T4, bf16 where supported, fp32 on CPU", choices=("auto", "fp32", "fp16", "bf16"))
     device: str = key("auto", "where to train", choices=("auto", "cpu", "cuda"))
 
     def validate(self) -> "PretrainConfig":
-        """Check every key's declared rules, then the corpus, the model source and the masking."""
+        """Check every key's declared rules, the output folder, then the corpus, the model source and the masking."""
         check_keys(self)
+        check_output_dir(self)
         if not self.files:
             raise ValueError("pretrain config key 'files' is empty: list the CSV/TSV files whose text is the corpus, "
                              "e.g. files: [data/train.tsv, data/test.tsv].")

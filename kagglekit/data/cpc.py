@@ -10,6 +10,7 @@ import os
 import warnings
 from pathlib import Path
 
+from kagglekit._io import read_csv, read_text
 from kagglekit.config import CPC_LEVELS
 
 # CPC levels by code length: section ("A"), class ("A47"), subclass ("A47B").
@@ -23,7 +24,8 @@ def read_cpc_titles(source: str | os.PathLike) -> dict[str, str]:
     The folder holds one file per section (``cpc-section-A_20220201.txt`` ...); each line is
     ``code<TAB>level<TAB>title``. A CSV file has the columns ``code`` and ``title`` (e.g. the
     "cpc-codes" Kaggle dataset's ``titles.csv``). Deeper levels (groups such as ``A47B1/00``) are
-    dropped: a title table of 260k lines where the context text uses a few hundred.
+    dropped: a title table of 260k lines where the context text uses a few hundred. Files are UTF-8
+    (a BOM is dropped); older lists in Windows-1252/Latin-1 are read too, with a warning naming the file.
 
     Args:
         source: the folder or the CSV file (the ``cpc_dir`` config key).
@@ -48,25 +50,23 @@ def read_cpc_titles(source: str | os.PathLike) -> dict[str, str]:
         )
     titles: dict[str, str] = {}
     for path in files:
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                parts = line.rstrip("\n").split("\t")
-                if len(parts) < 3:
-                    if line.strip():
-                        raise ValueError(
-                            f"cpc_dir: {path} line {number} is not code<TAB>level<TAB>title: {line.strip()[:80]!r}"
-                        )
-                    continue
-                code, title = parts[0].strip(), parts[2].strip()
-                if len(code) in _CODE_LENGTHS and title:
-                    titles[code] = title
+        # split on newlines only: str.splitlines would also split a Latin-1 title at a control byte such as 0x85
+        for number, line in enumerate(read_text(path, what="cpc_dir", legacy=True).split("\n"), 1):
+            parts = line.rstrip("\r").split("\t")
+            if len(parts) < 3:
+                if line.strip():
+                    raise ValueError(
+                        f"cpc_dir: {path} line {number} is not code<TAB>level<TAB>title: {line.strip()[:80]!r}"
+                    )
+                continue
+            code, title = parts[0].strip(), parts[2].strip()
+            if len(code) in _CODE_LENGTHS and title:
+                titles[code] = title
     return titles
 
 
 def _read_titles_csv(path: Path) -> dict[str, str]:
-    from kagglekit._io import read_csv
-
-    frame = read_csv(path, what="cpc_dir", required=("code", "title"), dtype=str, keep_default_na=False)
+    frame = read_csv(path, what="cpc_dir", required=("code", "title"), legacy=True, dtype=str, keep_default_na=False)
     codes, titles = frame["code"].str.strip(), frame["title"].str.strip()
     keep = codes.str.len().isin(_CODE_LENGTHS) & titles.ne("")
     return dict(zip(codes[keep], titles[keep]))

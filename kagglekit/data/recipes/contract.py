@@ -44,7 +44,8 @@ class Recipe:
         """What prediction needs besides the test file; JSON-serialisable."""
         return {"feature_columns": cfg.feature_list()}
 
-    def read_train(self, path, state: dict, *, max_rows: int = 0) -> pd.DataFrame:
+    def read_train(self, path, state: dict, *, max_rows: int = 0, what: str = "train_csv") -> pd.DataFrame:
+        """The training file as a normalized frame; `what` names the file in errors (``extra_train_csv``)."""
         raise NotImplementedError
 
     def read_test(self, path, state: dict) -> pd.DataFrame:

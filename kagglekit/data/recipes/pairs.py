@@ -10,11 +10,12 @@ appears in several pairs, and a sentence seen in training and again in validatio
 from __future__ import annotations
 
 import csv
+import io
 
 import numpy as np
 import pandas as pd
 
-from kagglekit._io import check_file
+from kagglekit._io import check_file, check_header, check_separator, nameless, read_text
 from kagglekit.data.recipes.contract import Recipe, check_ids, numeric_features
 
 LABEL_TYPES = ("auto", "regression", "binary")
@@ -81,14 +82,15 @@ def read_table(path, s: dict, *, what: str) -> tuple[pd.DataFrame, np.ndarray]:
     path = check_file(path, what)
     sep = s["sep"] or ("\t" if path.suffix.lower() in (".tsv", ".txt") else ",")
     rows, lines, width, names = [], [], s["keep_columns"], None
+    text = read_text(path, what=what)  # UTF-8, a BOM dropped: the first column's name is as written
     try:
-        with open(path, encoding="utf-8", newline="") as handle:
+        with io.StringIO(text, newline="") as handle:
             reader = csv.reader(handle, delimiter=sep, quoting=QUOTING[s["quoting"]], strict=True)
             for row in reader:
                 if not row or row == [""]:
                     continue  # blank line
-                if names is None and s["header"]:
-                    names = [c.strip() for c in (row[:width] if width else row)]
+                if names is None and s["header"]:  # names checked: none twice, not split on the wrong separator
+                    names = check_header(row[:width] if width else row, what=what, path=path, sep=sep, sep_key="sep")
                     if width and len(names) < width:
                         raise ValueError(
                             f"{what}: {path} header line {reader.line_num} names {len(names)} column(s) but keep_columns={width}; "
@@ -96,6 +98,8 @@ def read_table(path, s: dict, *, what: str) -> tuple[pd.DataFrame, np.ndarray]:
                         )
                     width = width or len(names)
                     continue
+                if not rows and not s["header"]:
+                    check_separator(row, what=what, path=path, sep=sep, sep_key="sep")
                 width = width or len(row)
                 if len(row) < width or (len(row) > width and not s["keep_columns"]):
                     raise ValueError(
@@ -106,8 +110,6 @@ def read_table(path, s: dict, *, what: str) -> tuple[pd.DataFrame, np.ndarray]:
                     )
                 rows.append(row[:width])
                 lines.append(reader.line_num)
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{what}: {path} is not UTF-8 text ({err.reason} at byte {err.start}): re-save it as UTF-8.") from err
     except csv.Error as err:
         raise ValueError(f"{what}: {path} line {reader.line_num}: {err}. Check its quotes, or set quoting=none.") from err
     if not rows:
@@ -123,7 +125,7 @@ def resolve_column(df: pd.DataFrame, spec: str, *, key: str, what: str, path) ->
     if spec.isdigit() and int(spec) < len(df.columns):
         return df.columns[int(spec)]
     raise ValueError(
-        f"{what}: {path} has no column {spec!r} (config key {key!r}); its columns are {list(df.columns)}. "
+        f"{what}: {path} has no column {spec!r} (config key {key!r}); its columns are {list(df.columns)}{nameless(df.columns)}. "
         f"Set {key} to one of them (or a 0-based position), or point {what} at the right file."
     )
 
@@ -207,8 +209,7 @@ class PairsRecipe(Recipe):
             frame[name] = values
         return frame
 
-    def read_train(self, path, state: dict, *, max_rows: int = 0) -> pd.DataFrame:
-        what = "train_csv"
+    def read_train(self, path, state: dict, *, max_rows: int = 0, what: str = "train_csv") -> pd.DataFrame:
         s = {**DEFAULTS, **state}
         self._settings = s
         df, lines = read_table(path, s, what=what)

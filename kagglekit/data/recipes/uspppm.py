@@ -139,8 +139,7 @@ class UspppmRecipe(Recipe):
             }
         )
 
-    def read_train(self, path, state: dict, *, max_rows: int = 0) -> pd.DataFrame:
-        what = "train_csv"
+    def read_train(self, path, state: dict, *, max_rows: int = 0, what: str = "train_csv") -> pd.DataFrame:
         features = state.get("feature_columns") or []
         df = read_csv(path, what=what, required=(self.id_col, *TEXT_COLUMNS, self.target_col, *features), dtype={self.id_col: str})
         if max_rows:
