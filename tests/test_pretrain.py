@@ -296,3 +296,15 @@ def test_load_pretrain_config(tmp_path):
         load_pretrain_config(path)
     with pytest.raises(FileNotFoundError, match="--config"):
         load_pretrain_config(tmp_path / "none.yaml")
+
+
+def test_a_corpus_file_is_read_like_every_csv_of_the_kit(tmp_path):
+    """A BOM is dropped; a column named twice is refused naming the config key and the file."""
+    good = tmp_path / "good.csv"
+    good.write_bytes("\ufeffq1,q2\nhow are you,fine thanks\n".encode())
+    cfg = PretrainConfig(files=[str(good)], columns=["q1", "q2"], header=True, sep=",")
+    assert read_corpus(cfg) == ["how are you", "fine thanks"]
+    twice = tmp_path / "twice.csv"
+    twice.write_text("q1,q1\na,b\n")
+    with pytest.raises(ValueError, match=r"pretrain config key 'files'.*twice.csv names column 'q1' twice"):
+        read_corpus(PretrainConfig(files=[str(twice)], columns=["q1"], header=True, sep=","))

@@ -7,6 +7,7 @@ its backbone, and ``last/`` at the end.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import shutil
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from kagglekit._io import check_header, header_fields, read_text, read_yaml
 from kagglekit.config_pretrain import PretrainConfig, load_pretrain_config  # noqa: F401 (re-exported: the config lives there)
 from kagglekit.models.nezha import NezhaConfig, NezhaForMaskedLM  # NezhaForMaskedLM was defined here: still importable
 
@@ -45,8 +47,13 @@ def read_corpus(cfg: PretrainConfig) -> list[str]:
             raise FileNotFoundError(f"pretrain config key 'files': file not found: {path}. Check the path, or attach the dataset.")
         sep = cfg.sep or ("\t" if path.suffix.lower() in (".tsv", ".txt") else ",")
         options = {"quoting": csv.QUOTE_NONE} if sep == "\t" else {}  # raw text files: a quote is just a character
+        what = "pretrain config key 'files'"
+        text = read_text(path, what=what)  # UTF-8, a BOM dropped
+        if cfg.header:  # a column named twice, or another separator, is refused as for any CSV the kit reads
+            check_header(header_fields(text, sep, **options), what=what, path=path, sep=sep, sep_key="sep")
         try:
-            frame = pd.read_csv(path, sep=sep, header=0 if cfg.header else None, dtype=str, keep_default_na=False, **options)
+            frame = pd.read_csv(io.StringIO(text), sep=sep, header=0 if cfg.header else None, dtype=str, keep_default_na=False,
+                                **options)
         except pd.errors.EmptyDataError:
             frame = pd.DataFrame()
         frame.columns = [str(c) for c in frame.columns]
@@ -68,7 +75,7 @@ def _scratch_config_dict(cfg: PretrainConfig) -> dict:
         if not path.is_file():
             raise FileNotFoundError(f"pretrain config key 'from_scratch_config': file not found: {path}. "
                                     "Give a config dict or a JSON/YAML file.")
-        value = yaml.safe_load(path.read_text(encoding="utf-8"))  # YAML reads JSON too
+        value = read_yaml(path, what="pretrain config key 'from_scratch_config' file")  # YAML reads JSON too
     if not isinstance(value, Mapping) or not value.get("model_type"):
         raise ValueError("pretrain config key 'from_scratch_config' needs a 'model_type' (bert, nezha, ...), e.g. "
                          "{model_type: nezha, hidden_size: 768, num_hidden_layers: 12, num_attention_heads: 12}.")
