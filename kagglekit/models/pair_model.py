@@ -195,23 +195,42 @@ def check_tokenizer_fits(tokenizer, vocab_size: int, folder: Path, what: str) ->
 
 
 def check_backbone(path: str | os.PathLike, key: str = "backbone") -> None:
-    """Fail before a run writes anything when the backbone folder lacks weights or tokenizer files, or its
-    tokenizer has more ids than its embedding has rows. Loads the tokenizer and config, not the weights.
-    `key` is the config key that named the folder, for the messages (``embedding_model``)."""
+    """Fail before a run writes anything when the backbone folder cannot be trained as it is.
+
+    Checked without loading the weights (`kagglekit.models.backbone_check`): the weight file (or every
+    shard) is there, readable and complete; its shapes are those config.json gives (vocab_size,
+    hidden_size, num_hidden_layers); the tokenizer files are there and belong to the embedding: every
+    id and special token has a row, the pad id is config.json's, and the embedding has no more than a
+    few spare rows.
+
+    Args:
+        path: the backbone folder.
+        key: the config key that named it, for the messages (``embedding_model``).
+
+    Raises:
+        FileNotFoundError: the folder, config.json, the weights, a shard or the tokenizer files are missing.
+        ValueError: a truncated or foreign weight file, or shapes or a tokenizer that do not match.
+
+    Example:
+        >>> check_backbone("models/tiny-bert")
+    """
+    import json
+
+    from kagglekit.models.backbone_check import check_shapes, check_tokenizer, embedding_rows, weight_shapes
+
     path = Path(path)
     _check_backbone_dir(path, key)
-    if not any((path / name).is_file() for name in BACKBONE_WEIGHTS):
-        raise FileNotFoundError(
-            f"{key} {path} has no weights (none of {list(BACKBONE_WEIGHTS)}): point {key} at the folder of a "
-            "complete checkpoint, or re-download the model dataset."
-        )
+    file, shapes = weight_shapes(path, key)
     _check_tokenizer_files(path, key)
-    tokenizer = load_tokenizer(path)
     cls = _encoder_class(path)
     from transformers import AutoConfig, AutoModel
 
     config = (AutoConfig if cls is AutoModel else cls.config_class).from_pretrained(str(path), local_files_only=True)
-    check_tokenizer_fits(tokenizer, config.vocab_size, path, key)
+    check_shapes(shapes, config, path, file, key)
+    embedding = embedding_rows(shapes)
+    rows = embedding[1][0] if embedding is not None else config.vocab_size
+    tokenizer = load_tokenizer(path)
+    check_tokenizer(tokenizer, rows, json.loads((path / "config.json").read_text(encoding="utf-8")), path, key)
 
 
 def _encoder_class(folder: Path):

@@ -30,9 +30,9 @@ from kagglekit.data.recipes import get_recipe
 from kagglekit.folds import add_fold_column
 from kagglekit.losses import check_loss_output, default_loss, get_loss
 from kagglekit.metrics import Metric
-from kagglekit.run import FoldMeta, RunFolder, is_model_dir
+from kagglekit.run import FoldMeta, RunFolder, is_model_dir, merge_oof
 from kagglekit.targets import make_target
-from kagglekit.train.session import Budget, TimeBudgetReached, format_duration, frame_digest, run_identity
+from kagglekit.train.session import Budget, FoldClaims, TimeBudgetReached, format_duration, frame_digest, run_identity
 from kagglekit.train.state import ResumeFiles
 from kagglekit.train.tracking import Tracker
 
@@ -135,6 +135,53 @@ def assign_folds(frame: pd.DataFrame, cfg: Config, out: Path) -> tuple[pd.DataFr
     return frame, True
 
 
+# Metrics undefined on a validation fold whose labels are all equal, and why.
+_NEEDS_TWO_LABELS = {"pearson": "a correlation is undefined on a constant", "spearman": "a rank correlation is undefined on a constant",
+                     "roc_auc": "ROC AUC needs both classes"}
+
+
+def check_labels(frame: pd.DataFrame, cfg: Config, column: str, metric: Metric) -> None:
+    """Refuse labels a model cannot learn or the metric cannot score, before anything is written.
+
+    Every label equal: nothing to learn, whatever the metric. A validation fold whose labels are all
+    equal: its score is undefined for the metrics of `_NEEDS_TWO_LABELS` (the fold would score 0 or NaN).
+
+    Args:
+        frame: the training rows with their folds (``label``, ``fold``, ``id``).
+        cfg: the run configuration (``train_csv``, ``max_rows``, the fold settings, for the messages).
+        column: the label's column in train_csv.
+        metric: the CV metric.
+
+    Raises:
+        ValueError: naming the file and column (or the fold and its settings), the value and the fix.
+    """
+    labels = frame["label"].to_numpy(dtype=np.float64)
+    if labels.min() == labels.max():
+        rows = f"{len(labels)} rows{f' (max_rows={cfg.max_rows})' if cfg.max_rows else ''}"
+        raise ValueError(
+            f"train_csv: {cfg.train_csv} column {column!r}: every label is {labels[0]:g} ({rows}): a model cannot learn from one "
+            f"value and {metric.name} cannot score it. Use the file with the real labels{', or a larger max_rows' if cfg.max_rows else ''}."
+        )
+    if metric.name not in _NEEDS_TWO_LABELS:
+        return
+    for fold, rows in frame.groupby("fold", sort=True):
+        if rows["label"].nunique() == 1:
+            raise ValueError(
+                f"n_folds={cfg.n_folds}, fold_seed={cfg.fold_seed}: validation fold {fold} holds only the label "
+                f"{rows['label'].iloc[0]:g} ({len(rows)} rows, e.g. id {rows['id'].iloc[0]!r}) and {_NEEDS_TWO_LABELS[metric.name]} "
+                f"({metric.name}), so the fold cannot be scored. Use fewer folds (n_folds), stratify more finely (fold_bins), "
+                "try another fold_seed, or score with another metric (metric=rmse)."
+            )
+
+
+def _finite_score(value: float, what: str, metric: Metric) -> float:
+    """`value`, checked: a NaN or infinite score never reaches the run card (best-fold picks and the CV would be void)."""
+    if not math.isfinite(value):
+        raise ValueError(f"{what}: {metric.name} is {value}: the labels or predictions cannot be scored (all labels equal, or "
+                         "a custom metric that returned NaN). Check the fold's labels and predictions, or use another metric.")
+    return value
+
+
 def derive_max_len(backbone: str, frame: pd.DataFrame, cap: int = 512) -> int:
     """The token length of the longest training pair (with special tokens), at most `cap` and the model's limit."""
     from kagglekit.models.pair_model import load_tokenizer
@@ -191,82 +238,121 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int | str] = "all", *, 
     state = recipe.state(cfg)
     frame = recipe.read_train(cfg.train_csv, state, max_rows=cfg.max_rows)
     fingerprint = {"train_csv": frame_digest(frame)}
-    check_backbone(cfg.backbone)  # weights, tokenizer files, tokenizer ids vs embedding rows: before anything is written
-    _check_same_config(cfg, out)
+    check_backbone(cfg.backbone)  # weights complete, shapes = config.json, tokenizer = the embedding's: before anything is written
+    _check_same_config(cfg, out)  # early, before the work below; again under the lock where the run is claimed
     frame, new_folds = assign_folds(frame, cfg, out)  # before anything is written: bad input leaves no folder
+    metric = get_metric(cfg.metric or recipe.metric)
+    check_labels(frame, cfg, recipe.target_col, metric)
     extra = read_extra(cfg, recipe, state, frame)  # before the embedding model's copy: a bad file leaves no folder
     fingerprint["extra_train_csv"] = None if extra is None else frame_digest(extra)
     _check_same_data(cfg, out, fingerprint)
     if full and not fold_list:  # the full fit's length comes from complete CV folds
         full_length(run.read_card() if run.card_path.is_file() else {}, cfg, len(frame), run=out)
     device = resolve_device(cfg.device)
-    featurize = computed_features(cfg, recipe, state, frame, out, device)
-    if featurize is not None:
-        if extra is not None:
-            featurize.add(extra)
-        if featurize.embedder is not None:
-            featurize.embedder.release()  # every text of train and extra is embedded; augmented pairs reuse them
+    sources = feature_sources(cfg, recipe, state, frame, device)  # reads test_csv, checks embedding_model: writes nothing
     user_cfg = cfg  # what config.yaml keeps: max_len=0 stays "from the data", the derived value goes to the folds
     if cfg.max_len == 0:
         cfg = dataclasses.replace(cfg, max_len=derive_max_len(cfg.backbone, frame))
         print(f"kagglekit: max_len=0: the longest training pair has {cfg.max_len} tokens; using max_len={cfg.max_len}", flush=True)
     precision = resolve_precision(cfg.precision, device)
-    metric = get_metric(cfg.metric or recipe.metric)
     loss = get_loss(cfg.loss if cfg.loss != "auto" else default_loss(cfg.output, recipe.label_range), huber_delta=cfg.huber_delta)
     check_loss_output(loss, cfg.output)
     # every fold gets the same outputs: class values / bin centres come from all training rows
     target = make_target(cfg.output, frame["label"], num_bins=cfg.num_bins, label_range=recipe.label_range)
     meta = FoldMeta(task=recipe.name, id_col=recipe.id_col, target_col=recipe.target_col, max_len=cfg.max_len, loss=loss.name,
                     activation=loss.activation, output=target, metric=metric.name, recipe_state=state)
-    out.mkdir(parents=True, exist_ok=True)
-    if new_folds:
-        run.write_folds(frame)
-    user_cfg.save(run.config_path)
-
-    with run.update_card() as card:
-        card.update(
-            {
-                "task": recipe.name,
-                "config": user_cfg.to_dict(),
-                "max_len": cfg.max_len,
-                "versions": library_versions(),
-                "device": describe_device(device),
-                "gpu": gpu_info(device),  # name, memory_gib, capability, count, cuda; None off CUDA
-                "git_commit": git_commit(),  # the working directory's repository; None outside one
-                "kagglekit_commit": git_commit(Path(kagglekit.__file__).parent),  # the kit's source, when a checkout
-                "precision": precision,
-                "metric": metric.name,
-                "higher_is_better": metric.higher_is_better,
-                "loss": loss.name,
-                "output": target.to_meta(),
-            }
-        )
-        card["run_id"] = card.get("run_id") or run_identity(user_cfg.to_dict(), frame)  # stored once: stable from then on
-        card["data_fingerprint"] = fingerprint
-    call = _Call(cfg, run, frame, meta, metric, card["run_id"], device, precision, featurize, extra, budget, tracker, resume, start)
-    requested = [*fold_list, *([FULL] if full else [])]
-    if resume:
-        done = [f for f in requested if call.complete(f, card)]
-        if done:
-            print(f"kagglekit: --resume: {_spec_text(done)} are complete, skipping them", flush=True)
-        fold_list, full = [f for f in fold_list if f not in done], full and FULL not in done
-    seeds = f" ({cfg.seeds} seeds each: {cfg.seed}..{cfg.seed + cfg.seeds - 1})" if cfg.seeds > 1 else ""
     gpus = visible_gpus() if device.type == "cuda" and len(fold_list) > 1 and cfg.parallel_folds else []
-    if len(gpus) >= 2:  # Kaggle's T4 x2: one fold per GPU, each in its own process (its seeds in turn) with its own log
-        print(f"kagglekit: {len(frame)} rows, folds {fold_list}{seeds} on {len(gpus)} GPUs, one fold each: {plan(fold_list, gpus)}; "
-              f"logs in {run.logs_dir}", flush=True)
-        launch = default_launcher(str(run.config_path), [], resume=resume, deadline=budget.deadline)
-        run_folds_parallel(fold_list, gpus, launch, run.logs_dir, deadline=budget.deadline)
-    else:
-        print(f"kagglekit: {len(frame)} rows, {cfg.n_folds} folds, training {_spec_text([*fold_list, *([FULL] if full else [])])}{seeds} "
-              f"on {card['device']} ({precision}){f'; time_budget {format_duration(budget.left())} left' if budget.limited else ''}",
-              flush=True)
+    parallel = len(gpus) >= 2  # one fold per GPU: the children claim their folds, this process only the full fit
+    claims = FoldClaims(out, [*([] if parallel else [run.fold_dir(f).name for f in fold_list]), *([run.full_dir().name] if full else [])])
+    frame, card = _claim_run(run, cfg, user_cfg, frame, fingerprint, claims, {
+        "task": recipe.name,
+        "config": user_cfg.to_dict(),
+        "max_len": cfg.max_len,
+        "versions": library_versions(),
+        "device": describe_device(device),
+        "gpu": gpu_info(device),  # name, memory_gib, capability, count, cuda; None off CUDA
+        "git_commit": git_commit(),  # the working directory's repository; None outside one
+        "kagglekit_commit": git_commit(Path(kagglekit.__file__).parent),  # the kit's source, when a checkout
+        "precision": precision,
+        "metric": metric.name,
+        "higher_is_better": metric.higher_is_better,
+        "loss": loss.name,
+        "output": target.to_meta(),
+    })
+    try:
+        featurize = computed_features(cfg, state, frame, out, device, sources, extra)
+        call = _Call(cfg, run, frame, meta, metric, card["run_id"], device, precision, featurize, extra, budget, tracker, resume, start)
+        requested = [*fold_list, *([FULL] if full else [])]
+        if resume:
+            done = [f for f in requested if call.complete(f, card)]
+            if done:
+                print(f"kagglekit: --resume: {_spec_text(done)} are complete, skipping them", flush=True)
+            fold_list, full = [f for f in fold_list if f not in done], full and FULL not in done
+        seeds = f" ({cfg.seeds} seeds each: {cfg.seed}..{cfg.seed + cfg.seeds - 1})" if cfg.seeds > 1 else ""
+        if parallel and len(fold_list) > 1:  # Kaggle's T4 x2: one fold per GPU, each in its own process (its seeds in turn) with its own log
+            print(f"kagglekit: {len(frame)} rows, folds {fold_list}{seeds} on {len(gpus)} GPUs, one fold each: {plan(fold_list, gpus)}; "
+                  f"logs in {run.logs_dir}", flush=True)
+            launch = default_launcher(str(run.config_path), [], resume=resume, deadline=budget.deadline)
+            run_folds_parallel(fold_list, gpus, launch, run.logs_dir, deadline=budget.deadline)
+        else:  # --resume may leave a parallel call one fold: it trains here, claimed like any other
+            print(f"kagglekit: {len(frame)} rows, {cfg.n_folds} folds, training {_spec_text([*fold_list, *([FULL] if full else [])])}{seeds} "
+                  f"on {card['device']} ({precision}){f'; time_budget {format_duration(budget.left())} left' if budget.limited else ''}",
+                  flush=True)
+            _train_here(call, fold_list, FoldClaims(out, [run.fold_dir(f).name for f in fold_list]) if parallel else None)
+        if full and all(call.complete(f, run.read_card()) for f in fold_list):  # after this call's folds, in this process
+            call.train_full()
+        return _close_call(call, requested)
+    finally:
+        with run.lock():
+            claims.release()
+
+
+def _train_here(call: _Call, fold_list: list[int], claims: FoldClaims | None) -> None:
+    """Train `fold_list` one after the other in this process, holding `claims` too when given."""
+    if claims is not None:
+        with call.run.lock():
+            claims.acquire()
+    try:
         for fold in fold_list:
             if call.train_fold(fold) is None:  # the budget stopped it, or left no time to start it
                 break
-    if full and all(call.complete(f, run.read_card()) for f in fold_list):  # after this call's folds, in this process
-        call.train_full()
-    return _close_call(call, requested)
+    finally:
+        if claims is not None:
+            with call.run.lock():
+                claims.release()
+
+
+def _claim_run(run: RunFolder, cfg: Config, user_cfg: Config, frame: pd.DataFrame, fingerprint: dict, claims: FoldClaims,
+               fields: dict) -> tuple[pd.DataFrame, dict]:
+    """Check that the run folder holds this run (or none) and claim it, as one step under its lock: of two
+    processes that race with other settings, one writes the run and the other is refused having written
+    nothing; with the same settings both go on, each with the folds it claimed. Then write ``config.yaml``,
+    ``folds.csv`` (when the run has none) and the card's `fields`, ``run_id`` (once) and data fingerprint.
+
+    Returns:
+        The frame with the run's folds (those of ``folds.csv`` when another process wrote it first) and the card.
+
+    Raises:
+        ValueError: the run has other settings or data (`_check_same_config`, `assign_folds`, `_check_same_data`),
+            or another process trains one of the claimed folds (`FoldClaims.acquire`).
+    """
+    run.path.mkdir(parents=True, exist_ok=True)
+    with run.update_card() as card:  # holds the lock; an error in the block leaves the card unwritten
+        _check_same_config(user_cfg, run.path)
+        frame, new_folds = assign_folds(frame, cfg, run.path) if run.folds_path.is_file() else (frame, True)
+        _check_same_data(cfg, run.path, fingerprint)
+        claims.acquire()
+        try:
+            if new_folds:
+                run.write_folds(frame)
+            user_cfg.save(run.config_path)
+            card.update(fields)
+            card["run_id"] = card.get("run_id") or run_identity(user_cfg.to_dict(), frame)  # stored once: stable from then on
+            card["data_fingerprint"] = fingerprint
+        except BaseException:
+            claims.release()
+            raise
+    return frame, card
 
 
 def _spec_text(items: list) -> str:
@@ -479,42 +565,64 @@ def _close_call(call: _Call, requested: list) -> dict:
     return card
 
 
-def computed_features(cfg: Config, recipe, state: dict, frame: pd.DataFrame, out: Path, device):
-    """Add the features the kit computes (co-occurrence, embedding cosine) to `frame` and record in
-    `state` what predict needs to compute them again; returns the `ComputedFeatures`, or None.
+def feature_sources(cfg: Config, recipe, state: dict, frame: pd.DataFrame, device) -> tuple | None:
+    """What the computed features (co-occurrence, embedding cosine) are made from, read and checked before
+    anything is written: (the co-occurrence graph of train + test, the ``embedding_model`` as given), either
+    None when not asked for; None when no computed feature is. `computed_features` makes them.
 
     Co-occurrence counts the texts of train + test (never the labels); predict rebuilds the same graph
-    from the training pairs kept in the model folder and the test file it is given. The embedding
-    model is copied once into ``<run>/embedding_model`` and the features come from that copy, so
-    training and predict use the very same weights.
+    from the training pairs kept in the model folder (recorded in `state`) and the test file it is given.
     """
-    from kagglekit.data.features import ComputedFeatures, CooccurrenceGraph
+    from kagglekit.data.features import CooccurrenceGraph
 
     if not cfg.computed_features():
         return None
-    graph = embedder = None
+    graph = source = None
     if cfg.cooccurrence:
         test = recipe.read_test(cfg.test_csv, state) if cfg.test_csv else None
         graph = CooccurrenceGraph(frame, test)
         state["cooccurrence_pairs"] = frame[["text_a", "text_b"]].to_numpy().tolist()
     if cfg.embedding_model:
-        from kagglekit.models.embeddings import EMBEDDER_DIR, EMBEDDER_FILE, TextEmbedder
+        from kagglekit.models.embeddings import TextEmbedder
 
         source = TextEmbedder(cfg.embedding_model, cfg.embedding_pooling, max_len=cfg.embedding_max_len, device=device)  # checks the folder
+    return graph, source
+
+
+def computed_features(cfg: Config, state: dict, frame: pd.DataFrame, out: Path, device, sources: tuple | None,
+                      extra: pd.DataFrame | None = None):
+    """Add the computed features of `sources` (`feature_sources`) to `frame` (and `extra`) and record in
+    `state` what predict needs to compute them again; returns the `ComputedFeatures`, or None.
+
+    The embedding model is copied once into ``<run>/embedding_model`` and the features come from that
+    copy, so training and predict use the very same weights; its encoder is released once every text
+    of train and extra is embedded (augmented pairs reuse them).
+    """
+    from kagglekit.data.features import ComputedFeatures
+
+    if sources is None:
+        return None
+    graph, source = sources
+    embedder = None
+    if source is not None:
+        from kagglekit.models.embeddings import EMBEDDER_DIR, EMBEDDER_FILE, TextEmbedder
+
         copy = out / EMBEDDER_DIR
-        out.mkdir(parents=True, exist_ok=True)
         with RunFolder(out).lock():  # folds on other GPUs may get here at the same moment
             if not (copy / EMBEDDER_FILE).is_file():
                 print(f"kagglekit: embedding_model: copying {cfg.embedding_model} to {copy} (predict reads it from there)", flush=True)
                 source.save(copy)
         embedder = TextEmbedder(copy, source.pooling, max_len=cfg.embedding_max_len, device=device)
         state["embedding_model"] = embedder.state(copy)
-        del source
     featurize = ComputedFeatures(graph, embedder)
     featurize.add(frame)
     if embedder is not None:
         cos = frame["embedding_cosine"].to_numpy()
         print(f"kagglekit: embedding_cosine of {len(frame)} training pairs: mean {cos.mean():.3f}, std {cos.std():.3f}", flush=True)
+    if extra is not None:
+        featurize.add(extra)
+    if embedder is not None:
+        embedder.release()
     return featurize
 
 
@@ -523,7 +631,7 @@ def read_extra(cfg: Config, recipe, state: dict, frame: pd.DataFrame) -> pd.Data
 
     Labels may be soft (e.g. pseudo-label probabilities for a 0/1 task) but must lie in the task's
     label range. Their ids must not be ids of train_csv: a row is either labelled data (with a fold)
-    or an extra (training folds only). The caller adds the computed features (`computed_features`).
+    or an extra (training folds only). `computed_features` adds the computed features.
     """
     if not cfg.extra_train_csv:
         return None
@@ -531,7 +639,7 @@ def read_extra(cfg: Config, recipe, state: dict, frame: pd.DataFrame) -> pd.Data
     binary = getattr(recipe, "label_type", None) == "binary"
     if binary:
         extra_state["label_type"] = "regression"  # soft labels are welcome; the range is checked below
-    extra = get_recipe(cfg.task).read_train(cfg.extra_train_csv, extra_state)  # its own reader: settings stay the train file's
+    extra = get_recipe(cfg.task).read_train(cfg.extra_train_csv, extra_state, what="extra_train_csv")  # its own reader: settings stay the train file's
     low, high = recipe.label_range
     bad = ~extra["label"].between(low, high)
     if bad.any():
@@ -567,8 +675,12 @@ def _record_fold(run: RunFolder, results: list[FoldResult], order: pd.Series, me
         pred = np.mean([r.oof["pred"].to_numpy(dtype=np.float64) for r in results], axis=0)
         oof = first.oof.assign(pred=pred)
         score = float(metric.fn(oof["label"].to_numpy(), pred))
+    score = _finite_score(score, f"run {run.path}, fold {first.fold}", metric)
     with run.update_card() as card:
-        merged = run.merge_oof(oof, order)
+        merged = merge_oof(run.read_oof(check=False) if run.oof_path.is_file() else None, oof, order)
+        cv = float(metric.fn(merged["label"].to_numpy(), merged["pred"].to_numpy())) if merged["fold"].nunique() > 1 else score
+        _finite_score(cv, f"run {run.path}, the CV over folds {sorted(int(f) for f in merged['fold'].unique())}", metric)
+        run.merge_oof(oof, order)
         card["folds"][str(first.fold)] = {
             "score": score,
             "best_epoch": statistics.mean(r.best_epoch for r in results),  # an int for one seed
@@ -581,7 +693,7 @@ def _record_fold(run: RunFolder, results: list[FoldResult], order: pd.Series, me
             "augmentation": first.augmentation,
             "seeds": {str(r.seed): r.score for r in results},
         }
-        card["cv"] = float(metric.fn(merged["label"].to_numpy(), merged["pred"].to_numpy())) if merged["fold"].nunique() > 1 else score
+        card["cv"] = cv
         card["cv_folds"] = sorted(int(f) for f in merged["fold"].unique())
         card["timings"] = {"last_call_seconds": round(time.time() - start, 1), "fold_seconds": {k: v["seconds"] for k, v in card["folds"].items()}}
     return card

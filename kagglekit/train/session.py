@@ -3,7 +3,8 @@
 A Kaggle session ends at 12 h (9 h in a code competition's rerun). `Budget` stops training in time
 to save each fold's state into the run folder; `continue_run` copies that folder from the previous
 version's output (attached read-only) into this session's output, to train on from there; the run's
-identity (`run_identity`) tells one run from another wherever its folder lies.
+identity (`run_identity`) tells one run from another wherever its folder lies; `FoldClaims` keeps two
+processes from training the same fold of one run folder at once.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Mapping
@@ -26,6 +29,7 @@ MIN_MARGIN_S = 30.0  # never plan to stop closer to the deadline than this
 STEP_FACTOR = 2.0  # the longest stretch between two checks, counted twice: the next one may be as long, plus slack
 SAVE_FACTOR = 1.5  # the longest timed save, with room for a slower disk (scratch vs the output folder)
 WRITE_BYTES_PER_S = 100e6  # assumed before any save was timed (deberta-v3-large's ~5 GB: ~50 s)
+OWNER_SUFFIX = ".owner"  # <model folder name>.owner in the run folder: the process training that fold
 
 
 def now() -> float:
@@ -181,6 +185,89 @@ def stored_run_id(folder: str | os.PathLike) -> str:
     return run_identity(config, folds)
 
 
+# --- who trains which fold right now ------------------------------------------------------------
+
+
+class FoldClaims:
+    """This process's claim on the folds it trains in a run folder, so that a second process asked for
+    the same fold is refused instead of writing ``fold{K}/`` at the same time.
+
+    Each fold (``fold{K}``, or ``full`` for the full fit) gets ``<run>/fold{K}.owner``, locked (flock)
+    for as long as this process trains and naming it (pid, host, start). The operating system drops a
+    lock when its process ends, however it ends: a marker left by a killed process, or copied from
+    another session, is unlocked and taken over with a warning. `acquire` and `release` run under the
+    run folder's lock (`RunFolder.lock`), so a claim and the run's settings check are one step.
+
+    Args:
+        run_dir: the run folder.
+        names: the model folder names claimed (``fold0``, ``full`` ...); none for a parent whose children
+            (one fold per GPU) claim their own.
+
+    Example:
+        >>> claims = FoldClaims(run.path, ["fold0"])
+        >>> with run.lock():
+        ...     claims.acquire()          # ValueError when another process trains fold 0
+        >>> ...                           # train fold 0
+        >>> with run.lock():
+        ...     claims.release()
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, names: list[str]):
+        self.paths = [Path(run_dir) / f"{name}{OWNER_SUFFIX}" for name in names]
+        self._held: list = []  # (path, open handle holding the flock)
+
+    def acquire(self) -> None:
+        """Claim every fold, or none: a fold another live process holds raises. Hold the run folder's lock.
+
+        Raises:
+            ValueError: a fold is being trained by another process (named with its pid and host).
+        """
+        import fcntl
+
+        for path in self.paths:
+            handle = open(path, "a+", encoding="utf-8")  # the marker's text says who; its flock says whether alive
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                owner = _describe_owner(handle.read())
+                handle.close()
+                self.release()
+                name = path.name[: -len(OWNER_SUFFIX)]
+                raise ValueError(
+                    f"{name}/ of run {path.parent} is being trained by another process ({owner}; its claim: {path}): two "
+                    f"processes writing one fold would mix their models. Wait for it to end, or train another fold "
+                    "(--fold K) or into another output_dir."
+                ) from None
+            handle.seek(0)
+            earlier = handle.read()
+            if earlier.strip():
+                warnings.warn(f"{path}: taking over the claim of {_describe_owner(earlier)}, which ended without releasing it "
+                              "(killed, or a run folder copied from another session).", stacklevel=2)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}))
+            handle.flush()
+            self._held.append((path, handle))
+
+    def release(self) -> None:
+        """Remove the markers and drop their locks (removed first, while still locked and under the run
+        folder's lock, so no other process can lock a marker that is going away). Hold the run folder's lock."""
+        for path, handle in self._held:
+            path.unlink(missing_ok=True)
+            handle.close()
+        self._held = []
+
+
+def _describe_owner(text: str) -> str:
+    """``pid 123 on host h since 2024-05-01 12:00:00`` from a marker's text; what it holds when unreadable."""
+    try:
+        owner = json.loads(text)
+        return f"pid {owner['pid']} on host {owner['host']} since {owner['since']}"
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return f"an unknown process (marker text {text[:80]!r})"
+
+
 # --- carrying a run into the next session ---------------------------------------------------------
 
 
@@ -197,7 +284,7 @@ def continue_run(source: str | os.PathLike, output_dir: str | os.PathLike) -> Pa
     `source` complete there too is kept as it is: it is this session's continuation, as far as
     `source` or further (re-running the notebook cell loses nothing). Any other non-empty
     `output_dir` is refused. Files are copied without their permissions (an input is read-only);
-    temporary files of an interrupted write (``.*.tmp``, ``.*.old``) are left behind.
+    temporary files of an interrupted write (``.*.tmp``, ``.*.old``) and fold claims (``*.owner``) are left behind.
 
     Args:
         source: the previous run folder (with ``run.json``), e.g. ``/kaggle/input/<notebook>/run``.
@@ -266,5 +353,6 @@ def _copy_files(source: Path, dest: Path) -> int:
 
 
 def _leftover(name: str) -> bool:
-    """A temporary file or folder of an interrupted atomic write (`kagglekit._io`)."""
-    return name.startswith(".") and name.endswith((".tmp", ".old"))
+    """A temporary file or folder of an interrupted atomic write (`kagglekit._io`), or a fold claim of a
+    process of the previous session (`FoldClaims`)."""
+    return name.startswith(".") and name.endswith((".tmp", ".old")) or name.endswith(OWNER_SUFFIX)
