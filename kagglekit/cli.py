@@ -7,7 +7,9 @@ exits with status 2 and one line that names the file, column or key and the fix.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 
 
 def _cmd_tiny_model(args) -> int:
@@ -69,7 +71,7 @@ def _cmd_predict(args) -> int:
         sub = predict(
             args.models, args.data, args.out, sample_submission=args.sample_submission, average=args.average,
             tta=args.tta, weights=args.weights, batch_size=args.batch_size, device=args.device, precision=args.precision,
-            full_weight=args.full_weight, devices=devices,
+            full_weight=args.full_weight, devices=devices, strict=args.strict,
         )
     except FolderFailed as err:  # a model folder that failed on one of several devices, named with its error
         print(f"kagglekit predict: error: {err}", file=sys.stderr)
@@ -132,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full-weight", type=float, metavar="W",
                    help="share in [0, 1] of each run's full-data fits (full*/): (1-W)·mean(folds) + W·mean(full); "
                         "default: each full fit counts as one more fold model")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse a run folder holding anything that is not one of its complete models (a copy such as "
+                        "fold0_backup/, an unfinished fold, a folder whose kagglekit.json disagrees); default: skip it with a warning")
     p.set_defaults(func=_cmd_predict)
 
     from kagglekit.infer.ensemble import add_parser as add_ensemble_parser
@@ -153,12 +158,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; bad input exits 2 and a problem of the machine 1, each with one line naming the path and the fix.
+
+    ValueError and FileNotFoundError (the user's input) exit 2. Operating-system errors (`kagglekit._paths.os_error_line`):
+    a file where a folder is needed, or the reverse, exits 2; no permission, a full or read-only disk
+    (`kagglekit._io.StorageError`) and other OS errors exit 1. The kit's own warnings print as one line each.
+    """
     from kagglekit.kaggle import set_offline_env
 
     args = build_parser().parse_args(argv)
     from kagglekit._io import StorageError  # after parsing: --help stays instant
+    from kagglekit._paths import os_error_line
 
     set_offline_env()  # hubs are unreachable: fail fast instead of retrying for ~20 s per file
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = _one_line_warnings(args.command, formatwarning)
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as err:  # TrainingDiverged is a ValueError too
@@ -167,6 +181,24 @@ def main(argv: list[str] | None = None) -> int:
     except StorageError as err:  # full disk, quota or read-only file system: where, and what to do
         print(f"kagglekit {args.command}: error: {err.strerror}", file=sys.stderr)
         return 1
+    except OSError as err:  # a folder where a file belongs, no permission...: the path and the fix
+        status, line = os_error_line(err)
+        print(f"kagglekit {args.command}: error: {line}", file=sys.stderr)
+        return status
+    finally:
+        warnings.formatwarning = formatwarning
+
+
+def _one_line_warnings(command: str, default):
+    """A `warnings.formatwarning` that prints the kit's own warnings as ``kagglekit CMD: warning: ...`` (others as `default`)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+
+    def formatwarning(message, category, filename, lineno, line=None):
+        if issubclass(category, UserWarning) and os.path.abspath(filename).startswith(package + os.sep):
+            return f"kagglekit {command}: warning: {' '.join(str(message).split())}\n"
+        return default(message, category, filename, lineno, line)
+
+    return formatwarning
 
 
 if __name__ == "__main__":

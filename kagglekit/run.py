@@ -5,16 +5,19 @@ with ``kagglekit.json``): ``fold{K}/`` (fold K, first seed), ``fold{K}-seed{S}/`
 ``full/`` and ``full-seed{S}/`` (fits on all training rows, no OOF), then ``oof.csv`` (id, fold, label,
 pred), ``run.json`` (the run card) and ``.lock``; ``logs/`` when folds train in parallel. Every stage
 (train, predict, ensemble, report, doctor, export) finds these through this module, which is why it is
-over 350 lines: one owner of the whole layout. Light at import: pandas loads when a CSV is read or written.
+over 350 lines: one owner of the whole layout, and of what tells a run's models from copies beside them.
+Light at import: pandas loads when a CSV is read or written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, NamedTuple
@@ -193,8 +196,13 @@ def _model_dirs(run_dir, complete: bool, keep) -> list[Path]:
     for path in run_dir.iterdir():
         name = parse_model_dir_name(path.name)
         if name is not None and keep(name) and path.is_dir() and (not complete or is_model_dir(path)):
-            found.append((name.fold if name.fold is not None else -1, -1 if name.seed is None else name.seed, path))
-    return [path for _, _, path in sorted(found, key=lambda t: t[:2])]
+            found.append((name, path))
+    return [path for _, path in sorted(found, key=lambda t: _order(t[0]))]
+
+
+def _order(name: ModelDirName) -> tuple[int, int]:
+    """Where a model folder sorts in its run: by fold (full fits first), then seed (the first seed, named without one, first)."""
+    return (name.fold if name.fold is not None else -1, -1 if name.seed is None else name.seed)
 
 
 def fold_dirs(run_dir: str | os.PathLike, *, complete: bool = True, fold: int | None = None) -> list[Path]:
@@ -216,16 +224,34 @@ def full_dirs(run_dir: str | os.PathLike, *, complete: bool = True) -> list[Path
     return _model_dirs(run_dir, complete, lambda n: n.full)
 
 
-def find_model_dirs(path: str | os.PathLike, *, what: str = "--models") -> tuple[list[Path], list[Path]]:
+class SkippedFolder(UserWarning):
+    """A folder in a run folder that is not one of the run's complete models, left out of predict (named in the message)."""
+
+
+# what the models of one run agree on: the recipe (task, id and target columns) and the output (loss, activation, kind)
+_RUN_SETTINGS = ("task", "id_col", "target_col", "loss", "activation", "output")
+
+
+def find_model_dirs(path: str | os.PathLike, *, what: str = "--models", strict: bool = False) -> tuple[list[Path], list[Path]]:
     """The model folders to predict with: (CV fold folders, full-fit folders); not both empty.
 
+    In a run folder a folder is one of the run's models when its content says so, not only its name: it
+    holds ``kagglekit.json``, its name is a model folder name of a run (``fold{K}``, ``fold{K}-seed{S}``,
+    ``full``, ``full-seed{S}``), the fold, seed and full fields of its ``kagglekit.json`` match that name,
+    and its settings (`_RUN_SETTINGS`) agree with ``run.json`` and with the run's other models. Anything
+    else that looks like a model (a copy such as ``fold0_backup/`` or ``fold0 (1)/``, a ``fold2/`` still
+    training, a ``fold1/`` that is a renamed copy of fold 0) is skipped with a `SkippedFolder` warning
+    naming it, or refused with `strict`. Fields an older kit did not write are not compared.
+
     Args:
-        path: a run folder, whose complete `fold_dirs` and `full_dirs` are given; or one model folder,
-            a full fit when it is named ``full`` or ``full-seed{S}``, else a fold.
-        what: how the user named `path` (an option), for the errors.
+        path: a run folder; or one model folder, a full fit when it is named ``full`` or ``full-seed{S}``, else a fold.
+        what: how the user named `path` (an option), for the messages.
+        strict: refuse a run folder holding anything that is not one of its complete models.
 
     Raises:
         FileNotFoundError: `path` is no folder, or holds no trained model folder.
+        ValueError: with `strict`, a folder that is not one of the run's models (each one named); a
+            ``kagglekit.json`` that is not valid; models that disagree with no ``run.json`` to settle which are the run's.
     """
     path = Path(path)
     if not path.is_dir():
@@ -233,13 +259,182 @@ def find_model_dirs(path: str | os.PathLike, *, what: str = "--models") -> tuple
     if is_model_dir(path):
         name = parse_model_dir_name(path.name)
         return ([], [path]) if name is not None and name.full else ([path], [])
-    folds, full = fold_dirs(path), full_dirs(path)
+    models, skipped = _survey(path, what)
+    if skipped and strict:
+        shown = "; ".join(f"{folder.name}/: {reason}" for folder, reason in skipped)
+        raise ValueError(f"{what} {path} (--strict): {len(skipped)} folder(s) are not complete models of the run: {shown}. "
+                         "Move them out of the run folder, or leave --strict out to skip them.")
+    for folder, reason in skipped:
+        warnings.warn(f"{what} {path}: skipped {folder.name}/: {reason}", SkippedFolder, stacklevel=2)
+    folds = [m for m, name in models if not name.full]
+    full = [m for m, name in models if name.full]
     if not folds and not full:
         raise FileNotFoundError(
             f"{what}: {path} holds no trained fold (no fold*/{META_FILE}). Train at least one fold into it, "
             "or pass the folder of the attached model dataset."
         )
     return folds, full
+
+
+def _survey(run_dir: Path, what: str) -> tuple[list[tuple[Path, ModelDirName]], list[tuple[Path, str]]]:
+    """The run's models (folder, parsed name), sorted as `fold_dirs` and `full_dirs` sort them, and the folders
+    that are not models of the run, each with the reason."""
+    card = _quiet_card(run_dir)
+    named, skipped = [], []
+    for folder in sorted(p for p in run_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        name = parse_model_dir_name(folder.name)
+        if name is None:
+            if is_model_dir(folder):
+                skipped.append((folder, "a model folder whose name is none of a run's (fold{K}, fold{K}-seed{S}, full, "
+                                        "full-seed{S}), e.g. a copy: it would count its model twice"))
+            continue
+        if not is_model_dir(folder):
+            skipped.append((folder, f"no {META_FILE}: a model still training, or copied without it"))
+            continue
+        meta = FoldMeta.read(folder)  # an invalid file is an error, as loading the model would be
+        raw = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+        wrong = _name_disagrees(name, raw)
+        if wrong:
+            skipped.append((folder, f"its {META_FILE} says {wrong}: a copy of another model under this name"))
+        else:
+            named.append((folder, name, meta))
+    named, others = _agreeing(run_dir, named, card, what)
+    skipped = sorted(skipped + others, key=lambda t: t[0].name)
+    named.sort(key=lambda t: _order(t[1]))
+    return [(folder, name) for folder, name, _ in named], skipped
+
+
+def _valid_json(path: Path) -> bool:
+    try:
+        return isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
+
+
+def _quiet_card(run_dir: Path) -> dict | None:
+    """The run card, or None when there is none or it is not a JSON object (the commands that need it say so)."""
+    path = Path(run_dir) / CARD_FILE
+    if not path.is_file() or not _valid_json(path):
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _name_disagrees(name: ModelDirName, raw: Mapping) -> str:
+    """How a model folder's kagglekit.json contradicts its name ("fold 0", "a full fit"), or ""; absent fields agree."""
+    if "fold" in raw and raw["fold"] != name.fold:
+        return "a full fit (no fold)" if raw["fold"] is None else f"fold {raw['fold']}"
+    if "seed" in raw and raw["seed"] != name.seed:
+        return "the run's first seed" if raw["seed"] is None else f"seed {raw['seed']}"
+    if "full" in raw and bool(raw["full"]) != name.full:
+        return "a full fit" if raw["full"] else "a CV fold"
+    return ""
+
+
+def _settings(meta: FoldMeta) -> tuple:
+    return tuple(getattr(meta, key) for key in _RUN_SETTINGS)
+
+
+def _shown(key: str, value) -> str:
+    return repr(value.to_meta() if isinstance(value, Target) else value)
+
+
+def _agreeing(run_dir: Path, named: list, card: dict | None, what: str) -> tuple[list, list[tuple[Path, str]]]:
+    """The models whose settings agree with the run card and with most of the run's models; the others with the reason.
+
+    Raises:
+        ValueError: no run card, and as many models with one set of settings as with another.
+    """
+    skipped, kept = [], []
+    for folder, name, meta in named:
+        for key in ("task", "loss", "output"):
+            if card and card.get(key) is not None:
+                expected = Target.from_meta(card[key]) if key == "output" else card[key]
+                if getattr(meta, key) != expected:
+                    skipped.append((folder, f"its {META_FILE} says {key}={_shown(key, getattr(meta, key))} but the run's "
+                                            f"{CARD_FILE} says {_shown(key, expected)}: a model of another run"))
+                    break
+        else:
+            kept.append((folder, name, meta))
+    counts: dict[tuple, list] = {}
+    for item in kept:
+        counts.setdefault(_settings(item[2]), []).append(item)
+    if len(counts) <= 1:
+        return kept, skipped
+    ranked = sorted(counts.values(), key=len, reverse=True)
+    if len(ranked[0]) == len(ranked[1]):
+        first, second = ranked[0][0], ranked[1][0]
+        key = next(k for k in _RUN_SETTINGS if getattr(first[2], k) != getattr(second[2], k))
+        raise ValueError(f"{what}: {second[0]} has {key}={_shown(key, getattr(second[2], key))} but {first[0]} has "
+                         f"{_shown(key, getattr(first[2], key))}, and {run_dir} has no {CARD_FILE} to tell which are the run's: "
+                         "the folds of one run folder must come from one training config; split them into separate run folders.")
+    reference = ranked[0][0][2]
+    for group in ranked[1:]:
+        for folder, _, meta in group:
+            key = next(k for k in _RUN_SETTINGS if getattr(meta, k) != getattr(reference, k))
+            skipped.append((folder, f"its {META_FILE} says {key}={_shown(key, getattr(meta, key))} where the run's other models "
+                                    f"say {_shown(key, getattr(reference, key))}: a model of another run"))
+    return ranked[0], skipped
+
+
+def run_identity(settings: Mapping, folds: "pd.DataFrame") -> str:
+    """A short id of a run that does not depend on where its folder or files lie.
+
+    The hash of the settings that say what the run computes (`Config` keys other than MACHINE_KEYS
+    and PATH_KEYS, only those away from their defaults, so a kit that adds a key keeps old ids) and
+    of its fold assignment (``folds.csv``'s id and fold). `train_folds` stores it in ``run.json`` as
+    ``run_id`` when the card is first written and reads it from there afterwards.
+
+    Args:
+        settings: a config as `Config.to_dict` (or ``config.yaml``) holds it.
+        folds: the run's ``id`` and ``fold`` columns.
+
+    Example:
+        >>> run_identity(cfg.to_dict(), RunFolder(out).read_folds())
+        '3f9a0c1d2e4b'
+    """
+    from kagglekit.config import Config
+
+    defaults = Config().to_dict()
+    skip = Config.MACHINE_KEYS | Config.PATH_KEYS
+    kept = {k: v for k, v in settings.items() if k not in skip and (k not in defaults or v != defaults[k])}
+    digest = hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode())
+    digest.update(folds[["id", "fold"]].astype(str).to_csv(index=False, lineterminator="\n").encode())
+    return digest.hexdigest()[:12]
+
+
+def run_id(run_dir: str | os.PathLike) -> str | None:
+    """The identity of a run wherever its folder lies: ``run.json``'s ``run_id``; for a run saved before run ids,
+    the id train would give it (`run_identity` of its ``config.yaml`` and ``folds.csv``);
+    None when the folder has neither."""
+    run = RunFolder(run_dir)
+    card = _quiet_card(run.path)
+    if card and card.get("run_id"):
+        return str(card["run_id"])
+    try:
+        config, folds = run.read_config(), run.read_folds()
+    except (OSError, ValueError):  # a broken file: no identity from it
+        return None
+    if config is None or folds is None or not {"id", "fold"} <= set(folds.columns):
+        return None
+    return run_identity(config, folds)
+
+
+def model_identities(path: str | os.PathLike, folders: list[Path]) -> dict[tuple[str, str], Path]:
+    """What tells `folders` (the model folders found in `path`, a run folder or one model folder) apart from any
+    other model folder, wherever it lies: (its run's `run_id`, its name), and ("path", its resolved path).
+
+    Two spellings of one folder (``runs/a``, ``runs/./a``, a symbolic link), a copy of a run and a run given
+    beside one of its own model folders share a key.
+    """
+    path = Path(path)
+    owner = path.parent if is_model_dir(path) else path
+    rid = run_id(owner) if (owner / CARD_FILE).is_file() or (owner / CONFIG_FILE).is_file() else None
+    keys: dict[tuple[str, str], Path] = {}
+    for folder in folders:
+        keys[("path", str(Path(folder).resolve()))] = folder
+        if rid is not None:
+            keys[(rid, Path(folder).name)] = folder
+    return keys
 
 
 def find_fold_dirs(path: str | os.PathLike, *, what: str = "--models") -> list[Path]:

@@ -26,7 +26,8 @@ from kagglekit.kaggle import SCRATCH_ENV
 from kagglekit.train import continue_run, session, train_folds
 from kagglekit.train.fold_state import FoldState
 from kagglekit.train.parallel import default_launcher, run_folds_parallel
-from kagglekit.train.session import DEADLINE_ENV, MIN_MARGIN_S, Budget, run_identity
+from kagglekit.run import run_identity
+from kagglekit.train.session import DEADLINE_ENV, MIN_MARGIN_S, Budget
 from kagglekit.train.state import SCRATCH_FOLDER, load_state
 
 # 64 rows in 2 folds of 32: 32 training rows in batches of 8 is 4 optimizer steps per epoch, 8 per fold

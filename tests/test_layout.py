@@ -15,7 +15,7 @@ LAYERS = [
     ("base", ["kagglekit", "kagglekit._io", "kagglekit._keys", "kagglekit._frames", "kagglekit.kaggle", "kagglekit.metrics",
               "kagglekit.losses", "kagglekit.targets"]),
     ("config", ["kagglekit.config", "kagglekit.config_pretrain", "kagglekit.configs"]),
-    ("run", ["kagglekit.run", "kagglekit.discover"]),
+    ("run", ["kagglekit.run", "kagglekit.discover", "kagglekit._paths"]),
     ("data", ["kagglekit.data"]),
     ("folds", ["kagglekit.folds"]),
     ("models", ["kagglekit.models"]),

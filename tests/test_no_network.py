@@ -30,8 +30,8 @@ NONET = Path(__file__).resolve().parent / "nonet"
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
 
 needs_kernel = pytest.mark.skipif(notebooks is None, reason="nbclient or ipykernel is not installed")
-if notebooks is not None:  # the notebook fixtures of tests/test_notebooks.py, reused (pytest finds fixtures by name)
-    kernel_dir, setup = notebooks.kernel_dir, notebooks.setup
+if notebooks is not None:  # the fake Kaggle of tests/test_notebooks.py, reused (pytest finds fixtures by name)
+    kaggle = notebooks.kaggle
 
 
 @pytest.fixture
@@ -101,21 +101,24 @@ def test_train_predict_and_pretrain_attempt_no_connection(tiny_bert, tmp_path, a
 
 
 @pytest.fixture(scope="module")
-def offline_notebooks(setup, kernel_dir):
-    """train.ipynb (fold 0 of 2), then inference.ipynb on its run, with the network blocked in the kernel."""
-    tmp, data = setup["tmp"], setup["data"]
+def offline_notebooks(kaggle):
+    """train.ipynb (fold 0 of 2), then inference.ipynb on its run, from the fake input tree, with the network blocked in
+    the kernel and in every process it starts (the install cell's pip among them)."""
+    import shutil
+
+    tmp = kaggle["tmp"] / "offline"
     log = tmp / "network-attempts.log"
-    train = {"WHEEL_DIR": str(tmp / "nowheel"), "TRAIN_CSV": str(data / "train.csv"), "CPC_DIR": str(data / "cpc_titles"),
-             "BACKBONE": str(setup["tiny"]), "FOLD": 0, "N_FOLDS": 2, "OUTPUT_DIR": str(setup["run"]),
-             "MODEL_DATASET_ID": "tester/uspppm-tiny-fold{FOLD}", "OVERRIDES": {"epochs": 1, "batch_size": 32, "max_len": 48}}
-    inference = {"WHEEL_DIR": str(tmp / "nowheel"), "MODEL_DIRS": [str(setup["run"])], "TEST_CSV": str(data / "test.csv"),
-                 "SAMPLE_SUBMISSION": str(data / "sample_submission.csv"), "OUT": str(tmp / "submission.csv")}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("KAGGLEKIT_NONET_LOG", str(log))
-        mp.setenv("PYTHONPATH", str(NONET))  # `execute` puts the kit's own root ahead of it
-        ran = [notebooks.execute(notebooks.read("train.ipynb"), train, tmp, kernel_dir),
-               notebooks.execute(notebooks.read("inference.ipynb"), inference, tmp, kernel_dir)]
-    return ran, log.read_text().splitlines(), tmp / "submission.csv"
+    blocked = {"KAGGLEKIT_NONET_LOG": str(log), "PYTHONPATH": str(NONET)}
+    run = tmp / "train" / "run"
+    params = {"FOLDS": 0, "OUTPUT_DIR": str(run), "MODEL_DATASET_ID": "tester/offline", "OVERRIDES": notebooks.OVERRIDES}
+    train = notebooks.execute(kaggle, "train.ipynb", params, tmp / "train", **blocked)
+    root = tmp / "input"  # the inference session's inputs: the wheel, the competition and the run
+    for part in (f"competitions/{notebooks.COMPETITION}", "datasets/me/kagglekit"):
+        shutil.copytree(kaggle["root"] / part, root / part)
+    shutil.copytree(run, root / "datasets" / "me" / "offline-run" / "run")
+    submission = tmp / "infer" / "submission.csv"
+    inference = notebooks.execute(kaggle, "inference.ipynb", {"OUT": str(submission)}, tmp / "infer", root=root, **blocked)
+    return (train, inference), log.read_text().splitlines(), submission
 
 
 def test_the_kernel_blocker_refuses_and_records(tmp_path):
@@ -133,15 +136,16 @@ def test_the_kernel_blocker_refuses_and_records(tmp_path):
 
 @needs_kernel
 @pytest.mark.slow
-def test_both_notebooks_run_with_the_network_blocked(setup, offline_notebooks):
+def test_both_notebooks_run_with_the_network_blocked(kaggle, offline_notebooks):
     (train_nb, inference_nb), log, submission = offline_notebooks
     # the blocker ran in both kernels (`python -m ipykernel_launcher -f <connection file>`: at startup
-    # Python has not yet put the module name into sys.argv)
-    assert [re.fullmatch(r"\d+ start -m -f \S+\.json", line) is not None for line in log if " start " in line] == [True, True], log
+    # Python has not yet put the module name into sys.argv), and in what they started
+    kernels = [line for line in log if re.fullmatch(r"\d+ start -m -f \S+\.json", line)]
+    assert len(kernels) == 2, log
     assert [line for line in log if " start " not in line] == [], "a notebook tried to reach the network"
     for nb in (train_nb, inference_nb):
         # the kernel started without HF_HUB_OFFLINE: the notebook set it itself before loading a model
         assert "ok    HF_HUB_OFFLINE: 1" in notebooks.text_output(nb)
     assert "fold 0: pearson" in notebooks.text_output(train_nb)
-    sample = pd.read_csv(setup["data"] / "sample_submission.csv", dtype={"id": str})
+    sample = pd.read_csv(kaggle["data"] / "sample_submission.csv", dtype={"id": str})
     assert pd.read_csv(submission, dtype={"id": str})["id"].tolist() == sample["id"].tolist()

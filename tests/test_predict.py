@@ -105,6 +105,8 @@ def test_identity_outputs_average_the_same_either_way(runs):
 
 def test_each_run_keeps_its_settings_and_the_test_file_is_read_once_per_recipe_state(runs, monkeypatch, tmp_path):
     a_copy = shutil.copytree(runs.a, tmp_path / "a_copy")  # the same recipe state and tokenizer as run a
+    card = json.loads((a_copy / "run.json").read_text())  # another run's identity: a plain copy is the same run, refused
+    (a_copy / "run.json").write_text(json.dumps({**card, "run_id": "a-copy"}))
     reads, encodings = [], []
     read_test, pair_encodings = UspppmRecipe.read_test, inputs_module.PairEncodings
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from kagglekit.run import RunFolder
+from kagglekit.run import RunFolder, run_id
 
 if TYPE_CHECKING:
     from kagglekit.metrics import Metric
@@ -70,9 +70,12 @@ def load_oof(run_dirs: Sequence[str | os.PathLike]) -> OofTable:
     if len(run_dirs) < 2:
         raise ValueError(f"ensemble: give at least two run folders to blend, got {[str(r) for r in run_dirs]}.")
     paths = [str(r) for r in run_dirs]
-    twice = sorted({p for p in paths if paths.count(p) > 1})
-    if twice:
-        raise ValueError(f"ensemble: run folder(s) {twice} given twice: give each run once.")
+    where: dict[Path, str] = {}
+    for path in paths:  # two spellings of one folder (runs/./a, a symbolic link) are one run
+        real = Path(path).resolve()
+        if real in where:
+            raise ValueError(f"ensemble: run folder {path} is given twice (also as {where[real]}; both are {real}): give each run once.")
+        where[real] = path
     metrics = [RunFolder(p).read_card(what="ensemble")["metric"] for p in paths]
     if len(set(metrics)) > 1:
         which = ", ".join(f"{p}: {m}" for p, m in zip(paths, metrics))
@@ -215,7 +218,8 @@ def ensemble(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike | Non
 
     Args:
         run_dirs: two or more run folders with the same out-of-fold ids, folds and labels.
-        out: where to write weights.json (atomically); None: only return it.
+        out: where to write weights.json (atomically); None: only return it. It must not be a file the
+            command reads, nor lie inside a run folder (`kagglekit._paths.check_outputs`).
         rank: blend each run's OOF ranks (rank / N) instead of its predictions; `predict` then
             rank-normalises each run's test predictions the same way.
         method: scipy (SLSQP, with the hill climber as fallback) | hill.
@@ -227,6 +231,10 @@ def ensemble(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike | Non
     Example:
         >>> ensemble(["runs/deberta", "runs/electra"], "weights.json")["cv"]
     """
+    if out is not None:
+        from kagglekit._paths import check_outputs
+
+        check_outputs({"--out": out}, {"RUN_DIR": [str(r) for r in run_dirs]})
     table = load_oof(run_dirs)
     metric = table.metric
     if rank and metric.name not in RANK_METRICS:
@@ -240,7 +248,7 @@ def ensemble(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike | Non
         "metric": metric.name,
         "higher_is_better": metric.higher_is_better,
         "runs": [
-            {"name": name, "path": path, "run_id": _run_id(path), "weight": float(w), "cv": float(metric.fn(table.labels, column))}
+            {"name": name, "path": path, "run_id": run_id(path), "weight": float(w), "cv": float(metric.fn(table.labels, column))}
             for name, path, w, column in zip(table.names, table.paths, weights, table.preds.T)
         ],
         "cv": float(metric.fn(table.labels, blend(inputs, weights))),
@@ -309,24 +317,14 @@ def match_weights(runs: Sequence[str | os.PathLike], weights_path: str | os.Path
     return np.asarray(weights, dtype=np.float64), payload["rank"]
 
 
-def _run_id(run) -> str | None:
-    """The run's identity from its run.json (the same wherever its folder lies), or None for a run without one."""
-    from kagglekit.run import RunFolder
-
-    try:
-        return RunFolder(run).read_card().get("run_id")
-    except (OSError, ValueError):
-        return None
-
-
 def _find_entry(run, entries: list[dict], weights_path) -> int:
     """The entry of `run`: by path, else by run_id (a run attached elsewhere, e.g. every Kaggle input's run/), else by name."""
     here = Path(run).resolve()
     by_path = [i for i, e in enumerate(entries) if Path(e["path"]).resolve() == here]
     if by_path:
         return by_path[0]
-    run_id = _run_id(run)
-    by_id = [i for i, e in enumerate(entries) if run_id is not None and e.get("run_id") == run_id]
+    identity = run_id(run)
+    by_id = [i for i, e in enumerate(entries) if identity is not None and e.get("run_id") == identity]
     if len(by_id) == 1:
         return by_id[0]
     by_name = [i for i, e in enumerate(entries) if e["name"] == run_name(run)]

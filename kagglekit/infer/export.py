@@ -59,7 +59,7 @@ def export_onnx(model_folder: str | os.PathLike, out_path: str | os.PathLike, *,
 
     Args:
         model_folder: a model folder written by ``kagglekit train`` (e.g. ``runs/uspppm/fold0``).
-        out_path: the ``.onnx`` file to write (atomically; at most 2 GB, the protobuf limit).
+        out_path: the ``.onnx`` file to write (atomically; at most 2 GB, the protobuf limit); not inside `model_folder`.
         opset: ONNX opset version (default 17; 14 or newer).
 
     Returns:
@@ -77,13 +77,15 @@ def export_onnx(model_folder: str | os.PathLike, out_path: str | os.PathLike, *,
     import torch
 
     from kagglekit._io import atomic_path
+    from kagglekit._paths import check_outputs
     from kagglekit.models.pair_model import load_model_folder
 
+    folder = _check_model_folder(model_folder)
+    check_outputs({"--out": out_path}, {"--model": folder})  # not a file of the model folder, nor inside it
     onnx = _require("onnx")
     _require("onnxruntime")
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < 14:
         raise ValueError(f"opset must be an integer of 14 or more (scaled dot-product attention needs 14), got opset={opset!r}.")
-    folder = _check_model_folder(model_folder)
     model, tokenizer, meta = load_model_folder(folder, device="cpu")
     example = _pair_batch(tokenizer, EXAMPLE_PAIRS, meta, seed=0)
     names = [name for name in INPUT_ORDER if name in example]

@@ -28,7 +28,7 @@ from kagglekit.infer.inputs import InputCache, value_range
 from kagglekit.infer.submission import check_submission, read_sample
 from kagglekit.losses import activate
 from kagglekit.models.forward import run_inference, run_logits
-from kagglekit.run import CARD_FILE, META_FILE, FoldMeta, RunFolder, find_model_dirs
+from kagglekit.run import CARD_FILE, META_FILE, FoldMeta, RunFolder, find_model_dirs, model_identities
 
 AVERAGES = ("prob", "logit")
 TTAS = ("none", "swap")
@@ -74,6 +74,17 @@ class RunPrediction:
     value_range: tuple[float, float]  # where its submission values must lie
 
 
+class RunPlan(NamedTuple):
+    """One run, checked before any model loads: its model folders, and what its first model says about the test file."""
+
+    run: str | os.PathLike  # the run folder (or model folder) as given
+    folds: list[Path]  # CV model folders that take part
+    full: list[Path]  # full fits that take part
+    meta: FoldMeta  # its first model folder's
+    ids: np.ndarray  # (N,) the test ids its recipe reads, in test order
+    scale: tuple[float, float] | None  # where its predictions lie on the submission's scale; None: unbounded
+
+
 class FolderOutputs(NamedTuple):
     """One model folder's raw outputs on the test rows: its meta and the logits of each view (text order)."""
 
@@ -87,32 +98,42 @@ class FolderFailed(RuntimeError):
 
 def predict_run(run: str | os.PathLike, inputs: InputCache, *, average: str = "prob", tta: str = "none", batch_size: int = 64,
                 device: str = "auto", precision: str = "auto", full_weight: float | None = None,
-                devices: Sequence[str] | None = None) -> RunPrediction:
+                devices: Sequence[str] | None = None, strict: bool = False) -> RunPrediction:
     """Average the model folders of one run (and, with ``tta="swap"``, both text orders) on the test file.
 
     Every CV model folder (each fold, each seed) and view counts equally; `average` picks probabilities
-    or logits (see `average_outputs`); `full_weight`, `device` and `devices` as in `predict`.
+    or logits (see `average_outputs`); `full_weight`, `device`, `devices` and `strict` as in `predict`.
     """
-    return _predict_runs([run], inputs, average=average, tta=tta, batch_size=batch_size, device=device, precision=precision,
-                         full_weight=full_weight, devices=devices)[0]
+    plans = _plan_runs([run], inputs, average=average, tta=tta, full_weight=full_weight, strict=strict)
+    return _predict_plans(plans, inputs, average=average, tta=tta, batch_size=batch_size, device=device, precision=precision,
+                          full_weight=full_weight, devices=devices)[0]
 
 
-def _predict_runs(runs: Sequence[str | os.PathLike], inputs: InputCache, *, average: str, tta: str, batch_size: int, device: str,
-                  precision: str, full_weight: float | None, devices: Sequence[str] | None) -> list[RunPrediction]:
-    """Check every run, then predict all their model folders (on every device at once), then combine each run's."""
+def _plan_runs(runs: Sequence[str | os.PathLike], inputs: InputCache, *, average: str, tta: str, full_weight: float | None,
+               strict: bool) -> list[RunPlan]:
+    """Every check that needs no model loaded: the options, each run's model folders and test file, then the runs
+    together (no run twice, one task, ids and output scale)."""
     if tta not in TTAS:
         raise ValueError(f"tta={tta!r} is unknown: use 'none' or 'swap' (both text orders, for symmetric tasks).")
     if average not in AVERAGES:
         raise ValueError(f"average={average!r} is unknown: use 'prob' (average predictions) or 'logit' (average logits).")
     check_full_weight(full_weight)
-    plans = [_plan_run(run, inputs, tta=tta, full_weight=full_weight) for run in runs]  # every check before a model loads
+    plans = [_plan_run(run, inputs, tta=tta, full_weight=full_weight, strict=strict) for run in runs]
+    _check_distinct_runs(plans)
+    _check_runs_agree(plans)
+    return plans
+
+
+def _predict_plans(plans: Sequence[RunPlan], inputs: InputCache, *, average: str, tta: str, batch_size: int, device: str,
+                   precision: str, full_weight: float | None, devices: Sequence[str] | None) -> list[RunPrediction]:
+    """Predict all the runs' model folders (on every device at once), then combine each run's."""
     targets = [(dev, device_and_amp(str(dev), precision)[1]) for dev in inference_devices(device, devices)]
-    jobs = [folder for folds, full in plans for folder in (*folds, *full)]
+    jobs = [folder for plan in plans for folder in (*plan.folds, *plan.full)]
     outputs = iter(run_folders(jobs, inputs, devices=targets, tta=tta, batch_size=batch_size))
     results = []
-    for run, (folds, full) in zip(runs, plans):
-        members = [(folder, next(outputs), False) for folder in folds] + [(folder, next(outputs), True) for folder in full]
-        results.append(_run_prediction(run, members, inputs, average=average, full_weight=full_weight))
+    for plan in plans:
+        members = [(folder, next(outputs), False) for folder in plan.folds] + [(folder, next(outputs), True) for folder in plan.full]
+        results.append(_run_prediction(plan.run, members, inputs, average=average, full_weight=full_weight))
     return results
 
 
@@ -125,14 +146,19 @@ def check_full_weight(full_weight: float | None) -> None:
                          "or leave it out to count each full fit as one more model.")
 
 
-def select_model_dirs(run: str | os.PathLike, full_weight: float | None, *, what: str = "--models") -> tuple[list[Path], list[Path]]:
+def select_model_dirs(run: str | os.PathLike, full_weight: float | None, *, what: str = "--models",
+                      strict: bool = False) -> tuple[list[Path], list[Path]]:
     """The run's (CV model folders, full fits) that take part with `full_weight` (a share of 0 or 1 leaves a kind out).
 
+    Folders that are not complete models of the run are skipped with a warning, or refused with `strict`
+    (see `kagglekit.run.find_model_dirs`).
+
     Raises:
-        ValueError: a `full_weight` the run's folders cannot honour (no full fit; no CV fold and a share below 1).
+        ValueError: a `full_weight` the run's folders cannot honour (no full fit; no CV fold and a share below 1);
+            with `strict`, a folder that is not one of the run's models.
     """
     check_full_weight(full_weight)
-    folds, full = find_model_dirs(run, what=what)
+    folds, full = find_model_dirs(run, what=what, strict=strict)
     if full_weight is not None and not full:
         raise ValueError(f"--full-weight {full_weight:g}: run {run} has no full-data model (no full/ or full-seed*/ with "
                          f"{META_FILE}): leave --full-weight out, or train the run's full fit.")
@@ -142,13 +168,43 @@ def select_model_dirs(run: str | os.PathLike, full_weight: float | None, *, what
     return (folds if full_weight != 1 else []), (full if full_weight != 0 else [])  # a share of 0: not predicted
 
 
-def _plan_run(run: str | os.PathLike, inputs: InputCache, *, tta: str, full_weight: float | None) -> tuple[list[Path], list[Path]]:
-    """The run's (CV model folders, full fits) that take part, after the checks that need no model loaded."""
-    folds, full = select_model_dirs(run, full_weight)
-    _read_test_for(run, (folds or full)[0], inputs)
+def _plan_run(run: str | os.PathLike, inputs: InputCache, *, tta: str, full_weight: float | None, strict: bool) -> RunPlan:
+    """The run's model folders that take part, after the checks of one run that need no model loaded."""
+    folds, full = select_model_dirs(run, full_weight, strict=strict)
+    first = (folds or full)[0]
+    meta, recipe, frame = _read_test_for(run, first, inputs)
     if tta == "swap":
-        check_symmetric(run, (folds or full)[0])
-    return folds, full
+        check_symmetric(run, first)
+    return RunPlan(run, folds, full, meta, frame["id"].to_numpy(), output_scale(meta, recipe, meta.recipe_state))
+
+
+def output_scale(meta: FoldMeta, recipe, state: dict) -> tuple[float, float] | None:
+    """Where a run's predictions lie on the submission's scale (after the recipe's postprocess), or None: unbounded.
+
+    Classes and bins: from the lowest to the highest value (the prediction is their expected value); one
+    score through a sigmoid: [0, 1]; one score as it is (mse, huber): the task's label range when it is finite.
+
+    Example:
+        >>> output_scale(meta, recipe, meta.recipe_state)  # STS-B with label_scale 5, classes 0..1
+        (0.0, 5.0)
+    """
+    if meta.output.kind != "single" and meta.output.values:
+        ends = [min(meta.output.values), max(meta.output.values)]
+    elif meta.activation == "sigmoid":
+        ends = [0.0, 1.0]
+    else:
+        ends = list(recipe.label_range)
+        if not np.isfinite(ends).all():
+            return None
+    ends = np.asarray(recipe.postprocess(np.asarray(ends, dtype=np.float64), state), dtype=np.float64)
+    return float(ends.min()), float(ends.max())
+
+
+def _output_text(meta: FoldMeta) -> str:
+    """A run's output kind, as errors name it: ``one score (sigmoid)``, ``classes [0, 1, 2]``, ``bins [...]``."""
+    if meta.output.kind == "single":
+        return f"one score ({meta.activation})"
+    return f"{meta.output.kind} {[float(v) for v in meta.output.values]}"
 
 
 def device_and_amp(device: str, precision: str):
@@ -359,8 +415,12 @@ def _run_prediction(run: str | os.PathLike, members: Sequence[tuple[Path, Folder
     return RunPrediction(run_name(run), str(run), frame["id"].to_numpy(), preds, first, value_range(recipe, state))
 
 
-def _read_test_for(run: str | os.PathLike, folder: Path, inputs: InputCache) -> None:
-    """Read the test file with the run's own recipe before any model loads; an error names the run and its task."""
+def _read_test_for(run: str | os.PathLike, folder: Path, inputs: InputCache):
+    """Read the test file with the run's own recipe before any model loads; an error names the run and its task.
+
+    Returns:
+        (the folder's meta, the recipe that read the test file, the normalized test frame).
+    """
     meta = FoldMeta.read(folder)
     embedding = meta.recipe_state.get("embedding_model")
     if embedding:  # a missing or changed embedding-model copy is no test-file problem: say so as it is
@@ -368,12 +428,13 @@ def _read_test_for(run: str | os.PathLike, folder: Path, inputs: InputCache) -> 
 
         locate_embedder(folder, embedding)
     try:
-        inputs.frame(meta, folder)
+        recipe, frame = inputs.frame(meta, folder)
     except ValueError as err:
         raise ValueError(
             f"--models {run} (trained with task={meta.task!r}) cannot read --data: {err} A run reads the test file with "
             "its training settings: pass a test file of its task, or leave the run out."
         ) from None
+    return meta, recipe, frame
 
 
 def _check_same_output(meta: FoldMeta, folder: Path, first: FoldMeta, first_folder: Path) -> None:
@@ -432,6 +493,7 @@ def predict(
     precision: str = "auto",
     full_weight: float | None = None,
     devices: Sequence[str] | None = None,
+    strict: bool = False,
 ) -> pd.DataFrame:
     """Average the model folders of each run, blend the runs, check the submission, then write it.
 
@@ -457,6 +519,14 @@ def predict(
             (of the logits with ``average="logit"``); every run must then have a full fit.
         devices: the devices to spread the model folders over, e.g. ``["cuda:0", "cuda:1"]``; None: as
             `device` says (see `inference_devices`).
+        strict: refuse a run folder holding a folder that is not one of its complete models (a copy such as
+            ``fold0_backup/``, an unfinished fold, a folder whose kagglekit.json disagrees with its name or the
+            run); default: skip it with a warning naming it (see `kagglekit.run.find_model_dirs`).
+
+    The runs are checked before any model loads: no run given twice (by path, symbolic links resolved,
+    or by identity: a copy, or a run beside one of its own model folders), one task and submission format,
+    the same test ids, and predictions on one scale (`output_scale`). `out` and its ``<stem>_models.csv``
+    must not be an input (the test file, the sample submission, weights.json) nor lie inside a run folder.
 
     Returns:
         The submission frame: the id column and the target column, in test (or sample) order.
@@ -465,21 +535,23 @@ def predict(
         >>> predict(["runs/deberta", "runs/electra"], "data/test.csv", "submission.csv", weights="weights.json")
         >>> predict(["runs/deberta"], "data/test.csv", "submission.csv", full_weight=0.5, devices=["cuda:0", "cuda:1"])
     """
+    from kagglekit._paths import check_outputs
     from kagglekit.infer.ensemble import match_weights
 
     if not models:
         raise ValueError("--models: give at least one run folder.")
-    twice = sorted({str(m) for m in models if [str(x) for x in models].count(str(m)) > 1})
-    if twice:
-        raise ValueError(f"--models: {twice} given twice: give each run once (use --weights to weigh runs).")
     if average not in AVERAGES:
         raise ValueError(f"--average {average!r} is unknown: use 'prob' or 'logit'.")
-    blend_weights, rank = match_weights(models, weights) if weights is not None else (None, False)  # fail before inference
     check_full_weight(full_weight)
     inputs = InputCache(data, device=inference_devices(device, devices)[0])  # where embedding features are computed
-    runs = _predict_runs(models, inputs, average=average, tta=tta, batch_size=batch_size, device=device, precision=precision,
-                         full_weight=full_weight, devices=devices)
-    _check_runs_agree(runs)
+    plans = _plan_runs(models, inputs, average=average, tta=tta, full_weight=full_weight, strict=strict)
+    if out is not None:
+        check_outputs({"--out": out, "--out (its per-run file)": models_path(out)},
+                      {"--data": data if isinstance(data, (str, os.PathLike)) else None, "--sample-submission": sample_submission,
+                       "--weights": weights, "--models": list(models)})
+    blend_weights, rank = match_weights(models, weights) if weights is not None else (None, False)  # fail before inference
+    runs = _predict_plans(plans, inputs, average=average, tta=tta, batch_size=batch_size, device=device, precision=precision,
+                          full_weight=full_weight, devices=devices)
     low, high = max(r.value_range[0] for r in runs), min(r.value_range[1] for r in runs)
     blended = blend_runs(runs, blend_weights, rank=rank)
     clipped = int(((blended < low) | (blended > high)).sum())
@@ -515,18 +587,43 @@ def _column_names(runs: Sequence[RunPrediction]) -> list[str]:
     return names if len(set(names)) == len(names) else [r.path for r in runs]
 
 
-def _check_runs_agree(runs: Sequence[RunPrediction]) -> None:
+def _check_distinct_runs(plans: Sequence[RunPlan]) -> None:
+    """Refuse a run given twice: two spellings of one folder, a copy of a run (the same run_id and model names), or a
+    run beside one of its own model folders. Each would count its models twice in the blend."""
+    seen: dict[tuple[str, str], RunPlan] = {}
+    for plan in plans:
+        for key, folder in model_identities(plan.run, [*plan.folds, *plan.full]).items():
+            other = seen.setdefault(key, plan)
+            if other is not plan:
+                same = (f"both are {key[1]}" if key[0] == "path" else
+                        f"run_id {key[0]}: a copy of the run, or the same settings and folds trained twice")
+                raise ValueError(f"--models {plan.run} and {other.run} hold the same model {folder.name}/ ({same}): it would count "
+                                 "twice in the blend. Give each run once (weigh runs with --weights; more models of one run: "
+                                 "train seeds).")
+
+
+def _check_runs_agree(runs: Sequence[RunPlan]) -> None:
+    """The runs blend into one submission: one task and format, the same test ids, predictions on one scale."""
     first = runs[0]
     for run in runs[1:]:
         for key in ("task", "id_col", "target_col"):
             if getattr(run.meta, key) != getattr(first.meta, key):
                 raise ValueError(
-                    f"--models: {run.path} was trained with {key}={getattr(run.meta, key)!r} but {first.path} with "
+                    f"--models: {run.run} was trained with {key}={getattr(run.meta, key)!r} but {first.run} with "
                     f"{getattr(first.meta, key)!r}: blend runs of one task and submission format."
                 )
         if not np.array_equal(run.ids, first.ids):
-            raise ValueError(f"--models: {run.path} and {first.path} read different ids from the test file (id column settings "
+            raise ValueError(f"--models: {run.run} and {first.run} read different ids from the test file (id column settings "
                              "differ): blend runs whose recipes read the same ids.")
+    scaled = [run for run in runs if run.scale is not None]
+    for run in scaled[1:]:
+        if not np.allclose(run.scale, scaled[0].scale, rtol=0, atol=1e-9):
+            ref = scaled[0]
+            raise ValueError(
+                f"--models: {run.run} predicts {_output_text(run.meta)} on the scale [{run.scale[0]:g}, {run.scale[1]:g}] but "
+                f"{ref.run} predicts {_output_text(ref.meta)} on [{ref.scale[0]:g}, {ref.scale[1]:g}]: a blend of predictions on "
+                "different scales means nothing. Blend runs trained on the same labels (the same label values and label_scale)."
+            )
 
 
 def predict_folder(folder: str | os.PathLike, data: str | os.PathLike, *, batch_size: int = 64, device: str = "auto",

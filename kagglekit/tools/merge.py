@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from kagglekit._io import atomic_dir, write_csv, write_json, write_text
+from kagglekit._paths import check_outputs
 from kagglekit.config import Config, changed_keys
 from kagglekit.run import RunFolder, merge_oof
 
@@ -29,7 +30,8 @@ def merge_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike) -> dic
     Args:
         runs: two or more run folders (``run.json``, ``config.yaml``, ``folds.csv``, ``oof.csv``, ``fold{K}/``,
             ``fold{K}-seed{S}/``; optionally ``full*/``).
-        out: the new run folder; it must not exist yet, and must not be one of `runs` or inside one.
+        out: the new run folder; it must not exist yet, and must not be one of `runs` or inside one (paths
+            resolved: ``runs/./a`` and symbolic links count; see `kagglekit._paths.check_outputs`).
 
     Raises:
         ValueError: fewer than two runs; a run passed twice; settings other than paths differ; the
@@ -93,10 +95,7 @@ def _check_places(folders: list[RunFolder], out: Path) -> None:
     for i, path in enumerate(resolved):
         if path in resolved[:i]:
             raise ValueError(f"merge: {folders[i].path} is passed twice (as {folders[resolved.index(path)].path}): pass each run once.")
-    target = out.resolve()
-    for folder, path in zip(folders, resolved):
-        if target == path or path in target.parents:
-            raise ValueError(f"merge --out {out} lies inside the input run {folder.path}: write the merged run to a new folder.")
+    check_outputs({"--out": out}, {"input run": [f.path for f in folders]}, folders={"--out"})
     if out.exists():
         raise ValueError(f"merge --out {out} already exists: pass a new folder (the merged run is written whole, never into old files).")
 

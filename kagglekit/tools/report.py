@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping
 
 from kagglekit._io import StorageError, write_csv, write_json, write_text
-from kagglekit.run import CARD_FILE, FOLD_DIR, FOLDS_FILE, OOF_FILE, RunFolder, parse_model_dir_name
+from kagglekit.run import CARD_FILE, CONFIG_FILE, FOLD_DIR, FOLDS_FILE, OOF_FILE, RunFolder, parse_model_dir_name
 from kagglekit.tools.plots import plot_fold_scores, plot_learning_curves, plot_oof, plot_weights
 
 if TYPE_CHECKING:  # numpy and pandas load when a report is made, not when the command line builds its parser
@@ -80,7 +80,9 @@ def find_runs(root: str | os.PathLike, *, exclude: str | os.PathLike | None = No
     runs, skipped, weights = [], [], []
     for folder, subdirs, files in os.walk(root):
         here = Path(folder)
-        subdirs[:] = sorted(d for d in subdirs if not d.startswith(".") and (here / d).resolve() != excluded)
+        # the report's folder is not searched, unless it is itself a run (a report written into a run folder)
+        subdirs[:] = sorted(d for d in subdirs
+                            if not d.startswith(".") and ((here / d).resolve() != excluded or (here / d / CARD_FILE).is_file()))
         if WEIGHTS_FILE in files:
             weights.append(here / WEIGHTS_FILE)
         if CARD_FILE in files:
@@ -112,13 +114,14 @@ def _load_run(name: str, folder: Path) -> tuple[Run | None, str]:
 
 
 def run_identity(run_dir: str | os.PathLike, card: Mapping | None = None) -> str:
-    """The key of a run in an ``--lb-file``: its run card's ``run_id`` when it has one, else its folder's name
-    (paths are no part of a run's identity: the folder moves between machines and sessions)."""
-    if card is None:
-        card_path = Path(run_dir) / CARD_FILE
-        card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
-    run_id = card.get("run_id") if isinstance(card, Mapping) else None
-    return str(run_id) if run_id else Path(run_dir).resolve().name
+    """The key of a run in an ``--lb-file``: its run card's ``run_id``; for a run saved before ids, the id train would
+    give it (`kagglekit.run.run_id`); else its folder's name (paths are no part of a run's identity: the folder moves
+    between machines and sessions)."""
+    from kagglekit.run import run_id
+
+    stored = card.get("run_id") if isinstance(card, Mapping) else None
+    found = str(stored) if stored else run_id(run_dir)  # an old run: the id train would give it
+    return found or Path(run_dir).resolve().name
 
 
 def read_lb_file(path: str | os.PathLike) -> dict[str, dict]:
@@ -327,7 +330,9 @@ def write_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
 
     Args:
         runs_dir: a folder of run folders, or one run folder.
-        out: the report folder (default ``runs_dir/report``); it is never searched for runs.
+        out: the report folder (default ``runs_dir/report``); it is never searched for runs (unless it is a run
+            folder itself). Neither it nor `lb_file` may be, or lie inside, a file or model folder the report
+            reads (`kagglekit._paths.check_outputs`).
         lb: public LB scores by run name (``{"demo": 0.8376}``), stored first (in each run's ``lb.json``,
             or in `lb_file`); a name that is not a run found is an error listing the runs.
         weights: ``weights.json`` files to plot besides those found under `runs_dir`.
@@ -348,6 +353,7 @@ def write_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
     if not runs:
         raise ValueError(f"RUNS_DIR: no run folder (a folder with {CARD_FILE}) under {runs_dir}. "
                          "Pass the output_dir of kagglekit train, or the folder that holds several.")
+    _check_report_paths(runs, out, lb_file, [Path(p) for p in weights] + found_weights)
     stores = [(resolve_run(runs, name), score) for name, score in (lb or {}).items()]  # all names checked first
     shared = _shared_identities(runs) if lb_file is not None else {}
     for run, _ in stores:
@@ -388,6 +394,21 @@ def write_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
     csv = write_csv(out / "leaderboard.csv", table)
     markdown = write_text(out / "leaderboard.md", to_markdown(table, blends))
     return Report(table, csv, markdown, plots, skipped)
+
+
+def _check_report_paths(runs: list[Run], out: Path, lb_file, weights: list[Path]) -> None:
+    """The report folder and --lb-file against what the report reads: each run's files and model folders, and the
+    weights.json files. The report may go into a run folder (``RUN/report``, its default for one run): it
+    writes only its own files there; a run's ``lb.json`` is the store ``--lb`` updates."""
+    from kagglekit._paths import check_outputs
+
+    read = [run.path / name for run in runs for name in (CARD_FILE, OOF_FILE, FOLDS_FILE, CONFIG_FILE)]
+    for run in runs:
+        read += RunFolder(run.path).fold_dirs(complete=False) + RunFolder(run.path).full_dirs(complete=False)
+    plots = {f"--out's plot folder {run.name}/": out / run.name for run in runs}
+    check_outputs({"--out": out, "--lb-file": lb_file, "--out's leaderboard.csv": out / "leaderboard.csv",
+                   "--out's leaderboard.md": out / "leaderboard.md", **plots},
+                  {"run": read, "--weights": weights}, folders={"--out", *plots}, into={"--out", *plots})
 
 
 def _shared_identities(runs: Iterable[Run]) -> dict[str, list[str]]:

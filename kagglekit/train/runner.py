@@ -25,14 +25,15 @@ from typing import TYPE_CHECKING, Iterable
 import numpy as np
 import pandas as pd
 import kagglekit
+from kagglekit._paths import check_train_outputs
 from kagglekit.config import Config, changed_keys
 from kagglekit.data.recipes import get_recipe
 from kagglekit.folds import add_fold_column
 from kagglekit.losses import check_loss_output, default_loss, get_loss
 from kagglekit.metrics import Metric
-from kagglekit.run import FoldMeta, RunFolder, is_model_dir, merge_oof
+from kagglekit.run import FoldMeta, RunFolder, is_model_dir, merge_oof, run_identity
 from kagglekit.targets import make_target
-from kagglekit.train.session import Budget, FoldClaims, TimeBudgetReached, format_duration, frame_digest, run_identity
+from kagglekit.train.session import Budget, FoldClaims, TimeBudgetReached, format_duration, frame_digest
 from kagglekit.train.state import ResumeFiles
 from kagglekit.train.tracking import Tracker
 
@@ -232,6 +233,7 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int | str] = "all", *, 
     tracker = Tracker.create(cfg)  # wandb asked for but missing: fails here, before anything is written
     budget = Budget.start(cfg.time_budget)  # from this call's start, cut to a parent's deadline
     fold_list, full = parse_fold_spec(folds, cfg.n_folds)
+    check_train_outputs(cfg, fold_list, full)  # outputs never overwrite, or go into, the inputs
     out = Path(cfg.output_dir)
     run = RunFolder(out)
     recipe = get_recipe(cfg.task)

@@ -3,7 +3,7 @@
 A Kaggle session ends at 12 h (9 h in a code competition's rerun). `Budget` stops training in time
 to save each fold's state into the run folder; `continue_run` copies that folder from the previous
 version's output (attached read-only) into this session's output, to train on from there; the run's
-identity (`run_identity`) tells one run from another wherever its folder lies; `FoldClaims` keeps two
+identity (`kagglekit.run.run_identity`) tells one run from another wherever its folder lies; `FoldClaims` keeps two
 processes from training the same fold of one run folder at once.
 """
 
@@ -137,32 +137,6 @@ class Budget:
 # --- a run's identity -----------------------------------------------------------------------------
 
 
-def run_identity(settings: Mapping, folds: "pd.DataFrame") -> str:
-    """A short id of a run that does not depend on where its folder or files lie.
-
-    The hash of the settings that say what the run computes (`Config` keys other than MACHINE_KEYS
-    and PATH_KEYS, only those away from their defaults, so a kit that adds a key keeps old ids) and
-    of its fold assignment (``folds.csv``'s id and fold). `train_folds` stores it in ``run.json`` as
-    ``run_id`` when the card is first written and reads it from there afterwards.
-
-    Args:
-        settings: a config as `Config.to_dict` (or ``config.yaml``) holds it.
-        folds: the run's ``id`` and ``fold`` columns.
-
-    Example:
-        >>> run_identity(cfg.to_dict(), RunFolder(out).read_folds())
-        '3f9a0c1d2e4b'
-    """
-    from kagglekit.config import Config
-
-    defaults = Config().to_dict()
-    skip = Config.MACHINE_KEYS | Config.PATH_KEYS
-    kept = {k: v for k, v in settings.items() if k not in skip and (k not in defaults or v != defaults[k])}
-    digest = hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode())
-    digest.update(folds[["id", "fold"]].astype(str).to_csv(index=False, lineterminator="\n").encode())
-    return digest.hexdigest()[:12]
-
-
 def frame_digest(frame: "pd.DataFrame") -> dict:
     """``{"rows", "sha256"}`` of a data frame's contents (the normalized training rows), for the run card:
     a moved run pointed at another file with the same settings is caught by it."""
@@ -171,18 +145,14 @@ def frame_digest(frame: "pd.DataFrame") -> dict:
 
 
 def stored_run_id(folder: str | os.PathLike) -> str:
-    """A run folder's id: ``run.json``'s ``run_id``, or for a run written before ids, `run_identity` of its
-    ``config.yaml`` and ``folds.csv``."""
-    from kagglekit.run import RunFolder
+    """A run folder's id (`kagglekit.run.run_id`); an error when it has neither a card's id nor config.yaml and folds.csv."""
+    from kagglekit.run import RunFolder, run_id
 
-    run = RunFolder(folder)
-    card = run.read_card(what="continue_run")
-    if card.get("run_id"):
-        return str(card["run_id"])
-    config, folds = run.read_config(), run.read_folds()
-    if config is None or folds is None:
-        raise FileNotFoundError(f"{run.path} lacks config.yaml or folds.csv: it is not a complete kagglekit run folder.")
-    return run_identity(config, folds)
+    RunFolder(folder).read_card(what="continue_run")  # a folder with no run.json: say so first
+    found = run_id(folder)
+    if found is None:
+        raise FileNotFoundError(f"{folder} lacks config.yaml or folds.csv: it is not a complete kagglekit run folder.")
+    return found
 
 
 # --- who trains which fold right now ------------------------------------------------------------
