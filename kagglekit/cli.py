@@ -47,17 +47,23 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_id_vocab(args) -> int:
+    from kagglekit._paths import check_outputs
     from kagglekit.models.ids import build_id_vocab
 
+    check_outputs({"--out": args.out}, {"files": args.files}, folders={"--out"})  # the folder is replaced as a whole
     path = build_id_vocab([str(f) for f in args.files], args.out, min_freq=args.min_freq)
     print(f"wrote an id-text tokenizer folder: {path}")
     return 0
 
 
 def _cmd_pretrain(args) -> int:
+    from kagglekit._paths import check_outputs
     from kagglekit.train.pretrain import load_pretrain_config, run_pretraining
 
-    result = run_pretraining(load_pretrain_config(args.config, args.set), resume=args.resume)
+    cfg = load_pretrain_config(args.config, args.set)
+    inputs = {"files": cfg.files, "backbone": cfg.backbone or None, "tokenizer_dir": cfg.tokenizer_dir or None}
+    check_outputs({"output_dir": cfg.output_dir}, inputs, folders={"output_dir"}, into={"output_dir"})
+    result = run_pretraining(cfg, resume=args.resume)
     print(f"pretrained {result['steps']} steps on {result['texts']} texts; final loss {result['final_loss']:.4f}\n"
           f"backbone folder for kagglekit train: {result['last_dir']}")
     return 0

@@ -206,7 +206,25 @@ def _output_dir_is_a_file(env, tmp):
     return [f"output_dir={out}"], [out], []
 
 
+def _id_vocab_out_holds_its_input(env, tmp):
+    """The tokenizer folder is replaced as a whole: an --out holding the id files would delete them."""
+    ids = tmp / "vocab" / "ids.txt"
+    ids.parent.mkdir()
+    ids.write_text("1 2 3\t4 5\n")
+    return Case(["id-vocab", str(ids), "--out", str(ids.parent)], rf"--out {re.escape(str(ids.parent))}",
+                rf"would replace the folder that holds the files {re.escape(str(ids))}", r"choose another path", unchanged=[ids])
+
+
+def _pretrain_output_dir_is_the_backbone(env, tmp):
+    backbone = Path(shutil.copytree(env.bert, tmp / "backbone"))
+    argv = ["pretrain", *[a for s in (f"files={env.data / 'train.csv'}", "columns=anchor,target", f"backbone={backbone}",
+                                      f"output_dir={backbone}", "steps=2") for a in ("--set", s)]]
+    return Case(argv, rf"output_dir {re.escape(str(backbone))}", r"backbone folder", r"choose another path", unchanged=[backbone])
+
+
 CASES: dict[str, Callable] = {
+    "id_vocab_out_holds_its_input": _id_vocab_out_holds_its_input,
+    "pretrain_output_dir_is_the_backbone": _pretrain_output_dir_is_the_backbone,
     # --- predict: --out against the inputs ---
     "predict_out_is_the_data_file": _predict_out(lambda env, tmp, data: data, where=r"--out {out} is the --data file {data}",
                                                  value=r"{data}", fix=r"choose another path"),
@@ -354,14 +372,15 @@ def test_a_folder_where_a_file_is_written_is_one_line_exit_2(env, tmp_path, caps
 
 
 def test_id_vocab_under_a_file_is_one_line_exit_2(tmp_path, capsys):
-    """A command without its own check: the OS error of the write is mapped by main()."""
+    """A folder on the way that is a file: refused before anything is read, naming the option."""
     ids = tmp_path / "ids.txt"
     ids.write_text("1 2 3\t4 5\n")
     blocker = tmp_path / "afile"
     blocker.write_text("")
     assert main(["id-vocab", str(ids), "--out", str(blocker / "vocab")]) == 2
     err = capsys.readouterr().err
-    assert err == f"kagglekit id-vocab: error: {blocker} is a file where a folder is needed: choose another path, or move the file away.\n"
+    assert err == (f"kagglekit id-vocab: error: --out {blocker / 'vocab'}: {blocker} is a file, not a folder: choose a path whose "
+                   "folders are folders.\n")
 
 
 # ------------------------------------------------------------------------------------------------
