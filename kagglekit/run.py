@@ -35,6 +35,7 @@ CARD_FILE = "run.json"  # the run card: config, versions, per-fold scores, cv, t
 LOCK_FILE = ".lock"  # taken by every read-modify-write of the shared files
 LOGS_DIR = "logs"  # fold{K}.log of folds trained in their own processes
 META_FILE = "kagglekit.json"  # a fold folder's FoldMeta; a folder holding one is a model folder
+EMBEDDER_DIR = "embedding_model"  # the run's copy of its embedding model (kagglekit.models.embeddings)
 META_FORMAT = 1  # the version of kagglekit.json's layout
 OOF_COLUMNS = ("id", "fold", "label", "pred")
 FOLD_DIR = re.compile(r"fold(\d+)$")  # a first-seed fold folder, and a fold's column in the report
@@ -506,6 +507,17 @@ class RunFolder:
     def fold_dirs(self, *, complete: bool = True, fold: int | None = None) -> list[Path]:
         """See `fold_dirs`."""
         return fold_dirs(self.path, complete=complete, fold=fold)
+
+    def own_paths(self) -> list[Path]:
+        """What the run is made of: its files, every model folder (complete or not) and its embedding-model copy.
+
+        A command may write beside them (a submission or a report in the run folder), never over or into them:
+        the inputs `kagglekit._paths.check_outputs` is given for a run. A lone model folder is all its own.
+        """
+        if is_model_dir(self.path):
+            return [self.path]
+        files = [self.path / name for name in (CARD_FILE, OOF_FILE, FOLDS_FILE, CONFIG_FILE)]
+        return files + self.fold_dirs(complete=False) + self.full_dirs(complete=False) + [self.path / EMBEDDER_DIR]
 
     def full_dirs(self, *, complete: bool = True) -> list[Path]:
         """See `full_dirs`."""

@@ -240,9 +240,12 @@ CASES: dict[str, Callable] = {
     "predict_out_is_the_sample_submission": _predict_out(
         lambda env, tmp, data: tmp / "sample.csv", extra=_sample, where=r"--out {tmp}/sample\.csv is the --sample-submission file",
         value=r"sample\.csv", fix=r"choose another path", keep=lambda env, tmp, data: [data, tmp / "sample.csv"]),
-    "predict_out_inside_the_run": _predict_out(
-        lambda env, tmp, data: env.run / "submission.csv", where=r"--out .*submission\.csv lies inside the --models folder",
-        value=r"uspppm_run", fix=r"choose a path outside it", keep=lambda env, tmp, data: [env.run]),
+    "predict_out_is_a_runs_oof": _predict_out(
+        lambda env, tmp, data: env.run / "oof.csv", where=r"--out .*uspppm_run/oof\.csv is the --models file",
+        value=r"oof\.csv", fix=r"choose another path", keep=lambda env, tmp, data: [env.run / "oof.csv", data]),
+    "predict_out_inside_a_fold_folder": _predict_out(
+        lambda env, tmp, data: env.run / "fold0" / "submission.csv", where=r"--out .*submission\.csv lies inside the --models folder",
+        value=r"uspppm_run/fold0", fix=r"choose a path outside it", keep=lambda env, tmp, data: [env.run]),
     "predict_out_is_a_folder": _predict_out(
         lambda env, tmp, data: (tmp / "subs").mkdir() or tmp / "subs", where=r"--out {tmp}/subs", value=r"is a folder",
         fix=r"give the path of a file"),
@@ -273,8 +276,8 @@ CASES: dict[str, Callable] = {
         value=r"classes \[0\.0, 1\.0, 2\.0\] on the scale \[0, 2\] but {run} predicts one score \(sigmoid\) on \[0, 1\]",
         fix=r"Blend runs trained on the same labels"),
     # --- ensemble, merge, report, export ---
-    "ensemble_out_is_a_runs_oof": _ensemble_out(lambda other: other / "oof.csv", r"--out {out} lies inside the RUN_DIR folder {other}",
-                                                r"lies inside", r"choose a path outside it"),
+    "ensemble_out_is_a_runs_oof": _ensemble_out(lambda other: other / "oof.csv", r"--out {out} is the RUN_DIR file {out}",
+                                                r"is the RUN_DIR file", r"choose another path"),
     "ensemble_same_run_two_spellings": lambda env, tmp: Case(
         ["ensemble", str(env.run), f"{env.run.parent}/./{env.run.name}", "--out", str(tmp / "w.json")],
         rf"ensemble: run folder {_esc(env.run.parent)}/\./uspppm_run is given twice", rf"also as {_esc(env.run)}",
@@ -552,3 +555,12 @@ def test_a_report_may_go_into_a_run_folder_and_still_counts_that_run(env, tmp_pa
     assert sorted(report.table["run"]) == ["a", "b"] and report.csv == a / "leaderboard.csv"
     after = _digest(a)
     assert {k: after.get(k) for k in before} == before  # the run's own files are byte-identical; the report's are new
+
+
+def test_a_submission_may_go_beside_the_runs_files(env, tmp_path):
+    """A run folder is read, not replaced: a new file beside its own files (runs/x/submission.csv) is no collision."""
+    run = Path(shutil.copytree(env.run, tmp_path / "run"))
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert _cli_predict(run, env.data / "test.csv", run / "submission.csv") == 0
+    assert (run / "submission.csv").is_file() and (run / "submission_models.csv").is_file()
+    assert {name: (run / name).read_bytes() for name in before} == before

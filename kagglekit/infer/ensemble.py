@@ -234,7 +234,7 @@ def ensemble(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike | Non
     if out is not None:
         from kagglekit._paths import check_outputs
 
-        check_outputs({"--out": out}, {"RUN_DIR": [str(r) for r in run_dirs]})
+        check_outputs({"--out": out}, {"RUN_DIR": [path for run in run_dirs for path in RunFolder(run).own_paths()]})
     table = load_oof(run_dirs)
     metric = table.metric
     if rank and metric.name not in RANK_METRICS:

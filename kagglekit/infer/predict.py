@@ -548,7 +548,7 @@ def predict(
     if out is not None:
         check_outputs({"--out": out, "--out (its per-run file)": models_path(out)},
                       {"--data": data if isinstance(data, (str, os.PathLike)) else None, "--sample-submission": sample_submission,
-                       "--weights": weights, "--models": list(models)})
+                       "--weights": weights, "--models": [path for run in models for path in RunFolder(run).own_paths()]})
     blend_weights, rank = match_weights(models, weights) if weights is not None else (None, False)  # fail before inference
     runs = _predict_plans(plans, inputs, average=average, tta=tta, batch_size=batch_size, device=device, precision=precision,
                           full_weight=full_weight, devices=devices)

@@ -21,10 +21,10 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from kagglekit.config import EMBEDDING_FEATURES, EMBEDDING_POOLINGS  # declared with the config keys
+from kagglekit.run import EMBEDDER_DIR  # the run folder's copy of the embedding model: part of the run's layout
 
 __all__ = ["EMBEDDING_FEATURES", "EMBEDDER_DIR", "POOLINGS", "TextEmbedder", "find_embedder", "locate_embedder", "resolve_pooling"]
 
-EMBEDDER_DIR = "embedding_model"  # the run folder's copy of the embedding model
 EMBEDDER_FILE = "kagglekit_embedder.json"  # pooling, max_len and digest of the copy
 POOLINGS = EMBEDDING_POOLINGS  # the embedding_pooling key's choices
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping
 
 from kagglekit._io import StorageError, write_csv, write_json, write_text
-from kagglekit.run import CARD_FILE, CONFIG_FILE, FOLD_DIR, FOLDS_FILE, OOF_FILE, RunFolder, parse_model_dir_name
+from kagglekit.run import CARD_FILE, FOLD_DIR, FOLDS_FILE, OOF_FILE, RunFolder, parse_model_dir_name
 from kagglekit.tools.plots import plot_fold_scores, plot_learning_curves, plot_oof, plot_weights
 
 if TYPE_CHECKING:  # numpy and pandas load when a report is made, not when the command line builds its parser
@@ -402,9 +402,7 @@ def _check_report_paths(runs: list[Run], out: Path, lb_file, weights: list[Path]
     writes only its own files there; a run's ``lb.json`` is the store ``--lb`` updates."""
     from kagglekit._paths import check_outputs
 
-    read = [run.path / name for run in runs for name in (CARD_FILE, OOF_FILE, FOLDS_FILE, CONFIG_FILE)]
-    for run in runs:
-        read += RunFolder(run.path).fold_dirs(complete=False) + RunFolder(run.path).full_dirs(complete=False)
+    read = [path for run in runs for path in RunFolder(run.path).own_paths()]
     plots = {f"--out's plot folder {run.name}/": out / run.name for run in runs}
     check_outputs({"--out": out, "--lb-file": lb_file, "--out's leaderboard.csv": out / "leaderboard.csv",
                    "--out's leaderboard.md": out / "leaderboard.md", **plots},
