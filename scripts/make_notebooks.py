@@ -233,7 +233,8 @@ from kagglekit.config import load_config
 from kagglekit.discover import describe, find_runs, resolve_paths
 from kagglekit.kaggle import is_competition_rerun
 
-models = find_runs() if MODEL_DIRS == "auto" else [Path(path) for path in MODEL_DIRS]
+given = [MODEL_DIRS] if isinstance(MODEL_DIRS, str) and MODEL_DIRS != "auto" else MODEL_DIRS  # one folder, or a list
+models = find_runs() if given == "auto" else [Path(path) for path in given]
 test_csv = TEST_CSV
 if TEST_CSV == "auto":
     test_csv = resolve_paths({"test_csv": load_config(CONFIG).test_csv})["test_csv"]

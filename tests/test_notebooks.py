@@ -311,8 +311,9 @@ def test_a_competition_rerun_skips_the_timing(kaggle, inference):
     """KAGGLE_IS_COMPETITION_RERUN: the model folders are still checked, nothing is timed."""
     _, _, runs = inference
     tmp = kaggle["tmp"]
-    params = {"OUT": str(tmp / "rerun" / "submission.csv"), "BATCH_SIZE": 16}
+    params = {"OUT": str(tmp / "rerun" / "submission.csv"), "BATCH_SIZE": 16, "MODEL_DIRS": str(runs[0])}  # one folder, not a list
     nb = execute(kaggle, "inference.ipynb", params, tmp / "rerun", root=runs[0].parents[3], KAGGLE_IS_COMPETITION_RERUN="True")
     text = text_output(nb)
     assert "inference time: ~" not in text and "ok    model " in text
+    assert str(runs[0]) in text and str(runs[1]) not in text  # only the run it was given
     assert (tmp / "rerun" / "submission.csv").is_file()
