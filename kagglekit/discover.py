@@ -6,6 +6,8 @@ Kaggle mounts inputs at ``competitions/<slug>/``, ``datasets/<owner>/<slug>/``,
 ``<slug>/``, sometimes one folder deeper after unpacking an archive. Nothing here assumes one of them:
 each search walks the root (`MAX_DEPTH` levels, ``os.scandir``, pruning model folders early) and wants
 exactly one answer; two give a ValueError listing both, none a FileNotFoundError saying what to attach.
+About 450 lines, most of them the six public searches' docstrings: the searches share one walk and one
+way of narrowing by a hint, so they stay together.
 """
 
 from __future__ import annotations
