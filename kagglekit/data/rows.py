@@ -44,20 +44,30 @@ def fold_rows(frame: pd.DataFrame, fold: int, cfg: Config, *, featurize=None,
     valid_df = frame[frame["fold"] == fold].reset_index(drop=True)
     if len(valid_df) == 0:
         raise ValueError(f"fold {fold} has no rows: n_folds={cfg.n_folds} folds were made, use --fold 0..{cfg.n_folds - 1}.")
+    train_df, augmentation = grow_training_rows(train_df, valid_df, cfg, featurize=featurize, extra=extra, label=f"fold {fold}")
+    return train_df, valid_df, augmentation
+
+
+def grow_training_rows(train_df: pd.DataFrame, valid_df: pd.DataFrame, cfg: Config, *, featurize=None,
+                       extra: pd.DataFrame | None = None, label: str) -> tuple[pd.DataFrame, dict]:
+    """A model's training rows grown: closure and swap pairs (kept off `valid_df`'s pairs), and the rows of
+    ``extra_train_csv`` with their loss weight, less those repeating a pair of `valid_df`. A fold's rows
+    (`fold_rows`) and a full fit's (every row, no validation rows) are grown alike; `label` names the model
+    in the log. Returns the rows and what was added (see `fold_rows`)."""
     augmentation = {}
-    if cfg.closure or cfg.swap:  # the fold's training rows only: validation rows stay as they are
+    if cfg.closure or cfg.swap:  # the training rows only: validation rows stay as they are
         train_df, augmentation = augment_training_rows(train_df, valid_df, closure=cfg.closure, swap=cfg.swap,
                                                        max_new=cfg.closure_max or None, ratio=cfg.closure_ratio or None, seed=cfg.seed)
         if featurize is not None:  # new pairs get their features as the file's rows did
             featurize.add(train_df)
-        print(f"fold {fold}: augmentation {augmentation}", flush=True)
+        print(f"{label}: augmentation {augmentation}", flush=True)
     if extra is not None:
         kept = extra[~repeats_pairs(extra, valid_df)]
         train_df = merge_extra(train_df, kept, weight=cfg.extra_weight)
         augmentation = {**augmentation, "extra_rows": len(kept), "extra_left_out": len(extra) - len(kept)}
         if len(kept) < len(extra):
-            print(f"fold {fold}: {len(extra) - len(kept)} extra row(s) repeat a validation pair of this fold: left out", flush=True)
-    return train_df, valid_df, augmentation
+            print(f"{label}: {len(extra) - len(kept)} extra row(s) repeat a validation pair of this fold: left out", flush=True)
+    return train_df, augmentation
 
 
 def feature_matrix(frame: pd.DataFrame, names: list[str]) -> np.ndarray | None:

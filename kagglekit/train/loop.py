@@ -122,21 +122,12 @@ class ModelPlan:
 
 def full_rows(frame: pd.DataFrame, cfg: Config, *, featurize=None, extra: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict]:
     """A full fit's training rows: every row of `frame`, grown as a fold's training rows are (closure, swap,
-    ``extra_train_csv`` rows with their loss weight; `kagglekit.data.rows.fold_rows`); returns them and
-    what was added."""
-    from kagglekit.data.augment import augment_training_rows, merge_extra
+    ``extra_train_csv`` rows with their loss weight: `kagglekit.data.rows.grow_training_rows`, with no validation
+    rows); returns them and what was added."""
+    from kagglekit.data.rows import grow_training_rows
 
-    rows, augmentation = frame.reset_index(drop=True), {}
-    if cfg.closure or cfg.swap:
-        rows, augmentation = augment_training_rows(rows, rows.iloc[:0], closure=cfg.closure, swap=cfg.swap,
-                                                   max_new=cfg.closure_max or None, ratio=cfg.closure_ratio or None, seed=cfg.seed)
-        if featurize is not None:
-            featurize.add(rows)
-        print(f"full fit: augmentation {augmentation}", flush=True)
-    if extra is not None:
-        rows = merge_extra(rows, extra, weight=cfg.extra_weight)
-        augmentation = {**augmentation, "extra_rows": len(extra), "extra_left_out": 0}
-    return rows, augmentation
+    rows = frame.reset_index(drop=True)
+    return grow_training_rows(rows, rows.iloc[:0], cfg, featurize=featurize, extra=extra, label="full fit")
 
 
 def seed_everything(seed: int, *, deterministic: bool = False) -> None:
