@@ -516,7 +516,7 @@ class RunFolder:
         """
         if is_model_dir(self.path):
             return [self.path]
-        files = [self.path / name for name in (CARD_FILE, OOF_FILE, FOLDS_FILE, CONFIG_FILE)]
+        files = [self.card_path, self.oof_path, self.folds_path, self.config_path]
         return files + self.fold_dirs(complete=False) + self.full_dirs(complete=False) + [self.path / EMBEDDER_DIR]
 
     def full_dirs(self, *, complete: bool = True) -> list[Path]:
