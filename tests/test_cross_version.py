@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from kagglekit.models.embeddings import TextEmbedder
-from kagglekit.testing import TINY_ARCHS
+from kagglekit.testing import TINY_ENCODERS
 
 ROOT = Path(__file__).resolve().parents[1]
 OTHER_PYTHON = os.environ.get("KAGGLEKIT_OTHER_PYTHON", "")
@@ -119,9 +119,9 @@ def exchange(tmp_path_factory):
                     "first (make venv-tf4) or point the variable at its python")
     tmp = tmp_path_factory.mktemp("cross")
     here_root, there_root = tmp / "saved-here", tmp / "saved-there"
-    saved_here = {arch: build_and_save(arch, here_root) for arch in TINY_ARCHS}
-    job = {"build": list(TINY_ARCHS), "root": str(there_root), "out": str(tmp / "there.json"),
-           "load": {arch: str(here_root / arch / "model") for arch in TINY_ARCHS}}
+    saved_here = {arch: build_and_save(arch, here_root) for arch in TINY_ENCODERS}
+    job = {"build": list(TINY_ENCODERS), "root": str(there_root), "out": str(tmp / "there.json"),
+           "load": {arch: str(here_root / arch / "model") for arch in TINY_ENCODERS}}
     (tmp / "job.json").write_text(json.dumps(job))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     env.pop("PYTHONPATH", None)  # the other side imports its own packages, and this tree via its editable install
@@ -129,7 +129,7 @@ def exchange(tmp_path_factory):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"the other environment failed:\n{result.stderr[-4000:]}"
     there = json.loads((tmp / "there.json").read_text())
-    loaded_here = {arch: load_and_predict(there_root / arch / "model") for arch in TINY_ARCHS}
+    loaded_here = {arch: load_and_predict(there_root / arch / "model") for arch in TINY_ENCODERS}
     return {"here_versions": _versions(), "there_versions": there["versions"], "saved_here": saved_here,
             "loaded_there": there["loaded"], "saved_there": there["built"], "loaded_here": loaded_here}
 
@@ -152,11 +152,11 @@ def _assert_same(saved: dict, loaded: dict) -> None:
     np.testing.assert_allclose(loaded["cosine"], saved["cosine"], rtol=0, atol=ATOL)  # the embedding feature too
 
 
-@pytest.mark.parametrize("arch", TINY_ARCHS)
+@pytest.mark.parametrize("arch", TINY_ENCODERS)
 def test_saved_here_predicts_the_same_there(exchange, arch):
     _assert_same(exchange["saved_here"][arch], exchange["loaded_there"][arch])
 
 
-@pytest.mark.parametrize("arch", TINY_ARCHS)
+@pytest.mark.parametrize("arch", TINY_ENCODERS)
 def test_saved_there_predicts_the_same_here(exchange, arch):
     _assert_same(exchange["saved_there"][arch], exchange["loaded_here"][arch])

@@ -9,7 +9,7 @@ from torch import nn
 
 from kagglekit.models.pair_model import build_model
 from kagglekit.models.surgery import _embedding_modules, encoder_layers, freeze
-from kagglekit.testing import TINY_ARCHS
+from kagglekit.testing import TINY_ENCODERS
 from kagglekit.train.loop import train_step
 from kagglekit.train.optim import build_optimizer, build_scheduler, param_groups
 
@@ -78,7 +78,7 @@ def _by_part(groups):
     return parts
 
 
-@pytest.mark.parametrize("arch", TINY_ARCHS)
+@pytest.mark.parametrize("arch", TINY_ENCODERS)
 def test_layer_decay_groups_every_parameter_once_at_its_layer_rate(tiny_models, arch):
     model, _ = build_model(tiny_models(arch), head=OddHead)
     lr, head_lr, decay = 1e-3, 5e-3, 0.5

@@ -30,7 +30,7 @@ EXPECTED_MODEL = {"bert": "BertModel", "deberta-v2": "DebertaV2Model", "electra"
 # Tiny models
 # --------------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module", params=kt.TINY_ARCHS)
+@pytest.fixture(scope="module", params=kt.TINY_ENCODERS)
 def tiny(request, tmp_path_factory):
     """(arch, folder, tokenizer, model) built once per arch with seed 0."""
     from transformers import AutoModel, AutoTokenizer
@@ -52,7 +52,7 @@ def _state(folder):
 
 @pytest.mark.compat
 def test_registry_names():
-    assert set(kt.TINY_ARCHS) == set(EXPECTED_MODEL)
+    assert set(kt.TINY_ENCODERS) == set(EXPECTED_MODEL)
     assert tuple(kt.TINY_BUILDERS) == kt.TINY_ARCHS
 
 

@@ -1,8 +1,11 @@
-"""Tiny randomly initialised encoders with their own trained tokenizers, registered by arch name.
+"""Tiny randomly initialised encoders and decoders with their own trained tokenizers, registered by arch name.
 
 `build_tiny_model("bert", out_dir)` writes a folder that loads offline with `AutoModel` and
-`AutoTokenizer`; `TINY_BUILDERS` maps each arch name to the function that builds it, and
+`AutoTokenizer` (a decoder's also with `AutoModelForCausalLM`); `TINY_BUILDERS` maps each arch name
+to the function that builds it, `TINY_ENCODERS` and `TINY_DECODERS` split the names by kind, and
 `get_tiny_builder` looks a name up. torch and transformers are imported inside functions only.
+About 400 lines: ten builders of a few lines each, beside the registry they fill (their tokenizer
+training lives in `_tokenizers`).
 """
 
 from __future__ import annotations
@@ -16,8 +19,15 @@ from kagglekit._io import atomic_dir
 from kagglekit.testing._tokenizers import (
     DEBERTA_SPM_SPECIALS,
     FUNNEL_SPECIALS,
+    LLAMA3_PATTERN,
     MAX_LEN,
+    QWEN2_PATTERN,
     VOCAB_TARGET,
+    add_legacy_rope_theta,
+    bos_template,
+    byte_level_bpe,
+    gemma_bpe,
+    save_tokenizer,
     train_sentencepiece,
     transformers_v5,
     vocab_kwargs,
@@ -25,7 +35,7 @@ from kagglekit.testing._tokenizers import (
 )
 from kagglekit.testing.vocab import corpus_lines
 
-__all__ = ["TINY_ARCHS", "TINY_BUILDERS", "build_tiny_model", "get_tiny_builder"]
+__all__ = ["TINY_ARCHS", "TINY_BUILDERS", "TINY_DECODERS", "TINY_ENCODERS", "build_tiny_model", "get_tiny_builder"]
 
 _DIMS = {
     "hidden_size": 64,
@@ -55,13 +65,19 @@ _MODEL_FILES = frozenset({
 
 TINY_BUILDERS: dict[str, Callable[[Path, int], None]] = {}
 """Registry arch name -> builder(work_dir, seed) that writes a complete model folder."""
+_DECODER_NAMES: set[str] = set()
 
 
-def _register(name: str):
-    """Decorator: register a builder under the arch name `name` (the order sets `TINY_ARCHS`)."""
+def _register(name: str, *, decoder: bool = False):
+    """Decorator: register a builder under the arch name `name` (the order sets `TINY_ARCHS`).
+
+    `decoder=True` files it under `TINY_DECODERS` (a causal LM), else under `TINY_ENCODERS`.
+    """
     def deco(fn):
         assert name not in TINY_BUILDERS, f"tiny arch {name!r} registered twice"
         TINY_BUILDERS[name] = fn
+        if decoder:
+            _DECODER_NAMES.add(name)
         return fn
     return deco
 
@@ -218,21 +234,116 @@ def _build_deberta_v2(work_dir: Path, seed: int) -> None:
     )
 
 
+# --------------------------------------------------------------------------------------------------
+# Decoders: causal LMs with the LM head, tokenizers laid out as the real ones
+# --------------------------------------------------------------------------------------------------
+
+# GQA: 4 query heads share 2 key/value heads, as Llama-3, Qwen2 and Gemma-2 all do.
+_DECODER_DIMS = dict(_DIMS, num_key_value_heads=2)
+
+
+def _save_decoder(work_dir: Path, model_type: str, tokenizer, seed: int, *, tokenizer_class: str,
+                  vocab_size: int | None = None, **overrides) -> None:
+    """Build a randomly initialised causal LM (`*ForCausalLM`, LM head included) and save it as safetensors.
+
+    `tokenizer_class` goes into tokenizer_config.json as the real folders name it (`save_tokenizer`).
+    `vocab_size` defaults to the tokenizer's length; `overrides` set the config's ids, ties and
+    arch-specific sizes.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    save_tokenizer(tokenizer, work_dir, tokenizer_class)
+    config = AutoConfig.for_model(model_type, **_DECODER_DIMS, vocab_size=vocab_size or len(tokenizer), **overrides)
+    with torch.random.fork_rng(devices=[]):  # seeding must not disturb the caller's torch random stream
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(work_dir)
+    add_legacy_rope_theta(work_dir)  # Llama-3's and Qwen2's theta must survive transformers 4.x
+
+
+@_register("llama", decoder=True)
+def _build_llama(work_dir: Path, seed: int) -> None:
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    # Llama-3: byte-level BPE, bos and eos appended after the learned pieces, bos added to every
+    # text, and NO pad token (config.pad_token_id is None too).
+    bos, eos = "<|begin_of_text|>", "<|end_of_text|>"
+    backend = byte_level_bpe(LLAMA3_PATTERN, (bos, eos, "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"))
+    backend.post_processor = processors.Sequence([processors.ByteLevel(trim_offsets=False),
+                                                  bos_template(bos, backend.token_to_id(bos))])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=bos, eos_token=eos,
+                                        model_max_length=MAX_LEN)
+    _save_decoder(work_dir, "llama", tokenizer, seed, tokenizer_class="PreTrainedTokenizerFast",
+                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=None,
+                  rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=False)  # Llama-3-8B: untied
+
+
+@_register("qwen2", decoder=True)
+def _build_qwen2(work_dir: Path, seed: int) -> None:
+    from tokenizers import processors
+    from transformers import Qwen2TokenizerFast
+
+    # Qwen2: NFC, byte-level BPE, no bos added; <|endoftext|> is eos and the tokenizer's pad, while
+    # config.json names it bos and eos and has no pad_token_id. Its embedding has more rows than the
+    # tokenizer has tokens (151936 for 151646), padded to a multiple of 128; here 1024 for 1000.
+    eot = "<|endoftext|>"
+    backend = byte_level_bpe(QWEN2_PATTERN, (eot, "<|im_start|>", "<|im_end|>"), nfc=True)
+    backend.post_processor = processors.ByteLevel(trim_offsets=False)
+    tokenizer = Qwen2TokenizerFast(tokenizer_object=backend, bos_token=None, eos_token=eot, pad_token=eot,
+                                   unk_token=None, model_max_length=MAX_LEN)
+    _save_decoder(work_dir, "qwen2", tokenizer, seed, tokenizer_class="Qwen2Tokenizer",
+                  vocab_size=-(-len(tokenizer) // 128) * 128,
+                  bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=None,
+                  rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True)  # Qwen2-0.5B: tied
+
+
+@_register("gemma2", decoder=True)
+def _build_gemma2(work_dir: Path, seed: int) -> None:
+    from transformers import GemmaTokenizerFast
+
+    # Gemma-2: BPE with byte fallback over "▁"-spaced text, <pad>=0 <eos>=1 <bos>=2 <unk>=3, bos
+    # added to every text, left padding (the tokenizer class's default); embeddings always tied.
+    backend = gemma_bpe()
+    backend.post_processor = bos_template("<bos>", backend.token_to_id("<bos>"))
+    tokenizer = GemmaTokenizerFast(tokenizer_object=backend, add_bos_token=True, add_eos_token=False,
+                                   model_max_length=MAX_LEN)
+    head_dim = _DIMS["hidden_size"] // _DIMS["num_attention_heads"]
+    _save_decoder(work_dir, "gemma2", tokenizer, seed, tokenizer_class="GemmaTokenizer",
+                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                  bos_token_id=tokenizer.bos_token_id, head_dim=head_dim, query_pre_attn_scalar=head_dim,
+                  # local (sliding window) and global layers alternate; a window shorter than a
+                  # prompt, so tests exercise it
+                  sliding_window=32, attn_logit_softcapping=50.0, final_logit_softcapping=30.0,
+                  hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True)
+
+
 TINY_ARCHS: tuple[str, ...] = tuple(TINY_BUILDERS)
+"""Every registered arch name, encoders first."""
+TINY_ENCODERS: tuple[str, ...] = tuple(arch for arch in TINY_ARCHS if arch not in _DECODER_NAMES)
+"""The encoder archs (bare `AutoModel` folders)."""
+TINY_DECODERS: tuple[str, ...] = tuple(arch for arch in TINY_ARCHS if arch in _DECODER_NAMES)
+"""The decoder archs (causal LM folders, LM head included): llama, qwen2, gemma2."""
 
 
 def build_tiny_model(arch: str, out_dir, *, seed: int = 0) -> Path:
-    """Write a tiny randomly initialised encoder plus its own freshly trained tokenizer.
+    """Write a tiny randomly initialised encoder or decoder plus its own freshly trained tokenizer.
 
     The folder loads with `AutoTokenizer.from_pretrained` and `AutoModel.from_pretrained` offline
     (nezha: with `kagglekit.models.nezha.NezhaModel.from_pretrained`, or `AutoModel` after
-    `register_nezha()` under transformers 5; the kit's `build_model` does that itself).
+    `register_nezha()` under transformers 5; the kit's `build_model` does that itself). A decoder
+    (`TINY_DECODERS`) is a 2-layer causal LM saved with its LM head, so it also loads with
+    `AutoModelForCausalLM` and `AutoModelForSequenceClassification`; its tokenizer has the special
+    tokens of the real family (llama: bos and eos, no pad; qwen2: `<|endoftext|>` as eos and pad,
+    no bos; gemma2: `<pad>`, `<bos>`, `<eos>`, bos added, left padding), and " Yes" and " No" are
+    single tokens in every vocabulary.
     The build happens in a temporary folder next to `out_dir` that is moved in place at the end, so
     an interrupted build never leaves a half-written model behind.
 
     Args:
         arch: One of `TINY_ARCHS` ("bert", "electra", "roberta", "funnel", "xlm-roberta", "nezha",
-            "deberta-v2").
+            "deberta-v2", "llama", "qwen2", "gemma2").
         out_dir: Target folder. Created if missing; if it exists, its model and tokenizer files are
             replaced and unrelated files are left alone.
         seed: Seed for the weights; the same seed gives bit-identical tensors.
