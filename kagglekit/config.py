@@ -25,7 +25,8 @@ from kagglekit._keys import (LAYER_DECAY, POSITIVE, RATE, SEED, SEED_HINT, above
 __all__ = ["Config", "load_config", "parse_overrides", "field_names", "parse_cpc_levels", "changed_keys"]
 
 # Registry names, so that validation needs no torch; tests/test_config.py holds each equal to its registry.
-HEAD_NAMES = ("attention", "cls", "cls_pooler", "cnn", "concat_last_k", "lstm", "max", "mean", "weighted_layers")  # models.heads.HEADS
+HEAD_NAMES = ("attention", "cls", "cls_pooler", "cnn", "concat_last_k", "last_token", "lstm", "max", "mean", "token_logits",
+              "weighted_layers")  # models.heads.HEADS
 METRIC_NAMES = ("pearson", "rmse", "roc_auc", "spearman")  # metrics.METRICS
 EMBEDDING_POOLINGS = ("auto", "mean", "cls")  # models.embeddings takes its choices from here
 # The names of the features the kit computes, declared here (the config layer) and imported by the modules that
@@ -43,6 +44,30 @@ EMA = when(ema=above(0))
 FGM_PGD, PGD, AWP = when(adversary=("fgm", "pgd")), when(adversary="pgd"), when(adversary="awp")
 ANY_ADVERSARY = when(adversary=("fgm", "pgd", "awp"))
 UNIT = RATE.bounds()  # a rate or probability in [0, 1), as models.surgery checks it
+
+
+def parse_label_tokens(value: Any, source: str = "") -> list[str]:
+    """The ``label_tokens`` key: a YAML list, a JSON list (``'[" No", " Yes"]'``) or comma-separated text (``" No, Yes"``).
+
+    Spaces are kept as written: a leading space is part of most answer tokens (" Yes" is one token, "Yes" another).
+    """
+    import json
+
+    items = value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                items = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"config key 'label_tokens' in {source}: {value!r} is not a JSON list ({err}); write e.g. "
+                                 '\'[" No", " Yes"]\'.') from None
+        else:
+            items = value.split(",") if text else []
+    if not isinstance(items, (list, tuple)) or not all(isinstance(t, str) and t for t in items):
+        raise ValueError(f"config key 'label_tokens' in {source}: expected a list of non-empty texts, got {value!r}; write e.g. "
+                         '[" No", " Yes"].')
+    return list(items)
 
 
 @dataclass
@@ -122,6 +147,11 @@ class Config:
     head_hidden: int = key(0, "cnn: channels per kernel; lstm: units per direction (0: the head's default)", ge=0,
                            applies=when(head=("cnn", "lstm")))
     head_kernels: str = key("", 'odd kernel sizes, comma-separated ("1,3,5"; empty: 3)', applies=when(head="cnn"))
+    template: str = key("", "decoder backbones: the prompt a pair becomes, a format string over the recipe's texts ({text_a} "
+                        "{text_b}; uspppm also {anchor} {target} {context} {code} {targets}); empty: the recipe's own")
+    label_tokens: list = key([], 'the answer tokens the LM head scores, e.g. [" No", " Yes"], one token each: a single score is '
+                             "the last one's logit minus the first's; classes and bins take one token per output",
+                             applies=when(head="token_logits"), parse=parse_label_tokens)
     output: str = key("single", "single score | classes (one per label value) | bins (soft labels); see kagglekit.targets",
                       choices=("single", "classes", "bins"))
     num_bins: int = key(5, "bin centres spread evenly over the label range", ge=2, applies=when(output="bins"))
@@ -317,6 +347,35 @@ def _cpc_levels_parse(cfg: Config) -> None:
     parse_cpc_levels(cfg.cpc_levels)
 
 
+def _template_parses(cfg: Config) -> None:
+    if cfg.template:
+        from kagglekit.data.prompts import template_fields  # light: no torch
+
+        template_fields(cfg.template)
+
+
+def _token_logits_settings(cfg: Config) -> None:
+    if cfg.head != "token_logits":
+        return
+    tokens = parse_label_tokens(cfg.label_tokens, "the config")
+    count = len(tokens)
+    if count < 2:
+        raise ValueError(f"head=token_logits scores the pair with the LM head's logits of label_tokens, got {tokens!r}: name at "
+                         'least two answer tokens, e.g. label_tokens=[" No", " Yes"] (the leading space is part of the token).')
+    if len(set(tokens)) != count:
+        raise ValueError(f"config key 'label_tokens' names a token twice: {tokens!r}; give each answer token once.")
+    if cfg.output == "single" and count != 2:
+        raise ValueError(f"output=single with head=token_logits is the log-odds of two tokens (the last against the first), "
+                         f"but label_tokens has {count}: {tokens!r}. Give two, or use output=classes (one token per class).")
+    if cfg.output == "bins" and count != cfg.num_bins:
+        raise ValueError(f"output=bins with head=token_logits scores one token per bin: label_tokens has {count} but "
+                         f"num_bins={cfg.num_bins}. Give {cfg.num_bins} tokens, or set num_bins={count}.")
+    if cfg.model_features():
+        raise ValueError(f"head=token_logits scores the last token's state with the LM head alone, so the numeric features "
+                         f"{cfg.model_features()} cannot join it: use head=last_token (a new output layer takes them), or drop "
+                         "feature_columns / cooccurrence / embedding_model.")
+
+
 def parse_cpc_levels(levels: str) -> list[str]:
     """``"section,class"`` -> ``["section", "class"]``, checked (the ``cpc_levels`` key; the uspppm recipe reads it so)."""
     names = [name.strip() for name in levels.split(",") if name.strip()]
@@ -326,7 +385,7 @@ def parse_cpc_levels(levels: str) -> list[str]:
 
 
 CROSS_CHECKS = (check_output_dir, _loss_parses_and_trains_output, _head_kernels_parse, _msd_rates_match_samples,
-                _features_are_distinct, _closure_settings, _cpc_levels_parse)
+                _features_are_distinct, _closure_settings, _cpc_levels_parse, _template_parses, _token_logits_settings)
 
 
 def field_names() -> list[str]:

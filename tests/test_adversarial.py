@@ -11,7 +11,7 @@ from torch import nn
 
 from kagglekit.losses import get_loss
 from kagglekit.models.pair_model import build_model
-from kagglekit.testing import TINY_ENCODERS
+from kagglekit.testing import TINY_ARCHS, TINY_DECODERS
 from kagglekit.train.adversarial import ADVERSARIES, AWP, FGM, PGD, create_adversary
 from kagglekit.train.loop import compute_loss, train_step
 
@@ -329,17 +329,18 @@ def test_an_adversary_not_in_use_keeps_no_gradient(bert):
 # --- the embedding, found or named ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch", TINY_ENCODERS)
+@pytest.mark.parametrize("arch", TINY_ARCHS)
 def test_embedding_found_on_every_backbone_and_really_attacked(tiny_models, arch):
     model, tokenizer = pair_model(tiny_models(arch))
     fgm = FGM(model, epsilon=0.5)
     weight = model.backbone.get_input_embeddings().weight
-    assert [p for _, p in fgm.params] == [weight] and fgm.params[0][0] == EMBEDDING
-    assert [n for n, _ in FGM(model.backbone).params] == ["embeddings.word_embeddings.weight"]  # bare encoder
+    own = "embed_tokens.weight" if arch in TINY_DECODERS else "embeddings.word_embeddings.weight"  # the bare backbone's name
+    assert [p for _, p in fgm.params] == [weight] and fgm.params[0][0] == f"backbone.{own}"
+    assert [n for n, _ in FGM(model.backbone).params] == [own]  # bare backbone
     inputs, labels = make_batch(tokenizer)
     seen, value = attack_run(model, fgm, inputs, labels)
     assert math.isfinite(value)
-    assert torch.linalg.vector_norm(seen[0][EMBEDDING] - weight.detach()).item() == pytest.approx(0.5, abs=1e-5)
+    assert torch.linalg.vector_norm(seen[0][f"backbone.{own}"] - weight.detach()).item() == pytest.approx(0.5, abs=1e-5)
 
 
 def test_embedding_by_name_and_wrong_or_frozen_names_raise(bert):

@@ -42,7 +42,7 @@ def test_unknown_key_names_the_closest_valid_key(tmp_path):
         ("epochs=two", r"'epochs' in --set: expected int, got 'two'"),
         ("epochs=1.5", r"expected int, got '1.5'"),
         ("lr=fast", r"expected float"),
-        ("head=meen", r"'head': unknown value 'meen'; valid values are \['attention', 'cls', 'cls_pooler', 'cnn', 'concat_last_k', 'lstm', 'max', 'mean', 'weighted_layers'\]"),
+        ("head=meen", r"'head': unknown value 'meen'; valid values are \['attention', 'cls', 'cls_pooler', 'cnn', 'concat_last_k', 'last_token', 'lstm', 'max', 'mean', 'token_logits', 'weighted_layers'\]"),
         ("loss=hinge", r"config key 'loss': loss 'hinge': unknown loss 'hinge'. Valid losses are \['bce', 'ce', 'huber'"),
         ("scheduler=step", r"'scheduler': unknown value 'step'"),
         ("task=squad", r"'task': unknown value 'squad'"),

@@ -48,7 +48,7 @@ def assert_oof_reproduced(oof, sub):
     np.testing.assert_allclose(sub["score"], oof["pred"], rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("head", sorted(HEADS))
+@pytest.mark.parametrize("head", sorted(h for h in HEADS if h != "token_logits"))  # token_logits needs a decoder and label_tokens: test_decoder_e2e.py
 def test_every_head_trains_and_predicts_without_its_backbone(head, tiny_models, tmp_path):
     run, oof, sub = train_then_predict(tiny_models, tmp_path, f"head={head}", "head_layernorm=true")
     assert_oof_reproduced(oof, sub)

@@ -9,7 +9,7 @@ from torch import nn
 
 from kagglekit.models.pair_model import build_model
 from kagglekit.models.surgery import _embedding_modules, encoder_layers, freeze
-from kagglekit.testing import TINY_ENCODERS
+from kagglekit.testing import TINY_ARCHS, TINY_ENCODERS
 from kagglekit.train.loop import train_step
 from kagglekit.train.optim import build_optimizer, build_scheduler, param_groups
 
@@ -78,7 +78,7 @@ def _by_part(groups):
     return parts
 
 
-@pytest.mark.parametrize("arch", TINY_ENCODERS)
+@pytest.mark.parametrize("arch", TINY_ARCHS)
 def test_layer_decay_groups_every_parameter_once_at_its_layer_rate(tiny_models, arch):
     model, _ = build_model(tiny_models(arch), head=OddHead)
     lr, head_lr, decay = 1e-3, 5e-3, 0.5
@@ -102,10 +102,16 @@ def test_layer_decay_groups_every_parameter_once_at_its_layer_rate(tiny_models, 
         assert "encoder_shared" not in parts
     assert parts["head"] == (head_lr, _ids([*model.head.parameters(), *model.fc.parameters()]))
     names = [g["name"] for g in groups]
-    assert names[:2] == ["embeddings", "embeddings_no_decay"] and names[-2:] == ["head", "head_no_decay"]
+    assert names[0] == "embeddings" and names[-2:] == ["head", "head_no_decay"]
+    if arch in TINY_ENCODERS:  # a decoder's embedding is one matrix: nothing of it goes without decay
+        assert names[1] == "embeddings_no_decay"
+    else:  # the final norm (and an untied LM head) above the layers: the top layer's rate
+        rates = {id(p): g["lr"] for g in groups for p in g["params"]}
+        assert rates[id(backbone.norm.weight)] == pytest.approx(lr)
     no_decay = {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]}
     assert id(model.head.qq_norm.weight) in no_decay and id(model.head.zzz.weight) not in no_decay
-    assert all(id(m.weight) in no_decay for m in backbone.modules() if isinstance(m, nn.LayerNorm))
+    norms = [m for m in backbone.modules() if isinstance(m, nn.LayerNorm) or type(m).__name__.endswith("RMSNorm")]
+    assert norms and all(id(m.weight) in no_decay for m in norms)
 
 
 def test_layer_rates_by_hand_and_frozen_parameters_left_out(tiny_bert):

@@ -37,19 +37,30 @@ class PairEncodings:
             return_attention_mask=False,
             return_token_type_ids=types,
         )
-        self.input_ids: list[list[int]] = enc["input_ids"]
-        # Some backbones (RoBERTa, DeBERTa-v3) have no segment embeddings worth feeding.
-        self.token_type_ids = enc["token_type_ids"] if types else None
-        self.lengths = np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64, count=len(self.input_ids))
-        self.labels = None if labels is None else np.asarray(labels, dtype=np.float32)
-        self.features = None if features is None else np.asarray(features, dtype=np.float32).reshape(len(self.input_ids), -1)
-        self.weights = None if weights is None else np.asarray(weights, dtype=np.float32).reshape(len(self.input_ids))
-        self.pad_id = tokenizer.pad_token_id
-        if self.pad_id is None:
+        pad_id = tokenizer.pad_token_id
+        if pad_id is None:
             raise ValueError(
                 f"the tokenizer ({type(tokenizer).__name__}) has no pad token: set one in the model folder's "
                 "tokenizer_config.json (pad_token), e.g. the eos or unk token."
             )
+        # Some backbones (RoBERTa, DeBERTa-v3) have no segment embeddings worth feeding.
+        self._store(enc["input_ids"], enc["token_type_ids"] if types else None, pad_id, labels, features, weights)
+
+    @classmethod
+    def from_ids(cls, input_ids: Sequence[Sequence[int]], *, pad_id: int, labels=None, features=None, weights=None) -> "PairEncodings":
+        """Encodings of rows tokenized elsewhere (a decoder's prompts, `kagglekit.data.prompts.encode_prompts`): no token types."""
+        out = cls.__new__(cls)
+        out._store([list(ids) for ids in input_ids], None, pad_id, labels, features, weights)
+        return out
+
+    def _store(self, input_ids: list[list[int]], token_type_ids, pad_id: int, labels, features, weights) -> None:
+        self.input_ids: list[list[int]] = input_ids
+        self.token_type_ids = token_type_ids
+        self.lengths = np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64, count=len(self.input_ids))
+        self.labels = None if labels is None else np.asarray(labels, dtype=np.float32)
+        self.features = None if features is None else np.asarray(features, dtype=np.float32).reshape(len(self.input_ids), -1)
+        self.weights = None if weights is None else np.asarray(weights, dtype=np.float32).reshape(len(self.input_ids))
+        self.pad_id = pad_id
 
     def __len__(self) -> int:
         return len(self.input_ids)

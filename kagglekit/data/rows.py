@@ -14,6 +14,7 @@ import pandas as pd
 
 from kagglekit.data.augment import augment_training_rows, merge_extra, repeats_pairs
 from kagglekit.data.batching import PairEncodings
+from kagglekit.data.prompts import encode_rows
 
 if TYPE_CHECKING:
     from kagglekit.config import Config
@@ -77,11 +78,12 @@ def feature_matrix(frame: pd.DataFrame, names: list[str]) -> np.ndarray | None:
 
 def fold_encodings(tokenizer, train_df: pd.DataFrame, valid_df: pd.DataFrame, cfg: Config) -> tuple[PairEncodings, PairEncodings]:
     """Tokenize a fold's rows once: ``(train, valid)`` encodings with labels and features; the training
-    side also carries each row's loss weight when `train_df` has a ``weight`` column (extra rows)."""
+    side also carries each row's loss weight when `train_df` has a ``weight`` column (extra rows). With
+    ``cfg.template`` set (a decoder's, resolved by the runner) each row is its prompt, else its text pair."""
     features = cfg.model_features()
     weights = train_df["weight"] if "weight" in train_df else None
-    train = PairEncodings(tokenizer, train_df["text_a"], train_df["text_b"], cfg.max_len, train_df["label"],
-                          feature_matrix(train_df, features), weights)
-    valid = PairEncodings(tokenizer, valid_df["text_a"], valid_df["text_b"], cfg.max_len, valid_df["label"],
-                          feature_matrix(valid_df, features))
+    train = encode_rows(tokenizer, train_df, cfg.max_len, template=cfg.template, labels=train_df["label"],
+                        features=feature_matrix(train_df, features), weights=weights)
+    valid = encode_rows(tokenizer, valid_df, cfg.max_len, template=cfg.template, labels=valid_df["label"],
+                        features=feature_matrix(valid_df, features))
     return train, valid

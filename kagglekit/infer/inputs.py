@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from kagglekit.data.batching import PairEncodings
+from kagglekit.data.prompts import encode_prompts
 from kagglekit.data.recipes import Recipe, get_recipe
 from kagglekit.run import META_FILE, FoldMeta
 
@@ -155,14 +156,19 @@ class InputCache:
             return self._frames[key]
 
     def encodings(self, meta: FoldMeta, tokenizer, folder: Path, feature_names: Sequence[str], *, swap: bool = False) -> PairEncodings:
-        """The tokenized test pairs for a model folder (its tokenizer files and max_len); `swap`: texts exchanged."""
+        """The tokenized test pairs (a decoder's prompts) for a model folder (its tokenizer files, max_len and
+        template); `swap`: texts exchanged."""
         key = (_state_key(meta), _tokenizer_key(folder), meta.max_len, tuple(feature_names), swap)
         with self._lock:
             if key not in self._encodings:
                 frame = self.frame(meta, folder)[1]
                 frame = swapped(frame) if swap else frame
                 features = frame[list(feature_names)].to_numpy() if feature_names else None
-                self._encodings[key] = PairEncodings(tokenizer, frame["text_a"], frame["text_b"], meta.max_len, features=features)
+                template = meta.recipe_state.get("template", "")  # a decoder's prompt, as training rendered it
+                if template:
+                    self._encodings[key] = encode_prompts(tokenizer, frame, template, meta.max_len, features=features)
+                else:
+                    self._encodings[key] = PairEncodings(tokenizer, frame["text_a"], frame["text_b"], meta.max_len, features=features)
             return self._encodings[key]
 
 

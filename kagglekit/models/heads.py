@@ -3,8 +3,10 @@
 Every head honours one contract: ``forward(hidden, mask, **extra)`` returns (B, F) and
 ``out_features`` is F. Heads that need more than the last layer say so (``needs_hidden_states``:
 ``all_hidden``, the tuple of every layer's states, embeddings first; ``needs_pooler``:
-``pooler_output``). Padding tokens never change a head's output, and a row with no real token
-gives zeros, not NaN. Masks are right-padded (ones, then zeros), as the kit's collator makes them.
+``pooler_output``; ``needs_lm_head``: the model scores the pooled vector with the backbone's LM head
+instead of a new output layer). Padding tokens never change a head's output, and a row with no real token
+gives zeros, not NaN. Masks are right-padded (ones, then zeros), as the kit's collator makes them
+(`last_token` and `token_logits` take left-padded ones too).
 
 Each head takes ``layernorm=True`` for a LayerNorm on its output, before the output layer.
 """
@@ -36,6 +38,19 @@ def masked_max(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     filled = hidden.masked_fill(~real, torch.finfo(hidden.dtype).min)
     out = filled.max(dim=1).values  # (B, H)
     return out.masked_fill(~real.any(dim=1), 0.0)  # an empty row gives zeros, not -inf
+
+
+def last_token_index(mask: torch.Tensor) -> torch.Tensor:
+    """The position of each row's last real token, shape (B,), for right- and left-padded masks alike; 0 for an empty row."""
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)  # (B, T)
+    return torch.where(mask.bool(), positions, -1).max(dim=1).values.clamp(min=0)
+
+
+def last_token(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each row's state at its last real token (B, H); zeros for a row with no real token."""
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    out = hidden[rows, last_token_index(mask)]  # (B, H)
+    return out * mask.bool().any(dim=1, keepdim=True).to(out.dtype)
 
 
 class AttentionPool(nn.Module):
@@ -245,6 +260,30 @@ class LstmHead(Head):
         return _reduce(self.kind, self.reducer, out, mask)
 
 
+class LastTokenPooling(Head):
+    """The state of each row's last real token: in a causal LM (decoder) the only one that has read the whole prompt.
+
+    On an encoder it is the closing special token ([SEP], </s>), which attends to every token too.
+    """
+
+    def __init__(self, hidden_size: int, *, layernorm: bool = False):
+        super().__init__(hidden_size, layernorm)
+
+    def pool(self, hidden, mask, **extra):
+        return last_token(hidden, mask)
+
+
+class TokenLogitsHead(LastTokenPooling):
+    """The last real token's state, scored by the backbone's own LM head instead of a new output layer.
+
+    The pooling is `LastTokenPooling`'s; ``needs_lm_head`` tells `PairModel` to score the pooled vector
+    with the LM head's rows of the label tokens (`kagglekit.models.decoder.LabelLogits`), so the
+    backbone must be a causal LM with its head (``AutoModelForCausalLM``).
+    """
+
+    needs_lm_head = True
+
+
 def _top_layers(all_hidden, k: int, name: str) -> list[torch.Tensor]:
     """The last `k` layers' token states (bottom to top); the embedding output is not a layer."""
     if all_hidden is None:
@@ -265,6 +304,8 @@ HEADS: dict[str, type[nn.Module]] = {
     "concat_last_k": ConcatLastKHead,
     "cnn": CnnHead,
     "lstm": LstmHead,
+    "last_token": LastTokenPooling,
+    "token_logits": TokenLogitsHead,
 }
 
 

@@ -19,23 +19,27 @@ import torch
 from torch import nn
 
 from kagglekit._io import atomic_dir, write_json
-from kagglekit.models.heads import create_head, head_defaults
+from kagglekit.models.backbones import (BACKBONE_WEIGHTS, VOCAB_FILES, _check_tokenizer_files, backbone_from_config,
+                                        check_backbone, check_tokenizer_fits, fp32_load_options, load_backbone, load_tokenizer)
+from kagglekit.models.decoder import backbone_kind, is_decoder, lm_head_output, position_ids
+from kagglekit.models.heads import HEADS, create_head, head_defaults
 from kagglekit.run import META_FILE, META_FORMAT, FoldMeta
+
+# The backbone loaders and checks live in kagglekit.models.backbones; they are re-exported here, where they were first defined.
+__all__ = ["BACKBONE_WEIGHTS", "FEATURE_DIM", "SAVE_DTYPES", "VOCAB_FILES", "WEIGHTS_FILE", "PairModel", "backbone_from_config",
+           "build_model", "check_backbone", "check_tokenizer_fits", "dropout_rates", "fp32_load_options", "load_backbone",
+           "load_model_folder", "load_tokenizer", "save_model_folder"]
 
 WEIGHTS_FILE = "model.safetensors"
 FEATURE_DIM = 32  # width of the projected numeric features fused with the pooled vector
-# Vocabulary files of the slow (Python) tokenizers. transformers 5 saves only tokenizer.json, but
-# 4.x needs these to load some tokenizers (DeBERTa-v3 needs spm.model), so model folders keep them.
-VOCAB_FILES = ("spm.model", "sentencepiece.bpe.model", "vocab.txt", "vocab.json", "merges.txt")
-# Files that hold a checkpoint's weights (one of them, or a sharded index).
-BACKBONE_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
 class PairModel(nn.Module):
-    """Backbone → pooling head → multi-sample dropout → linear.
+    """Backbone → pooling head → multi-sample dropout → linear (or, for ``token_logits``, the LM head's label rows).
 
     Args:
-        backbone: a transformers encoder (``AutoModel``) returning ``last_hidden_state``.
+        backbone: a transformers encoder (``AutoModel``) returning ``last_hidden_state``, or a decoder
+            (`kagglekit.models.decoder`): the bare model, or the causal LM for ``head="token_logits"``.
         head: pooling head name or class (see `kagglekit.models.heads.HEADS`).
         num_outputs: 1 for regression or binary scores; C for `classes` or `bins` outputs (see `kagglekit.targets`).
         dropout: dropout rate on the pooled vector, or one rate per dropout sample.
@@ -48,6 +52,15 @@ class PairModel(nn.Module):
         feature_names: names of extra numeric inputs per row (e.g. co-occurrence counts), fused with
             the pooled vector: standardised with the training fold's mean and std (stored in the
             weights, see `set_feature_stats`), projected by Linear + GELU, concatenated.
+        label_tokens: ``head="token_logits"`` only: the answer tokens whose rows of the backbone's LM head
+            score the pooled vector in place of a new output layer (`kagglekit.models.decoder.LabelLogits`;
+            `build_model` sets their ids from the tokenizer). One output: the last token's logit minus the
+            first's; otherwise one token per output.
+        backbone_class: the backbone's class name, as a decoder model records it (a model folder rebuilds it).
+
+    A decoder (causal LM) backbone gets positions that count real tokens only (left- and right-padded
+    batches score alike) and no KV cache; given with an LM head that its head does not use, it keeps
+    only the bare model.
     """
 
     def __init__(
@@ -61,10 +74,19 @@ class PairModel(nn.Module):
         msd_average: str = "logits",
         head_options: dict | None = None,
         feature_names: Sequence[str] = (),
+        label_tokens: Sequence[str] = (),
+        backbone_class: str | None = None,
     ):
         super().__init__()
         rates = dropout_rates(dropout, msd_samples)
         head_options = _fit_layers(head, dict(head_options or {}), backbone)
+        self.is_decoder = is_decoder(backbone)
+        scores_with_lm_head = getattr(HEADS.get(head) if isinstance(head, str) else head, "needs_lm_head", False)
+        if self.is_decoder and not scores_with_lm_head and backbone.base_model is not backbone:
+            backbone = backbone.base_model  # a causal LM's head that nothing reads: the bare model is enough
+        if backbone_class is not None and backbone_class != type(backbone).__name__:
+            raise ValueError(f"backbone_class={backbone_class!r} but the backbone is a {type(backbone).__name__}: rebuild the "
+                             "backbone the model folder records (load_model_folder does).")
         # what rebuilds this structure around saved weights (stored in kagglekit.json as "model")
         self.init_args = {
             "head": head if isinstance(head, str) else head.__name__,
@@ -75,6 +97,10 @@ class PairModel(nn.Module):
             "head_options": dict(head_options or {}),
             "feature_names": list(feature_names),
         }
+        if self.is_decoder:
+            self.init_args["backbone_class"] = type(backbone).__name__
+        if label_tokens:
+            self.init_args["label_tokens"] = list(label_tokens)
         self.backbone = backbone
         self.head = create_head(head, backbone.config.hidden_size, **(head_options or {}))
         if hasattr(self.head, "check_backbone"):
@@ -91,10 +117,17 @@ class PairModel(nn.Module):
             self.register_buffer("feature_std", torch.ones(count))
             self.feature_proj = nn.Sequential(nn.Linear(count, FEATURE_DIM), nn.GELU())
             fused = FEATURE_DIM
-        self.fc = nn.Linear(self.head.out_features + fused, num_outputs)
-        std = getattr(backbone.config, "initializer_range", 0.02)
-        nn.init.normal_(self.fc.weight, std=std)
-        nn.init.zeros_(self.fc.bias)
+        self.fc, self.label_logits = None, None
+        if scores_with_lm_head:  # the LM head's label rows are the output layer
+            self.label_logits = lm_head_output(backbone, label_tokens, num_outputs, self.feature_names)
+        elif label_tokens:
+            raise ValueError(f"label_tokens={list(label_tokens)!r} apply to head='token_logits' only (the LM head scores them); "
+                             f"head {self.init_args['head']!r} trains a new output layer: leave label_tokens empty.")
+        else:
+            self.fc = nn.Linear(self.head.out_features + fused, num_outputs)
+            std = getattr(backbone.config, "initializer_range", 0.02)
+            nn.init.normal_(self.fc.weight, std=std)
+            nn.init.zeros_(self.fc.bias)
         self.num_outputs = num_outputs
         self.source_dir: Path | None = None  # folder the backbone and tokenizer came from
 
@@ -102,8 +135,12 @@ class PairModel(nn.Module):
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
+        encoder = self.backbone
+        if self.is_decoder:  # positions of real tokens only; the base model, so no full-vocabulary logits
+            kwargs.update(position_ids=position_ids(attention_mask), use_cache=False)
+            encoder = self.backbone.base_model
         needs_layers = getattr(self.head, "needs_hidden_states", False)
-        out = self.backbone(**kwargs, output_hidden_states=needs_layers or None)
+        out = encoder(**kwargs, output_hidden_states=needs_layers or None)
         extra = {}
         if needs_layers:
             extra["all_hidden"] = out.hidden_states  # tuple of (B, T, H), embeddings first
@@ -116,11 +153,18 @@ class PairModel(nn.Module):
             scaled = (features.float() - self.feature_mean) / self.feature_std  # (B, K)
             pooled = torch.cat([pooled, self.feature_proj(scaled).to(pooled.dtype)], dim=-1)  # (B, F + FEATURE_DIM)
         if not self.training or len(self.dropouts) == 1:
-            logits = self.fc(self.dropouts[0](pooled))  # (B, C)
+            logits = self._output(self.dropouts[0](pooled))  # (B, C)
         else:
-            samples = torch.stack([self.fc(drop(pooled)) for drop in self.dropouts])  # (S, B, C)
+            samples = torch.stack([self._output(drop(pooled)) for drop in self.dropouts])  # (S, B, C)
             logits = samples if self.msd_average == "loss" else samples.mean(0)
         return logits.squeeze(-1) if self.num_outputs == 1 else logits
+
+    def _output(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The output layer: (B, F) → (B, C); the LM head's label rows for token_logits (one output: the log-odds)."""
+        if self.fc is not None:
+            return self.fc(pooled)
+        scores = self.label_logits(pooled, self.backbone.get_output_embeddings())  # (B, K)
+        return scores if self.num_outputs > 1 else (scores[:, -1] - scores[:, 0]).unsqueeze(-1)
 
     @torch.no_grad()
     def set_feature_stats(self, features) -> None:
@@ -165,131 +209,35 @@ def dropout_rates(dropout: float | Sequence[float], samples: int = 1) -> list[fl
     return rates
 
 
-def _check_backbone_dir(path: Path, key: str = "backbone") -> None:
-    if not str(path) or not path.is_dir():
-        raise FileNotFoundError(
-            f"{key}: model folder not found: {path!s}. Set {key} to a local folder holding config.json, "
-            "the tokenizer files and the weights (attach the model as a Kaggle dataset; hubs are unreachable)."
-        )
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{key}: {path} has no config.json: point {key} at the model folder itself.")
-
-
-def _check_tokenizer_files(folder: Path, what: str) -> None:
-    """transformers 5 builds an empty tokenizer (special tokens only) from a folder without vocabulary
-    files instead of failing, and every word then becomes [UNK]: refuse such a folder."""
-    if not any((folder / name).is_file() for name in ("tokenizer.json", *VOCAB_FILES)):
-        raise FileNotFoundError(
-            f"{what} {folder} has no tokenizer vocabulary (tokenizer.json or one of {list(VOCAB_FILES)}): copy the tokenizer "
-            "files that came with the model into it."
-        )
-
-
-def check_tokenizer_fits(tokenizer, vocab_size: int, folder: Path, what: str) -> None:
-    """Every token id must have an embedding row, or the first batch fails deep inside torch (index out of range)."""
-    if len(tokenizer) > vocab_size:
-        raise ValueError(
-            f"{what} {folder}: the tokenizer has {len(tokenizer)} ids but the embedding has {vocab_size} rows (config.json "
-            "vocab_size): the tokenizer files belong to another model. Use the tokenizer files saved with these weights."
-        )
-
-
-def check_backbone(path: str | os.PathLike, key: str = "backbone") -> None:
-    """Fail before a run writes anything when the backbone folder cannot be trained as it is.
-
-    Checked without loading the weights (`kagglekit.models.backbone_check`): the weight file (or every
-    shard) is there, readable and complete; its shapes are those config.json gives (vocab_size,
-    hidden_size, num_hidden_layers); the tokenizer files are there and belong to the embedding: every
-    id and special token has a row, the pad id is config.json's, and the embedding has no more than a
-    few spare rows.
-
-    Args:
-        path: the backbone folder.
-        key: the config key that named it, for the messages (``embedding_model``).
-
-    Raises:
-        FileNotFoundError: the folder, config.json, the weights, a shard or the tokenizer files are missing.
-        ValueError: a truncated or foreign weight file, or shapes or a tokenizer that do not match.
-
-    Example:
-        >>> check_backbone("models/tiny-bert")
-    """
-    import json
-
-    from kagglekit.models.backbone_check import check_shapes, check_tokenizer, embedding_rows, weight_shapes
-
-    path = Path(path)
-    _check_backbone_dir(path, key)
-    file, shapes = weight_shapes(path, key)
-    _check_tokenizer_files(path, key)
-    cls = _encoder_class(path)
-    from transformers import AutoConfig, AutoModel
-
-    config = (AutoConfig if cls is AutoModel else cls.config_class).from_pretrained(str(path), local_files_only=True)
-    check_shapes(shapes, config, path, file, key)
-    embedding = embedding_rows(shapes)
-    rows = embedding[1][0] if embedding is not None else config.vocab_size
-    tokenizer = load_tokenizer(path)
-    check_tokenizer(tokenizer, rows, json.loads((path / "config.json").read_text(encoding="utf-8")), path, key)
-
-
-def _encoder_class(folder: Path):
-    """The class that loads the encoder in `folder`: the kit's NeZha for NeZha folders (transformers 5
-    has none, and under 4.x the kit's own keeps results independent of the major), else AutoModel."""
-    from transformers import AutoModel
-
-    from kagglekit.models.nezha import NezhaModel, is_nezha_config, register_nezha
-
-    if not is_nezha_config(folder):
-        return AutoModel
-    register_nezha()  # transformers 5: AutoConfig/AutoTokenizer read "nezha" folders too (4.x: no-op)
-    return NezhaModel
-
-
-def load_tokenizer(path: str | os.PathLike):
-    """The tokenizer of a local model folder, never from a hub."""
-    from transformers import AutoTokenizer
-
-    path = Path(path)
-    _check_backbone_dir(path)
-    _encoder_class(path)  # registers NeZha, which the tokenizer's config lookup may need
-    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-
-
-def fp32_load_options() -> dict:
-    """from_pretrained options that load the weights in fp32 whatever dtype the checkpoint was saved in.
-
-    transformers 5 keeps a checkpoint's own dtype by default (an fp16 or bf16 ``model.safetensors``
-    loads as fp16/bf16), where 4.x loaded fp32. Training needs fp32 master weights: autocast supplies
-    the half precision, and GradScaler refuses fp16 gradients.
-    """
-    import transformers
-
-    key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
-    return {key: torch.float32}
-
-
-def load_backbone(path: str | os.PathLike):
-    """Load a pretrained encoder (in fp32) and its tokenizer from a local folder, never from a hub."""
-    path = Path(path)
-    tokenizer = load_tokenizer(path)
-    backbone = _encoder_class(path).from_pretrained(str(path), local_files_only=True, **fp32_load_options())
-    return backbone, tokenizer
-
-
 def build_model(backbone_dir: str | os.PathLike, **model_options):
     """A PairModel on a pretrained backbone, and the backbone's tokenizer.
 
+    A decoder folder (`kagglekit.models.decoder.backbone_kind`) loads as a causal LM with its LM head for
+    ``head="token_logits"`` (whose label ids are set from the tokenizer here), else as the bare model; its
+    tokenizer pads with an existing token when it has no pad token.
+
     Args:
         backbone_dir: local model folder.
-        **model_options: `PairModel` arguments (head, num_outputs, dropout, msd_samples, ...).
+        **model_options: `PairModel` arguments (head, num_outputs, dropout, msd_samples, label_tokens, ...).
 
     Example:
         >>> model, tokenizer = build_model("models/tiny-bert", head="attention", msd_samples=5)
+        >>> model, tokenizer = build_model("models/tiny-llama", head="token_logits", label_tokens=[" No", " Yes"])
     """
-    backbone, tokenizer = load_backbone(backbone_dir)
+    path = Path(backbone_dir)
+    if backbone_kind(path) == "decoder":
+        from kagglekit.models.decoder import load_decoder
+
+        _check_tokenizer_files(path, "backbone")
+        head = model_options.get("head", "mean")
+        lm_head = getattr(HEADS.get(head) if isinstance(head, str) else head, "needs_lm_head", False)
+        backbone, tokenizer = load_decoder(path, lm_head=lm_head, load_options=fp32_load_options())
+    else:
+        backbone, tokenizer = load_backbone(path)
     model = PairModel(backbone, **model_options)
-    model.source_dir = Path(backbone_dir)
+    if model.label_logits is not None:
+        model.label_logits.bind(tokenizer)
+    model.source_dir = path
     return model, tokenizer
 
 
@@ -358,19 +306,6 @@ def _keep_vocab_files(source: Path | None, dest: Path) -> None:
             shutil.copyfile(source / name, dest / name)
 
 
-def backbone_from_config(folder: str | os.PathLike):
-    """The encoder described by ``folder/config.json``, randomly initialised: no weights are read.
-
-    Under ``with torch.device("meta"):`` nothing is allocated either: the doctor counts parameters so.
-    """
-    from transformers import AutoConfig, AutoModel
-
-    folder = Path(folder)
-    cls = _encoder_class(folder)
-    config = (AutoConfig if cls is AutoModel else cls.config_class).from_pretrained(str(folder), local_files_only=True)
-    return cls.from_config(config) if cls is AutoModel else cls(config)
-
-
 def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "cpu"):
     """Load a model folder written by `save_model_folder`, offline.
 
@@ -390,7 +325,7 @@ def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "c
             raise FileNotFoundError(
                 f"model folder {folder} is incomplete: {name} is missing. Re-download or re-attach the model dataset."
             )
-    backbone = backbone_from_config(folder)
+    backbone = backbone_from_config(folder, meta.model.get("backbone_class"))
     config = backbone.config
     model = PairModel(backbone, **meta.model)
     load_model(model, str(folder / WEIGHTS_FILE), strict=True, device=str(device))  # copies into the fp32 parameters
@@ -405,4 +340,20 @@ def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "c
             "files saved by kagglekit train; re-download the model dataset."
         ) from err
     check_tokenizer_fits(tokenizer, config.vocab_size, folder, "model folder")
+    if model.label_logits is not None:
+        _check_label_ids(model, tokenizer, folder)
     return model, tokenizer, meta
+
+
+def _check_label_ids(model: PairModel, tokenizer, folder: Path) -> None:
+    """The folder's tokenizer must still map the label tokens to the ids the weights were trained to score."""
+    from kagglekit.models.decoder import label_token_ids
+
+    saved = model.label_logits.label_ids.tolist()
+    try:
+        found = label_token_ids(tokenizer, model.label_logits.tokens)
+    except ValueError as err:
+        found = str(err)
+    if found != saved:
+        raise ValueError(f"model folder {folder}: its tokenizer maps the label tokens {model.label_logits.tokens!r} to {found}, but the "
+                         f"model was trained on the ids {saved}: the tokenizer files were replaced. Re-download the model dataset.")

@@ -1,8 +1,9 @@
 """Backbone surgery before fine-tuning: dropout rates, top-layer re-init, freezing, checkpointing, Mixout.
 
 Every function works on a transformers encoder (``AutoModel``) of the bert, roberta, xlm-roberta,
-electra, deberta-v2, nezha and funnel families and changes it in place; `apply_surgery` runs them
-in the order a training loop needs.
+electra, deberta-v2, nezha and funnel families, and on the layers and token embedding of causal LMs
+(llama, qwen2, gemma2 ...), and changes it in place; `apply_surgery` runs them in the order a
+training loop needs.
 
 About 365 lines: each operation is short, but each must find the layers, dropout keys and embeddings
 of seven architectures that name them differently; that lookup is shared and lives here with them.
@@ -135,8 +136,12 @@ def encoder_layers(backbone: nn.Module) -> list[nn.Module]:
     """The backbone's transformer layers, bottom to top.
 
     bert-style encoders keep them in ``encoder.layer``; funnel in ``encoder.blocks`` (a list of
-    blocks, flattened here) followed by its ``decoder.layers``, which run on top of the encoder.
+    blocks, flattened here) followed by its ``decoder.layers``, which run on top of the encoder;
+    causal LMs (Llama, Qwen, Gemma ...) in their base model's ``layers``.
     """
+    base = getattr(backbone, "base_model", backbone)
+    if isinstance(getattr(base, "layers", None), nn.ModuleList) and isinstance(getattr(base, "embed_tokens", None), nn.Module):
+        return list(base.layers)
     encoder = getattr(backbone, "encoder", None)
     if isinstance(getattr(encoder, "layer", None), nn.ModuleList):
         return list(encoder.layer)
@@ -195,7 +200,9 @@ def reinit_top_layers(backbone: nn.Module, n: int, *, pooler: bool = True) -> li
 
 def _embedding_modules(backbone: nn.Module) -> list[nn.Module]:
     # electra projects small embeddings to the hidden width; the projection belongs to the embeddings.
-    found = [getattr(backbone, name, None) for name in ("embeddings", "embeddings_project")]
+    # A causal LM's token embedding is its base model's embed_tokens.
+    base = getattr(backbone, "base_model", backbone)
+    found = [getattr(backbone, name, None) for name in ("embeddings", "embeddings_project")] + [getattr(base, "embed_tokens", None)]
     return [m for m in found if isinstance(m, nn.Module)]
 
 

@@ -41,7 +41,7 @@ def model_options(cfg: Config, num_outputs: int = 1) -> dict:
     """`PairModel` arguments from the config. Head options go only when set away from their
     defaults, and `Config.validate` has checked that the head takes each of them."""
     rates = cfg.dropout_rates()
-    return {
+    options = {
         "head": cfg.head,
         "num_outputs": num_outputs,
         "dropout": rates,
@@ -50,6 +50,9 @@ def model_options(cfg: Config, num_outputs: int = 1) -> dict:
         "head_options": cfg.head_option_values(),
         "feature_names": cfg.model_features(),
     }
+    if cfg.head == "token_logits":  # the LM head's rows of these tokens are the output layer
+        options["label_tokens"] = list(cfg.label_tokens)
+    return options
 
 
 def loss_options(cfg: Config) -> dict:

@@ -28,6 +28,7 @@ def _backbone_parts(model: nn.Module, lr: float, layer_decay: float) -> tuple[di
     - ``layer_{i}`` (i = 0 bottom .. L-1 top): ``lr * layer_decay ** (L - 1 - i)``;
     - ``embeddings`` (``backbone.embeddings`` and electra's ``embeddings_project``): ``lr * layer_decay ** L``;
     - ``pooler``: ``lr``, the top layer's rate: it runs after the top layer and is as task-specific;
+    - ``decoder_top``: a causal LM's final norm and (untied) LM head: ``lr`` too, for the same reason;
     - ``encoder_shared``: every other backbone parameter. In the supported archs these are
       deberta-v2's relative-position table ``encoder.rel_embeddings``, its ``encoder.LayerNorm``
       (and the optional ``encoder.conv``), which every layer reads, the bottom one included: they
@@ -52,6 +53,7 @@ def _backbone_parts(model: nn.Module, lr: float, layer_decay: float) -> tuple[di
     modules = [("embeddings", m) for m in _embedding_modules(backbone)] + [(f"layer_{i}", m) for i, m in enumerate(layers)]
     if isinstance(getattr(backbone, "pooler", None), nn.Module):
         modules.append(("pooler", backbone.pooler))
+    modules += [("decoder_top", m) for m in _decoder_top(backbone)]
     parts = {}
     for part, module in modules:
         for param in module.parameters():
@@ -61,8 +63,17 @@ def _backbone_parts(model: nn.Module, lr: float, layer_decay: float) -> tuple[di
     bottom = lr * layer_decay**count
     rates = {"embeddings": bottom, "encoder_shared": bottom}
     rates.update({f"layer_{i}": lr * layer_decay ** (count - 1 - i) for i in range(count)})
-    rates["pooler"] = lr
+    rates["pooler"] = rates["decoder_top"] = lr
     return parts, rates
+
+
+def _decoder_top(backbone: nn.Module) -> list[nn.Module]:
+    """What a causal LM runs after its top layer: the final norm and the LM head (a tied one is the embeddings')."""
+    base = getattr(backbone, "base_model", backbone)
+    if not isinstance(getattr(base, "embed_tokens", None), nn.Module):
+        return []
+    found = [getattr(base, "norm", None), backbone.get_output_embeddings() if backbone is not base else None]
+    return [m for m in found if isinstance(m, nn.Module)]
 
 
 def param_groups(model: nn.Module, *, lr: float, head_lr: float, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:

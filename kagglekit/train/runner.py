@@ -183,14 +183,19 @@ def _finite_score(value: float, what: str, metric: Metric) -> float:
     return value
 
 
-def derive_max_len(backbone: str, frame: pd.DataFrame, cap: int = 512) -> int:
-    """The token length of the longest training pair (with special tokens), at most `cap` and the model's limit."""
+def derive_max_len(backbone: str, frame: pd.DataFrame, cap: int = 512, *, template: str = "") -> int:
+    """The token length of the longest training pair (with special tokens), or of the longest prompt when a
+    decoder's `template` is given, at most `cap` and the model's limit."""
+    from kagglekit.data.prompts import prompt_lengths
     from kagglekit.models.pair_model import load_tokenizer
 
     tokenizer = load_tokenizer(backbone)
-    lengths = [len(ids) for ids in tokenizer(list(frame["text_a"]), list(frame["text_b"]))["input_ids"]]
+    if template:
+        lengths = prompt_lengths(tokenizer, frame, template)
+    else:
+        lengths = [len(ids) for ids in tokenizer(list(frame["text_a"]), list(frame["text_b"]))["input_ids"]]
     limit = min(cap, getattr(tokenizer, "model_max_length", cap) or cap)
-    return max(8, min(max(lengths), limit))
+    return max(8, min(int(max(lengths)), limit))
 
 
 def train_folds(cfg: Config, folds: str | int | Iterable[int | str] = "all", *, resume: bool = False) -> dict:
@@ -225,6 +230,7 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int | str] = "all", *, 
     """
     from kagglekit.kaggle import describe_device, git_commit, gpu_info, library_versions, resolve_device, resolve_precision
     from kagglekit.metrics import get_metric
+    from kagglekit.models.decoder import check_label_tokens, decoder_template
     from kagglekit.models.pair_model import check_backbone
     from kagglekit.train.parallel import default_launcher, plan, run_folds_parallel, visible_gpus
 
@@ -238,6 +244,9 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int | str] = "all", *, 
     run = RunFolder(out)
     recipe = get_recipe(cfg.task)
     state = recipe.state(cfg)
+    template = decoder_template(cfg, recipe)  # "" for an encoder; a decoder's prompt, which predict renders again
+    if template:
+        state["template"] = template
     frame = recipe.read_train(cfg.train_csv, state, max_rows=cfg.max_rows)
     fingerprint = {"train_csv": frame_digest(frame)}
     check_backbone(cfg.backbone)  # weights complete, shapes = config.json, tokenizer = the embedding's: before anything is written
@@ -253,14 +262,18 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int | str] = "all", *, 
     device = resolve_device(cfg.device)
     sources = feature_sources(cfg, recipe, state, frame, device)  # reads test_csv, checks embedding_model: writes nothing
     user_cfg = cfg  # what config.yaml keeps: max_len=0 stays "from the data", the derived value goes to the folds
+    if template:  # likewise an empty template stays "the recipe's default"; the folds render the one resolved
+        cfg = dataclasses.replace(cfg, template=template)
     if cfg.max_len == 0:
-        cfg = dataclasses.replace(cfg, max_len=derive_max_len(cfg.backbone, frame))
-        print(f"kagglekit: max_len=0: the longest training pair has {cfg.max_len} tokens; using max_len={cfg.max_len}", flush=True)
+        cfg = dataclasses.replace(cfg, max_len=derive_max_len(cfg.backbone, frame, template=template))
+        print(f"kagglekit: max_len=0: the longest training {'prompt' if template else 'pair'} has {cfg.max_len} tokens; "
+              f"using max_len={cfg.max_len}", flush=True)
     precision = resolve_precision(cfg.precision, device)
     loss = get_loss(cfg.loss if cfg.loss != "auto" else default_loss(cfg.output, recipe.label_range), huber_delta=cfg.huber_delta)
     check_loss_output(loss, cfg.output)
     # every fold gets the same outputs: class values / bin centres come from all training rows
     target = make_target(cfg.output, frame["label"], num_bins=cfg.num_bins, label_range=recipe.label_range)
+    check_label_tokens(cfg, target.num_outputs)  # head=token_logits: one token each, one per output
     meta = FoldMeta(task=recipe.name, id_col=recipe.id_col, target_col=recipe.target_col, max_len=cfg.max_len, loss=loss.name,
                     activation=loss.activation, output=target, metric=metric.name, recipe_state=state)
     gpus = visible_gpus() if device.type == "cuda" and len(fold_list) > 1 and cfg.parallel_folds else []

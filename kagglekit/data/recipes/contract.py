@@ -31,7 +31,8 @@ class Recipe:
 
     A subclass sets `name` (its key in the registry), the competition's `id_col` and `target_col`,
     its default CV `metric` and `label_range`, and implements `read_train` and `read_test`; each
-    returns a normalized frame (`FRAME_COLUMNS`, ``label`` only in training frames).
+    returns a normalized frame (`FRAME_COLUMNS`, ``label`` only in training frames). For decoder
+    backbones it may name its own `prompt_fields` and `DEFAULT_TEMPLATE` (see `prompt_template`).
     """
 
     name: str = ""
@@ -39,10 +40,38 @@ class Recipe:
     target_col: str = "label"  # the label column of the competition files and of submission.csv
     metric: str = "pearson"  # default CV metric
     label_range: tuple[float, float] = (-np.inf, np.inf)
+    # A decoder's prompt: the fields a template may name besides text_a and text_b (frame columns the recipe
+    # adds when the run's template, ``state["template"]``, names them), and the template an empty key takes.
+    prompt_fields: tuple[str, ...] = ()
+    DEFAULT_TEMPLATE = "Text A: {text_a}\nText B: {text_b}\nDo A and B mean the same? Answer:"
 
     def state(self, cfg: "Config") -> dict:
         """What prediction needs besides the test file; JSON-serialisable."""
         return {"feature_columns": cfg.feature_list()}
+
+    def prompt_template(self, cfg: "Config") -> str:
+        """The template a decoder backbone's prompts use: ``cfg.template``, or this recipe's default; checked
+        (`check_prompt`). The runner records it in the recipe state, so predict renders the same prompts."""
+        from kagglekit.data.prompts import PAIR_FIELDS, template_fields
+
+        template = cfg.template or self.default_template(cfg)
+        names = template_fields(template)
+        unknown = [n for n in names if n not in (*PAIR_FIELDS, *self.prompt_fields)]
+        if unknown:
+            raise ValueError(f"config key 'template': unknown field(s) {unknown} in {template!r}; task {self.name!r} has "
+                             f"{list(PAIR_FIELDS + self.prompt_fields)}.")
+        if cfg.swap and not set(PAIR_FIELDS) <= set(names):
+            raise ValueError(f"swap=true exchanges text_a and text_b, but the template {template!r} does not name both, so a "
+                             "swapped row would repeat its prompt: name {text_a} and {text_b} in the template, or set swap=false.")
+        self.check_prompt(names, cfg)
+        return template
+
+    def default_template(self, cfg: "Config") -> str:
+        """The template an empty ``template`` key takes."""
+        return self.DEFAULT_TEMPLATE
+
+    def check_prompt(self, names: list[str], cfg: "Config") -> None:
+        """Refuse recipe settings that the template's fields `names` would leave without effect; none by default."""
 
     def read_train(self, path, state: dict, *, max_rows: int = 0, what: str = "train_csv") -> pd.DataFrame:
         """The training file as a normalized frame; `what` names the file in errors (``extra_train_csv``)."""

@@ -4,7 +4,9 @@ The pair is ``text_a = anchor`` and ``text_b = "target; context text"`` (templat
 where the context text is the CPC section and class titles (levels configurable). With target
 grouping, ``text_b`` also lists the other targets of the same anchor and context: the USPPPM
 winner's largest single gain. Rows are grouped by anchor, because the hidden test's
-anchors are all new: folds that split an anchor leak and overstate CV.
+anchors are all new: folds that split an anchor leak and overstate CV. A decoder backbone reads one
+prompt per row instead, whose template may name the row's own fields ({anchor}, {target}, {context},
+{code}, {targets}) as well as text_a and text_b; the frame then carries the fields it names.
 """
 
 from __future__ import annotations
@@ -85,6 +87,15 @@ def check_context_codes(df: pd.DataFrame, state: dict, *, what: str, path) -> No
         )
 
 
+def _prompt_fields(template: str) -> list[str]:
+    """The row fields (`PLACEHOLDERS`) a decoder's template names; none without a template."""
+    if not template:
+        return []
+    from kagglekit.data.prompts import template_fields
+
+    return [name for name in template_fields(template) if name in PLACEHOLDERS]
+
+
 class UspppmRecipe(Recipe):
     """The USPPPM files (``id, anchor, target, context[, score]``) → pairs grouped by anchor; pearson."""
 
@@ -93,6 +104,30 @@ class UspppmRecipe(Recipe):
     target_col = "score"
     metric = "pearson"
     label_range = (0.0, 1.0)
+    prompt_fields = PLACEHOLDERS  # a decoder's template may name the row's own fields too
+    DEFAULT_TEMPLATE = ("Patent context: {context}\nPhrase 1: {anchor}\nPhrase 2: {target}\n"
+                        "Do the two phrases mean the same in this context? Answer:")
+    GROUPED_TEMPLATE = ("Patent context: {context}\nPhrase 1: {anchor}\nPhrase 2: {target}\nOther phrases matched with phrase 1: "
+                        "{targets}\nDo phrase 1 and phrase 2 mean the same in this context? Answer:")
+
+    def default_template(self, cfg) -> str:
+        """With target grouping, the default names {targets} too."""
+        return self.GROUPED_TEMPLATE if cfg.target_grouping else self.DEFAULT_TEMPLATE
+
+    def check_prompt(self, names: list[str], cfg) -> None:
+        """template_a / template_b shape text_a / text_b, and target grouping fills {targets} (directly or through
+        text_b): refuse each when the decoder template leaves it without effect."""
+        if cfg.template_a != "{anchor}" and "text_a" not in names:
+            raise ValueError(f"config key 'template_a' ({cfg.template_a!r}) shapes {{text_a}}, which the template does not name: "
+                             "leave template_a at its default, or name {text_a} in the template.")
+        if cfg.template_b and "text_b" not in names:
+            raise ValueError(f"config key 'template_b' ({cfg.template_b!r}) shapes {{text_b}}, which the template does not name: "
+                             "leave template_b empty, or name {text_b} in the template.")
+        if cfg.target_grouping and not {"targets", "text_b"} & set(names):
+            raise ValueError("target_grouping is on but the template names neither {targets} nor {text_b}: add {targets}, or "
+                             "set target_grouping=false.")
+        if "targets" in names and not cfg.target_grouping:
+            raise ValueError("the template names {targets} but target_grouping is off: set target_grouping=true or drop {targets}.")
 
     def state(self, cfg) -> dict:
         # Only the titles of the chosen levels: a few hundred entries, small enough to ship in every
@@ -129,12 +164,14 @@ class UspppmRecipe(Recipe):
         grouping = state.get("target_grouping", "")
         fields["targets"] = grouped_targets(fields, grouping, state.get("group_max_words", 64), state.get("group_sep", ", ")) if grouping else ""
         template_a, template_b = state.get("template_a", "{anchor}"), state.get("template_b", "{target}; {context}")
+        prompt = _prompt_fields(state.get("template", ""))  # a decoder's template: the row's own fields it names
         return pd.DataFrame(
             {
                 "id": df[self.id_col].astype(str).to_numpy(),
                 "text_a": [template_a.format(**row) for row in fields.to_dict("records")],
                 "text_b": [template_b.format(**row) for row in fields.to_dict("records")],
                 "group": fields["anchor"].to_numpy(),
+                **{name: fields[name].to_numpy() for name in prompt},
                 **features,
             }
         )
