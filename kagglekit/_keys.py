@@ -440,4 +440,27 @@ def load_keys(cls: type, path: str | Path | None = None, overrides: Mapping[str,
         if not isinstance(overrides, Mapping):
             overrides = parse_overrides(overrides)
         values.update(_typed(cls, overrides, "--set"))
-    return cls(**values)
+    return _with_recipe_defaults(cls, values)
+
+
+def _with_recipe_defaults(cls: type, values: dict[str, Any]) -> Any:
+    """``cls(**values)`` where the keys left unset take the recipe's own defaults (``cls.RECIPE_DEFAULTS[task]``).
+
+    A recipe default whose ``applies`` rule fails once the set keys are in (``target_grouping=false`` given,
+    so a grouping cap would apply to nothing) falls back to the class default: it is the recipe's choice
+    for its own settings, never an error the user did not make.
+    """
+    task = values.get("task", getattr(cls, "task", None))
+    recipe = {k: v for k, v in getattr(cls, "RECIPE_DEFAULTS", {}).get(task, {}).items() if k not in values}
+    cfg, base = cls(**{**recipe, **values}), cls()
+    rules = {name: rule for name, (_, rule) in declared(cls).items()}
+    changed = True
+    while changed:  # a fallback can make another recipe default apply to nothing: until none does
+        changed = False
+        for name in recipe:
+            rule = rules.get(name)
+            if getattr(cfg, name) != getattr(base, name) and rule is not None and rule.applies is not None \
+                    and rule.applies.first_failing(cfg) is not None:
+                setattr(cfg, name, getattr(base, name))
+                changed = True
+    return cfg

@@ -113,7 +113,8 @@ def check_train_outputs(cfg, folds: Iterable[int], full: bool) -> None:
     outputs = {"output_dir": run.path,
                **{f"output_dir's {name}": run.path / name for name in (CONFIG_FILE, FOLDS_FILE, OOF_FILE, CARD_FILE)},
                **{f"output_dir's {model.name}/": model for model in models}}
-    inputs = {key: getattr(cfg, key) for key in ("train_csv", "test_csv", "extra_train_csv", "cpc_dir", "backbone", "embedding_model")}
+    inputs = {key: getattr(cfg, key) for key in ("train_csv", "test_csv", "extra_train_csv", "cpc_dir", "backbone", "embedding_model",
+                                                 "teacher_oof")}
     check_outputs(outputs, inputs, folders={"output_dir", *(f"output_dir's {model.name}/" for model in models)}, into={"output_dir"})
 
 

@@ -70,18 +70,26 @@ def _cmd_pretrain(args) -> int:
 
 
 def _cmd_predict(args) -> int:
+    from kagglekit.infer.per_fold import predict_per_fold
     from kagglekit.infer.predict import FolderFailed, models_path, predict
 
     devices = [d for d in args.devices.split(",") if d.strip()] if args.devices is not None else None
+    # --per-fold: no blend and no submission but the fold models' rows, kept apart (the teacher file of distillation);
+    # the same options, and those that shape a submission are refused
+    run = predict_per_fold if args.per_fold else predict
     try:
-        sub = predict(
+        sub = run(
             args.models, args.data, args.out, sample_submission=args.sample_submission, average=args.average,
             tta=args.tta, weights=args.weights, batch_size=args.batch_size, device=args.device, precision=args.precision,
-            full_weight=args.full_weight, devices=devices, strict=args.strict,
+            full_weight=args.full_weight, devices=devices, strict=args.strict, base_model=args.base_model or None,
         )
     except FolderFailed as err:  # a model folder that failed on one of several devices, named with its error
         print(f"kagglekit predict: error: {err}", file=sys.stderr)
         return 1
+    if args.per_fold:
+        print(f"wrote {len(sub)} rows ({sub['id'].nunique()} ids × teacher models {sub['fold'].unique().tolist()}) to {args.out}; "
+              f"distil from them with --set teacher_oof={args.out}")
+        return 0
     print(f"wrote {len(sub)} rows to {args.out}; each run's predictions to {models_path(args.out)}")
     return 0
 
@@ -143,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true",
                    help="refuse a run folder holding anything that is not one of its complete models (a copy such as "
                         "fold0_backup/, an unfinished fold, a folder whose kagglekit.json disagrees); default: skip it with a warning")
+    p.add_argument("--base-model", nargs="+", metavar="DIR",
+                   help="runs trained with LoRA hold adapters only: their base model's folder (one per base when runs differ); "
+                        "checked against the digests recorded at training. Default: the folder recorded at training")
+    p.add_argument("--per-fold", action="store_true",
+                   help="write every fold model's predictions on --data as rows id, fold, row_fold, pred (+ class logits), "
+                        "not a submission: the teacher file for distillation (teacher_oof), e.g. --data train.csv")
     p.set_defaults(func=_cmd_predict)
 
     from kagglekit.infer.ensemble import add_parser as add_ensemble_parser

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import string
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,41 @@ EMA = when(ema=above(0))
 FGM_PGD, PGD, AWP = when(adversary=("fgm", "pgd")), when(adversary="pgd"), when(adversary="awp")
 ANY_ADVERSARY = when(adversary=("fgm", "pgd", "awp"))
 UNIT = RATE.bounds()  # a rate or probability in [0, 1), as models.surgery checks it
+LORA = when(lora_r=above(0))
+DISTILL = when(teacher_oof=is_set())
+QUANTIZE_CHOICES = ("none", "8bit", "4bit")  # models.lora takes its choices from here
+
+
+def template_fields(template: str, key: str = "template") -> list[str]:
+    """The field names a template uses, in order of first use, checked: names only, at least one.
+
+    Raises:
+        ValueError: a template that does not parse, or a field that is a position (``{}``, ``{0}``), an
+            attribute or index (``{a.b}``, ``{a[0]}``), or carries a format spec or conversion.
+
+    Example:
+        >>> template_fields("Q: {text_a} vs {text_b}? Answer:")
+        ['text_a', 'text_b']
+    """
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as err:
+        raise ValueError(f"config key {key!r}: {template!r} is not a valid template ({err}); write fields as {{text_a}}, and a "
+                         "literal brace as {{ or }}.") from None
+    names: list[str] = []
+    for _, field, spec, conversion in parts:
+        if field is None:
+            continue
+        if not field.isidentifier() or spec or conversion:
+            shown = "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise ValueError(f"config key {key!r}: the field {shown} in {template!r} is not a plain name: write fields as "
+                             "{text_a}, {text_b} (or the recipe's own names), without positions, formats or attributes.")
+        if field not in names:
+            names.append(field)
+    if not names:
+        raise ValueError(f"config key {key!r}: {template!r} names no field, so every row would get the same prompt: use "
+                         "{text_a} and {text_b} (or the recipe's own fields).")
+    return names
 
 
 def parse_label_tokens(value: Any, source: str = "") -> list[str]:
@@ -85,8 +121,15 @@ class Config:
                                                    "wandb", "wandb_project"})
     # Keys that say where a file is: they change between sessions and machines (kagglekit merge ignores them).
     PATH_KEYS: ClassVar[frozenset] = frozenset({"train_csv", "test_csv", "cpc_dir", "backbone", "output_dir", "extra_train_csv",
-                                                "embedding_model", "resume_dir"})
+                                                "embedding_model", "resume_dir", "teacher_oof"})
     REMOVED_KEYS: ClassVar[dict] = {"num_workers": "batches are pre-tokenized and always loaded in the main process."}
+    # A recipe's own defaults where they differ from the field defaults below: `load_config` (so the command line and
+    # the notebooks) gives them to the keys that a config file and --set leave unset; `Config(...)` itself does not.
+    # uspppm's are the winner of benchmarks/uspppm_recipe.py on unseen anchors (fold 0 of 5, all-MiniLM-L6-v2, within
+    # the time of one epoch of the public-baseline loop on 2 CPU cores; each lever in benchmarks/README.md).
+    RECIPE_DEFAULTS: ClassVar[dict] = {
+        "uspppm": {"lr": 1e-4, "max_len": 64},
+    }
 
     # --- data ---
     task: str = key("uspppm", "recipe that reads the competition files into one normalized frame", choices=("uspppm", "pairs", "ids"))
@@ -152,6 +195,17 @@ class Config:
     label_tokens: list = key([], 'the answer tokens the LM head scores, e.g. [" No", " Yes"], one token each: a single score is '
                              "the last one's logit minus the first's; classes and bins take one token per output",
                              applies=when(head="token_logits"), parse=parse_label_tokens)
+    # LoRA / QLoRA (peft, the extra kagglekit[llm]): adapters on the frozen backbone; the head and output layer train in full
+    lora_r: int = key(0, "LoRA rank: train low-rank adapters on the frozen backbone (peft) instead of every weight; the head and "
+                      "output layer still train in full. 0: full fine-tuning", ge=0, hint="8-64 is usual, 0 turns LoRA off")
+    lora_alpha: float = key(16.0, "LoRA scaling: each adapter's update is multiplied by lora_alpha / lora_r", gt=0, applies=LORA)
+    lora_dropout: float = key(0.05, "dropout on the adapters' input", **UNIT, applies=LORA)
+    lora_targets: list = key(["all-linear"], 'the linear layers that get adapters: all-linear (every one but the LM head), or '
+                             'their names ("q_proj,v_proj"; a full module name works too)', applies=LORA)
+    quantize: str = key("none", "load the frozen base in 8 or 4 bits through bitsandbytes (CUDA only) and train LoRA on it "
+                        "(QLoRA; gradient checkpointing on)", choices=QUANTIZE_CHOICES)
+    merge_adapter: bool = key(False, "predict: merge the adapters into the base weights once loaded (before quantising, with "
+                              "quantize): plain layers, faster inference", applies=LORA)
     output: str = key("single", "single score | classes (one per label value) | bins (soft labels); see kagglekit.targets",
                       choices=("single", "classes", "bins"))
     num_bins: int = key(5, "bin centres spread evenly over the label range", ge=2, applies=when(output="bins"))
@@ -200,6 +254,15 @@ class Config:
                     "auto: bce or mse, ce")
     metric: str = key("", "CV metric; empty: the recipe's own (pearson for uspppm)", choices=("",) + METRIC_NAMES)
     huber_delta: float = key(1.0, "where the loss turns from quadratic to linear", **POSITIVE.bounds(), applies=when(loss=contains("huber")))
+    # distillation (kagglekit.train.distill): fold K learns from teacher model K's values on its training rows only
+    teacher_oof: list = key([], "distil from a teacher: CSV file(s) keyed by id of its predictions (the fold teachers' rows of "
+                            "kagglekit predict --per-fold; a full fit's or an out-of-fold file only for --fold full); several "
+                            "are averaged. Empty: off")
+    distill_weight: float = key(0.5, "loss = (1 - w) * label loss + w * distance to the teacher (MSE of the prediction, or KL)",
+                                gt=0, le=1, hint="1 learns from the teacher alone; leave teacher_oof empty to turn it off",
+                                applies=DISTILL)
+    distill_temperature: float = key(1.0, "classes/bins: KL(softmax(teacher / T) || softmax(student / T)) * T^2", gt=0,
+                                     applies=when(teacher_oof=is_set(), output=("classes", "bins")))
     adversary: str = key("none", "fgm, pgd: on the embeddings; awp: on the weights", choices=("none", "fgm", "pgd", "awp"))
     adv_epsilon: float = key(1.0, "L2 radius of the embedding perturbation", gt=0, applies=FGM_PGD)
     adv_alpha: float = key(0.3, "step size of each attack step", ge=0, applies=PGD)
@@ -349,8 +412,6 @@ def _cpc_levels_parse(cfg: Config) -> None:
 
 def _template_parses(cfg: Config) -> None:
     if cfg.template:
-        from kagglekit.data.prompts import template_fields  # light: no torch
-
         template_fields(cfg.template)
 
 
@@ -376,6 +437,51 @@ def _token_logits_settings(cfg: Config) -> None:
                          "feature_columns / cooccurrence / embedding_model.")
 
 
+# settings LoRA leaves without meaning: (key, its value when off, why, the fix)
+_NOT_WITH_LORA = (
+    ("freeze_layers", 0, "with LoRA every backbone weight is frozen already and the adapters train in each targeted layer",
+     "leave freeze_layers at 0 (or fine-tune in full with lora_r=0 to freeze bottom layers)"),
+    ("freeze_embeddings", False, "with LoRA the embeddings are frozen already", "leave freeze_embeddings at false"),
+    ("reinit_layers", 0, "LoRA freezes the base weights, so a re-initialised layer would stay random",
+     "leave reinit_layers at 0, or fine-tune in full (lora_r=0)"),
+    ("mixout", 0.0, "Mixout pulls trained weights toward the pretrained ones, and with LoRA the base weights do not train",
+     "leave mixout at 0 (lora_dropout regularises the adapters)"),
+)
+
+
+def _lora_settings(cfg: Config) -> None:
+    if cfg.lora_r == 0:
+        if cfg.quantize != "none":
+            raise ValueError(f"quantize={cfg.quantize} loads the backbone's weights in {cfg.quantize[0]} bits, which take no gradient: "
+                             "only LoRA adapters can train on them (QLoRA). Set lora_r (e.g. lora_r=16), or quantize=none for "
+                             "full fine-tuning.")
+        return
+    targets = cfg.lora_targets
+    if not targets or not all(isinstance(t, str) and t.strip() for t in targets):
+        raise ValueError(f"config key 'lora_targets': {targets!r}; name the linear layers that get adapters, e.g. "
+                         "lora_targets=q_proj,v_proj, or lora_targets=all-linear.")
+    if "all-linear" in targets and len(targets) > 1:
+        raise ValueError(f"config key 'lora_targets': {targets!r} names all-linear beside other layers; give all-linear alone, "
+                         "or only the names.")
+    for name, off, why, fix in _NOT_WITH_LORA:
+        if getattr(cfg, name) != off:
+            raise ValueError(f"{name}={getattr(cfg, name)!r} with lora_r={cfg.lora_r}: {why}. {fix[0].upper()}{fix[1:]}.")
+    if cfg.quantize != "none" and cfg.device == "cpu":
+        raise ValueError(f"quantize={cfg.quantize} with device=cpu: 8- and 4-bit weights (bitsandbytes) need a CUDA device. Set "
+                         "quantize=none for a CPU run (LoRA trains on the full-precision base), or train on a GPU.")
+
+
+def _teacher_files_distinct(cfg: Config) -> None:
+    names = [str(p).strip() for p in cfg.teacher_oof]
+    if any(not n for n in names):
+        raise ValueError(f"config key 'teacher_oof': {cfg.teacher_oof!r} holds an empty path; list the teacher files, e.g. "
+                         "teacher_oof=teacher.csv, or leave it empty to turn distillation off.")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"config key 'teacher_oof' names {twice} twice: a file given twice counts twice in the teachers' "
+                         "average. Give each teacher file once.")
+
+
 def parse_cpc_levels(levels: str) -> list[str]:
     """``"section,class"`` -> ``["section", "class"]``, checked (the ``cpc_levels`` key; the uspppm recipe reads it so)."""
     names = [name.strip() for name in levels.split(",") if name.strip()]
@@ -385,7 +491,8 @@ def parse_cpc_levels(levels: str) -> list[str]:
 
 
 CROSS_CHECKS = (check_output_dir, _loss_parses_and_trains_output, _head_kernels_parse, _msd_rates_match_samples,
-                _features_are_distinct, _closure_settings, _cpc_levels_parse, _template_parses, _token_logits_settings)
+                _features_are_distinct, _closure_settings, _cpc_levels_parse, _template_parses, _token_logits_settings,
+                _lora_settings, _teacher_files_distinct)
 
 
 def field_names() -> list[str]:

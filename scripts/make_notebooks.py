@@ -221,6 +221,7 @@ WEIGHTS = ""  # weights.json from kagglekit ensemble (blend weights per run); ""
 AVERAGE = "prob"  # how a run's folds are averaged: "prob" or "logit"
 TTA = "none"  # "swap": also predict each pair with its texts exchanged (runs trained with swap=true)
 FULL_WEIGHT = None  # a run's full-data fit: None counts it as one more fold; 0.3 gives it 30% of the run
+BASE_MODEL = None  # LoRA runs hold adapters only: their base model's folder (or a list); None: the folder training recorded
 BATCH_SIZE = 128
 TEST_ROWS = 12_000  # rows of the hidden test set the rerun predicts (USPPPM: about 12,000); 0: the test file's own
 TIME_LIMIT = "auto"  # the inference time allowed: "auto" is Kaggle's 9 h; or "4h", seconds
@@ -251,7 +252,7 @@ INFERENCE_DOCTOR = """\
 # folds (timed on the test file's rows) against TIME_LIMIT. In a rerun the hidden test set is there: no timing.
 rerun = is_competition_rerun()
 status = run_doctor(models, test_csv, rows=TEST_ROWS or None, batch_size=BATCH_SIZE, timing=not rerun,
-                    time_limit=None if TIME_LIMIT == "auto" else TIME_LIMIT)
+                    time_limit=None if TIME_LIMIT == "auto" else TIME_LIMIT, base_model=BASE_MODEL)
 if status != 0:
     raise RuntimeError("kagglekit doctor: a check failed; the 'fail' lines above say what to do.")"""
 
@@ -259,7 +260,7 @@ INFERENCE_PREDICT = """\
 from kagglekit.infer.predict import predict
 
 sub = predict(models, test_csv, OUT, sample_submission=sample or None, weights=WEIGHTS or None, average=AVERAGE,
-              tta=TTA, full_weight=FULL_WEIGHT, batch_size=BATCH_SIZE)
+              tta=TTA, full_weight=FULL_WEIGHT, batch_size=BATCH_SIZE, base_model=BASE_MODEL)
 print(f"wrote {OUT}: {len(sub)} rows")
 print(sub.describe())
 sub.head()"""

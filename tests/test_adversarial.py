@@ -349,9 +349,12 @@ def test_embedding_by_name_and_wrong_or_frozen_names_raise(bert):
     with pytest.raises(ValueError, match="word_embeddings") as info:
         FGM(model, embedding="emb.")  # the usual notebook default, which silently matches nothing
     assert "embedding='emb.'" in str(info.value)
-    model.get_parameter(EMBEDDING).requires_grad_(False)
-    with pytest.raises(ValueError, match="frozen"):
-        FGM(model)
+    model.get_parameter(EMBEDDING).requires_grad_(False)  # a frozen table is attacked still (LoRA freezes it: tests/test_lora.py)
+    assert [n for n, _ in FGM(model).params] == [EMBEDDING]
+    norm = "backbone.embeddings.LayerNorm.weight"
+    model.get_parameter(norm).requires_grad_(False)  # a frozen parameter that is no table gets no gradient to follow
+    with pytest.raises(ValueError, match=r"embeddings\.LayerNorm\.weight is frozen \(requires_grad=False\) and no embedding table"):
+        FGM(model, embedding="embeddings.LayerNorm")
 
 
 @pytest.mark.parametrize("name", list(MAKERS))

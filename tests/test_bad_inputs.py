@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 
 from kagglekit.cli import main
+from kagglekit.config import Config
 from kagglekit.testing import write_uspppm_sample
 
 ROWS = 120  # max_rows of every training case: 15 anchors (groups) of 8 rows
@@ -205,10 +206,13 @@ def _yaml_unknown_key(env, tmp):
                 r"unknown config key 'warmup_ratoi'", r"Did you mean 'warmup_ratio'\?", absent=[out])
 
 
+USPPPM_LR = Config.RECIPE_DEFAULTS["uspppm"].get("lr", Config.lr)  # the fixture run's lr: the recipe's default
+
+
 def _existing_run_other_settings(env, tmp):
     run = _copy_run(env, tmp, "run")
     return Case(_train_args(env, run, "lr=3e-4"), rf"output_dir {re.escape(str(run))} already holds a run",
-                r"lr: 2e-05 → 0\.0003", r"Use a new output_dir", unchanged=[run])
+                rf"lr: {re.escape(str(USPPPM_LR))} → 0\.0003", r"Use a new output_dir", unchanged=[run])
 
 
 def _predict_run_of_other_task(env, tmp):

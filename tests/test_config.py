@@ -13,9 +13,12 @@ from kagglekit.config import EMBEDDING_POOLINGS, HEAD_NAMES, METRIC_NAMES, Confi
 from kagglekit.config_pretrain import PretrainConfig
 
 
+USPPPM_DEFAULTS = Config(**Config.RECIPE_DEFAULTS["uspppm"])  # what load_config gives with nothing set
+
+
 def test_defaults_validate():
     cfg = load_config()
-    assert cfg == Config()
+    assert cfg == USPPPM_DEFAULTS and cfg.task == "uspppm"
     assert PretrainConfig(files=["a.csv"], columns=["text"], backbone="m").validate().lr == 5e-5
 
 
@@ -240,7 +243,7 @@ def test_removed_key_is_ignored_with_a_warning(tmp_path):
     path.write_text("num_workers: 4\n")
     with pytest.warns(UserWarning, match=r"config key 'num_workers' in .*old\.yaml is ignored and has been removed"):
         cfg = load_config(path)
-    assert cfg == Config() and not hasattr(cfg, "num_workers")
+    assert cfg == USPPPM_DEFAULTS and not hasattr(cfg, "num_workers")
 
 
 def test_a_saved_old_run_config_loads(tmp_path):
@@ -302,3 +305,47 @@ def test_a_range_shared_with_a_component_is_declared_once():
             load_config(None, [f"{name}={bad}", *extra])
         with pytest.raises(ValueError, match=rf"{name}={bad}: .* must be"):
             components[name](bad)
+
+
+# --- a recipe's own defaults ----------------------------------------------------------------------------------------
+
+
+def test_recipe_defaults_fill_only_the_keys_left_unset():
+    recipe = Config.RECIPE_DEFAULTS["uspppm"]
+    assert recipe and all(getattr(Config(), k) != v for k, v in recipe.items())  # each one differs from the field default
+    cfg = load_config(None, ["epochs=1"])
+    assert cfg.epochs == 1  # set: kept
+    assert all(getattr(cfg, k) == v for k, v in recipe.items() if k != "epochs")  # unset: the recipe's
+    field = {k: getattr(Config(), k) for k in recipe}
+    assert load_config(None, [f"{k}={v}" for k, v in field.items()]).to_dict() == Config().to_dict()  # the field default, set, stays
+    pairs = load_config(None, ["task=pairs"])  # another recipe: the field defaults
+    assert {k: getattr(pairs, k) for k in recipe} == field
+
+
+def test_recipe_defaults_from_a_file_too(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("task: uspppm\nlr: 3.0e-5\n")
+    cfg = load_config(path)
+    assert cfg.lr == 3e-5 and all(getattr(cfg, k) == v for k, v in Config.RECIPE_DEFAULTS["uspppm"].items() if k != "lr")
+    saved = tmp_path / "saved.yaml"  # a run's config.yaml holds every key: reloading it changes nothing
+    saved.write_text(yaml.safe_dump(Config(task="uspppm", lr=3e-5).to_dict()))
+    assert load_config(saved) == Config(task="uspppm", lr=3e-5)
+
+
+def test_a_recipe_default_that_would_apply_to_nothing_falls_back(monkeypatch):
+    monkeypatch.setitem(Config.RECIPE_DEFAULTS, "uspppm", {"target_grouping": True, "group_max_words": 16})
+    cfg = load_config(None)
+    assert (cfg.target_grouping, cfg.group_max_words) == (True, 16)
+    cfg = load_config(None, ["target_grouping=false"])  # the cap would apply to nothing: the field default, no error
+    assert (cfg.target_grouping, cfg.group_max_words) == (False, Config().group_max_words)
+    with pytest.raises(ValueError, match="group_max_words"):  # set by the user, it is still an error
+        load_config(None, ["target_grouping=false", "group_max_words=16"])
+
+
+@pytest.mark.parametrize("path", ["configs/uspppm.yaml", "kagglekit/configs/uspppm.yaml"])
+def test_shipped_uspppm_configs_hold_the_recipe_defaults(path):
+    from pathlib import Path
+
+    data = yaml.safe_load((Path(__file__).resolve().parents[1] / path).read_text())
+    recipe = Config.RECIPE_DEFAULTS["uspppm"]
+    assert {k: data.get(k, v) for k, v in recipe.items()} == recipe

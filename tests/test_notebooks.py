@@ -193,8 +193,8 @@ def merged(kaggle, sessions):
     s1, _, s3 = sessions["runs"]
     out = tmp / "after" / "merged"
     kit(kaggle, "merge", str(s1), str(s3), "--out", str(out), cwd=tmp)
-    other = tmp / "after" / "other"  # the same data with another learning rate, both folds in one call
-    kit(kaggle, "train", "--config", str(s1 / "config.yaml"), "--set", f"output_dir={other}", "--set", "lr=1e-4", cwd=tmp)
+    other = tmp / "after" / "other"  # the same data with another learning rate, both folds in one call (the recipe default is 1e-4)
+    kit(kaggle, "train", "--config", str(s1 / "config.yaml"), "--set", f"output_dir={other}", "--set", "lr=3e-4", cwd=tmp)
     weights = tmp / "weights.json"
     kit(kaggle, "ensemble", str(out), str(other), "--out", str(weights), cwd=tmp)
     kit(kaggle, "report", str(out.parent), "--out", str(tmp / "report"), cwd=tmp)

@@ -14,44 +14,14 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
+from kagglekit.config import template_fields  # declared with the key it parses; re-exported here
+
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["PAIR_FIELDS", "encode_prompts", "encode_rows", "pad_token_id", "prompt_lengths", "render", "template_fields"]
 
 PAIR_FIELDS = ("text_a", "text_b")  # what every recipe's frame holds
-
-
-def template_fields(template: str, key: str = "template") -> list[str]:
-    """The field names a template uses, in order of first use, checked: names only, at least one.
-
-    Raises:
-        ValueError: a template that does not parse, or a field that is a position (``{}``, ``{0}``), an
-            attribute or index (``{a.b}``, ``{a[0]}``), or carries a format spec or conversion.
-
-    Example:
-        >>> template_fields("Q: {text_a} vs {text_b}? Answer:")
-        ['text_a', 'text_b']
-    """
-    try:
-        parts = list(string.Formatter().parse(template))
-    except ValueError as err:
-        raise ValueError(f"config key {key!r}: {template!r} is not a valid template ({err}); write fields as {{text_a}}, and a "
-                         "literal brace as {{ or }}.") from None
-    names: list[str] = []
-    for _, field, spec, conversion in parts:
-        if field is None:
-            continue
-        if not field.isidentifier() or spec or conversion:
-            shown = "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
-            raise ValueError(f"config key {key!r}: the field {shown} in {template!r} is not a plain name: write fields as "
-                             "{text_a}, {text_b} (or the recipe's own names), without positions, formats or attributes.")
-        if field not in names:
-            names.append(field)
-    if not names:
-        raise ValueError(f"config key {key!r}: {template!r} names no field, so every row would get the same prompt: use "
-                         "{text_a} and {text_b} (or the recipe's own fields).")
-    return names
 
 
 def render(template: str, row: Mapping[str, str]) -> tuple[str, list[tuple[int, int]]]:

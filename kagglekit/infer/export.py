@@ -86,7 +86,7 @@ def export_onnx(model_folder: str | os.PathLike, out_path: str | os.PathLike, *,
     _require("onnxruntime")
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < 14:
         raise ValueError(f"opset must be an integer of 14 or more (scaled dot-product attention needs 14), got opset={opset!r}.")
-    model, tokenizer, meta = load_model_folder(folder, device="cpu")
+    model, tokenizer, meta = load_model_folder(folder, device="cpu", merge_adapter=True)  # LoRA: plain layers in the graph
     if meta.recipe_state.get("template"):
         raise ValueError(f"--model: {folder} is a decoder's fold (its rows are prompts of template {meta.recipe_state['template']!r}): "
                          "ONNX export takes encoder folds only; predict decoder folds with kagglekit predict or Scorer.")

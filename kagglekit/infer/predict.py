@@ -13,6 +13,7 @@ stay beside the one loop they run, the model folders of the runs.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 from dataclasses import dataclass
@@ -98,19 +99,19 @@ class FolderFailed(RuntimeError):
 
 def predict_run(run: str | os.PathLike, inputs: InputCache, *, average: str = "prob", tta: str = "none", batch_size: int = 64,
                 device: str = "auto", precision: str = "auto", full_weight: float | None = None,
-                devices: Sequence[str] | None = None, strict: bool = False) -> RunPrediction:
+                devices: Sequence[str] | None = None, strict: bool = False, base_model=None) -> RunPrediction:
     """Average the model folders of one run (and, with ``tta="swap"``, both text orders) on the test file.
 
     Every CV model folder (each fold, each seed) and view counts equally; `average` picks probabilities
-    or logits (see `average_outputs`); `full_weight`, `device`, `devices` and `strict` as in `predict`.
+    or logits (see `average_outputs`); `full_weight`, `device`, `devices`, `strict` and `base_model` as in `predict`.
     """
-    plans = _plan_runs([run], inputs, average=average, tta=tta, full_weight=full_weight, strict=strict)
+    plans = _plan_runs([run], inputs, average=average, tta=tta, full_weight=full_weight, strict=strict, base_model=base_model)
     return _predict_plans(plans, inputs, average=average, tta=tta, batch_size=batch_size, device=device, precision=precision,
-                          full_weight=full_weight, devices=devices)[0]
+                          full_weight=full_weight, devices=devices, base_model=base_model)[0]
 
 
 def _plan_runs(runs: Sequence[str | os.PathLike], inputs: InputCache, *, average: str, tta: str, full_weight: float | None,
-               strict: bool) -> list[RunPlan]:
+               strict: bool, base_model=None) -> list[RunPlan]:
     """Every check that needs no model loaded: the options, each run's model folders and test file, then the runs
     together (no run twice, one task, ids and output scale)."""
     if tta not in TTAS:
@@ -119,17 +120,18 @@ def _plan_runs(runs: Sequence[str | os.PathLike], inputs: InputCache, *, average
         raise ValueError(f"average={average!r} is unknown: use 'prob' (average predictions) or 'logit' (average logits).")
     check_full_weight(full_weight)
     plans = [_plan_run(run, inputs, tta=tta, full_weight=full_weight, strict=strict) for run in runs]
+    check_adapter_bases([folder for plan in plans for folder in (*plan.folds, *plan.full)], base_model)
     _check_distinct_runs(plans)
     _check_runs_agree(plans)
     return plans
 
 
 def _predict_plans(plans: Sequence[RunPlan], inputs: InputCache, *, average: str, tta: str, batch_size: int, device: str,
-                   precision: str, full_weight: float | None, devices: Sequence[str] | None) -> list[RunPrediction]:
+                   precision: str, full_weight: float | None, devices: Sequence[str] | None, base_model=None) -> list[RunPrediction]:
     """Predict all the runs' model folders (on every device at once), then combine each run's."""
     targets = [(dev, device_and_amp(str(dev), precision)[1]) for dev in inference_devices(device, devices)]
     jobs = [folder for plan in plans for folder in (*plan.folds, *plan.full)]
-    outputs = iter(run_folders(jobs, inputs, devices=targets, tta=tta, batch_size=batch_size))
+    outputs = iter(run_folders(jobs, inputs, devices=targets, tta=tta, batch_size=batch_size, base_model=base_model))
     results = []
     for plan in plans:
         members = [(folder, next(outputs), False) for folder in plan.folds] + [(folder, next(outputs), True) for folder in plan.full]
@@ -166,6 +168,28 @@ def select_model_dirs(run: str | os.PathLike, full_weight: float | None, *, what
         raise ValueError(f"--full-weight {full_weight:g}: run {run} has no CV fold model (fold*/), so its folds cannot have "
                          "a share: use --full-weight 1, or leave it out.")
     return (folds if full_weight != 1 else []), (full if full_weight != 0 else [])  # a share of 0: not predicted
+
+
+def check_adapter_bases(folders: Sequence[Path], base_model=None) -> None:
+    """Before any model loads: every LoRA model folder among `folders` finds its base model (at the folder recorded at
+    training, or among `base_model`) with the recorded digests (`kagglekit.models.base_model.locate_base`), and peft is
+    installed. Folders of one base are checked once."""
+    from kagglekit.models.base_model import locate_base
+
+    candidates = [base_model] if isinstance(base_model, (str, os.PathLike)) else list(base_model or ())
+    seen = set()
+    for folder in folders:
+        meta = FoldMeta.read(folder)
+        identity = meta.extra.get("base_model")
+        if not (meta.model or {}).get("lora") or not isinstance(identity, dict):
+            continue  # not a LoRA folder (one without its base's identity fails where it loads, naming it)
+        key = json.dumps({k: identity.get(k) for k in ("path", "config_sha256", "files")}, sort_keys=True)
+        if key not in seen:
+            from kagglekit.models.lora import require_peft
+
+            require_peft()
+            locate_base(identity, candidates, folder=folder)
+            seen.add(key)
 
 
 def _plan_run(run: str | os.PathLike, inputs: InputCache, *, tta: str, full_weight: float | None, strict: bool) -> RunPlan:
@@ -274,13 +298,13 @@ def assign_devices(n_folders: int, devices: Sequence) -> list[list[int]]:
 
 
 def folder_outputs(folder: Path, inputs: InputCache, *, tta: str, batch_size: int, device, amp_dtype,
-                   verbose: bool = True) -> FolderOutputs:
+                   verbose: bool = True, base_model=None) -> FolderOutputs:
     """Load one model folder onto `device`, predict the test rows (each view), and let the model go."""
     from kagglekit.models.pair_model import load_model_folder
 
     # the thread's current CUDA device is `device`: whatever is made without an explicit device lands on it
     with torch.cuda.device(device) if device.type == "cuda" and device.index is not None else contextlib.nullcontext():
-        model, tokenizer, meta = load_model_folder(folder, device=device)
+        model, tokenizer, meta = load_model_folder(folder, device=device, base_model=base_model)
         logits = _view_logits(folder, model, tokenizer, meta, inputs, tta=tta, batch_size=batch_size, device=device,
                               amp_dtype=amp_dtype, verbose=verbose)
         del model  # dropped before this worker loads the next one: one model per device at a time
@@ -288,7 +312,7 @@ def folder_outputs(folder: Path, inputs: InputCache, *, tta: str, batch_size: in
 
 
 def run_folders(folders: Sequence[Path], inputs: InputCache, *, devices: Sequence[tuple], tta: str, batch_size: int,
-                verbose: bool = True) -> list[FolderOutputs]:
+                verbose: bool = True, base_model=None) -> list[FolderOutputs]:
     """`folder_outputs` of every folder, in the order of `folders`, whatever order they finish in.
 
     Args:
@@ -296,14 +320,15 @@ def run_folders(folders: Sequence[Path], inputs: InputCache, *, devices: Sequenc
         devices: (torch.device, autocast dtype or None) per worker. One: the folders in turn. Several: a
             thread per device takes the next folder from a shared queue, loads it onto its device and
             predicts (CUDA kernels release the GIL, so the devices work at once).
-        tta, batch_size, verbose: as in `folder_outputs`.
+        tta, batch_size, verbose, base_model: as in `folder_outputs`.
 
     Raises:
         FolderFailed: a folder failed in a worker (the first in folder order, if several did); the others
             stop after their current folder.
     """
     def one(folder, dev, amp):
-        return folder_outputs(folder, inputs, tta=tta, batch_size=batch_size, device=dev, amp_dtype=amp, verbose=verbose)
+        return folder_outputs(folder, inputs, tta=tta, batch_size=batch_size, device=dev, amp_dtype=amp, verbose=verbose,
+                              base_model=base_model)
 
     if len(devices) == 1 or len(folders) <= 1:
         return [one(folder, *devices[0]) for folder in folders]
@@ -342,12 +367,13 @@ def run_folders(folders: Sequence[Path], inputs: InputCache, *, devices: Sequenc
     return results
 
 
-def load_folds(folders: Sequence[Path], device) -> Iterator[tuple[Path, object, object, FoldMeta]]:
-    """(folder, model, tokenizer, meta) of each model folder, loaded onto `device` only when the loop asks for it."""
+def load_folds(folders: Sequence[Path], device, base_model=None) -> Iterator[tuple[Path, object, object, FoldMeta]]:
+    """(folder, model, tokenizer, meta) of each model folder, loaded onto `device` only when the loop asks for it
+    (a LoRA folder onto its base: `base_model` as in `predict`)."""
     from kagglekit.models.pair_model import load_model_folder
 
     for folder in folders:
-        model, tokenizer, meta = load_model_folder(folder, device=device)
+        model, tokenizer, meta = load_model_folder(folder, device=device, base_model=base_model)
         yield folder, model, tokenizer, meta
         del model  # dropped before the next one loads: predict holds one model at a time
 
@@ -494,6 +520,7 @@ def predict(
     full_weight: float | None = None,
     devices: Sequence[str] | None = None,
     strict: bool = False,
+    base_model: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
 ) -> pd.DataFrame:
     """Average the model folders of each run, blend the runs, check the submission, then write it.
 
@@ -522,6 +549,9 @@ def predict(
         strict: refuse a run folder holding a folder that is not one of its complete models (a copy such as
             ``fold0_backup/``, an unfinished fold, a folder whose kagglekit.json disagrees with its name or the
             run); default: skip it with a warning naming it (see `kagglekit.run.find_model_dirs`).
+        base_model: runs trained with LoRA (``lora_r`` > 0) hold adapters, not their base model: the base's folder
+            (or several, one per base), checked against the digests each fold folder recorded. None: the folder
+            recorded at training. A folder that is not the base is refused, naming both digests.
 
     The runs are checked before any model loads: no run given twice (by path, symbolic links resolved,
     or by identity: a copy, or a run beside one of its own model folders), one task and submission format,
@@ -529,11 +559,13 @@ def predict(
     must not be an input (the test file, the sample submission, weights.json) nor lie inside a run folder.
 
     Returns:
-        The submission frame: the id column and the target column, in test (or sample) order.
+        The submission frame: the id column and the target column, in test (or sample) order; with `per_fold`, the
+        per-fold rows.
 
     Example:
         >>> predict(["runs/deberta", "runs/electra"], "data/test.csv", "submission.csv", weights="weights.json")
         >>> predict(["runs/deberta"], "data/test.csv", "submission.csv", full_weight=0.5, devices=["cuda:0", "cuda:1"])
+        >>> predict(["runs/qwen-lora"], "data/test.csv", "submission.csv", base_model="/kaggle/input/qwen2.5-7b")
     """
     from kagglekit._paths import check_outputs
     from kagglekit.infer.ensemble import match_weights
@@ -544,14 +576,14 @@ def predict(
         raise ValueError(f"--average {average!r} is unknown: use 'prob' or 'logit'.")
     check_full_weight(full_weight)
     inputs = InputCache(data, device=inference_devices(device, devices)[0])  # where embedding features are computed
-    plans = _plan_runs(models, inputs, average=average, tta=tta, full_weight=full_weight, strict=strict)
+    plans = _plan_runs(models, inputs, average=average, tta=tta, full_weight=full_weight, strict=strict, base_model=base_model)
     if out is not None:
         check_outputs({"--out": out, "--out (its per-run file)": models_path(out)},
                       {"--data": data if isinstance(data, (str, os.PathLike)) else None, "--sample-submission": sample_submission,
                        "--weights": weights, "--models": [path for run in models for path in RunFolder(run).own_paths()]})
     blend_weights, rank = match_weights(models, weights) if weights is not None else (None, False)  # fail before inference
     runs = _predict_plans(plans, inputs, average=average, tta=tta, batch_size=batch_size, device=device, precision=precision,
-                          full_weight=full_weight, devices=devices)
+                          full_weight=full_weight, devices=devices, base_model=base_model)
     low, high = max(r.value_range[0] for r in runs), min(r.value_range[1] for r in runs)
     blended = blend_runs(runs, blend_weights, rank=rank)
     clipped = int(((blended < low) | (blended > high)).sum())
@@ -627,15 +659,15 @@ def _check_runs_agree(runs: Sequence[RunPlan]) -> None:
 
 
 def predict_folder(folder: str | os.PathLike, data: str | os.PathLike, *, batch_size: int = 64, device: str = "auto",
-                   precision: str = "auto") -> tuple[pd.DataFrame, FoldMeta]:
+                   precision: str = "auto", base_model=None) -> tuple[pd.DataFrame, FoldMeta]:
     """Predictions of one model folder on a test file: a frame (id, pred) in test order, and the folder's `FoldMeta`.
 
-    ``pred`` is in the label's space (before the recipe's postprocess).
+    ``pred`` is in the label's space (before the recipe's postprocess); `base_model` as in `predict`.
     """
     from kagglekit.models.pair_model import load_model_folder
 
     dev, amp_dtype = device_and_amp(device, precision)
-    model, tokenizer, meta = load_model_folder(folder, device=dev)
+    model, tokenizer, meta = load_model_folder(folder, device=dev, base_model=base_model)
     inputs = InputCache(data, device=dev)
     enc = inputs.encodings(meta, tokenizer, Path(folder), model.feature_names)
     preds = run_inference(model, enc, batch_size=batch_size, device=dev, amp_dtype=amp_dtype, activation=meta.activation,

@@ -57,7 +57,7 @@ class Scorer:
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, *, device: str = "auto", precision: str = "auto", batch_size: int = 64,
-                 average: str = "prob", tta: str = "none", full_weight: float | None = None) -> "Scorer":
+                 average: str = "prob", tta: str = "none", full_weight: float | None = None, base_model=None) -> "Scorer":
         """Load every fold of a run once.
 
         Args:
@@ -69,12 +69,15 @@ class Scorer:
             tta: none | swap: also score each pair with its texts exchanged (runs trained with swap=true).
             full_weight: the share of the run's full-data fits (``full/``), as in `kagglekit.infer.predict.predict`;
                 None: each counts as one more fold.
+            base_model: a LoRA run's base model folder (or folders), as in `kagglekit.infer.predict.predict`; None: the
+                folder recorded at training.
 
         Example:
             >>> scorer = Scorer.from_run("runs/uspppm", device="cpu")
             >>> scorer.predict(("opc drum", "inorganic photoconductor drum", "G02"))  # a float in [0, 1]
         """
-        from kagglekit.infer.predict import AVERAGES, TTAS, check_symmetric, device_and_amp, load_folds, select_model_dirs
+        from kagglekit.infer.predict import (AVERAGES, TTAS, check_adapter_bases, check_symmetric, device_and_amp, load_folds,
+                                             select_model_dirs)
 
         if average not in AVERAGES:
             raise ValueError(f"average={average!r} is unknown: use 'prob' (average predictions) or 'logit' (average logits).")
@@ -86,8 +89,9 @@ class Scorer:
         folders = folds + full
         if tta == "swap":
             check_symmetric(run_dir, folders[0])
+        check_adapter_bases(folders, base_model)
         dev, amp_dtype = device_and_amp(device, precision)
-        return cls(run_dir, list(load_folds(folders, dev)), device=dev, amp_dtype=amp_dtype, batch_size=batch_size,
+        return cls(run_dir, list(load_folds(folders, dev, base_model)), device=dev, amp_dtype=amp_dtype, batch_size=batch_size,
                    average=average, tta=tta, full=full, full_weight=full_weight)
 
     def predict(self, rows) -> float | np.ndarray:

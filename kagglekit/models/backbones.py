@@ -15,7 +15,7 @@ import torch
 from kagglekit.models.decoder import backbone_kind
 
 __all__ = ["BACKBONE_WEIGHTS", "VOCAB_FILES", "backbone_from_config", "check_backbone", "check_tokenizer_fits", "fp32_load_options",
-           "load_backbone", "load_tokenizer"]
+           "keep_vocab_files", "load_backbone", "load_tokenizer"]
 
 # Vocabulary files of the slow (Python) tokenizers. transformers 5 saves only tokenizer.json, but
 # 4.x needs these to load some tokenizers (DeBERTa-v3 needs spm.model), so model folders keep them.
@@ -115,6 +115,17 @@ def load_tokenizer(path: str | os.PathLike):
     return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
 
 
+def keep_vocab_files(source: Path | None, dest: Path) -> None:
+    """Copy the `source` model folder's vocabulary files (`VOCAB_FILES`) that ``save_pretrained`` did not write into `dest`."""
+    import shutil
+
+    if source is None:
+        return
+    for name in VOCAB_FILES:
+        if (source / name).is_file() and not (dest / name).exists():
+            shutil.copyfile(source / name, dest / name)
+
+
 def fp32_load_options() -> dict:
     """from_pretrained options that load the weights in fp32 whatever dtype the checkpoint was saved in.
 
@@ -128,11 +139,13 @@ def fp32_load_options() -> dict:
     return {key: torch.float32}
 
 
-def load_backbone(path: str | os.PathLike):
-    """Load a pretrained encoder (in fp32) and its tokenizer from a local folder, never from a hub."""
+def load_backbone(path: str | os.PathLike, load_options: dict | None = None):
+    """Load a pretrained encoder and its tokenizer from a local folder, never from a hub: in fp32, or as
+    `load_options` (``from_pretrained`` options: a LoRA base quantised with bitsandbytes) say."""
     path = Path(path)
     tokenizer = load_tokenizer(path)
-    backbone = _encoder_class(path).from_pretrained(str(path), local_files_only=True, **fp32_load_options())
+    options = fp32_load_options() if load_options is None else load_options
+    backbone = _encoder_class(path).from_pretrained(str(path), local_files_only=True, **options)
     return backbone, tokenizer
 
 

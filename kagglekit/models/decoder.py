@@ -20,9 +20,9 @@ from torch.nn import functional as F
 
 from kagglekit.data.prompts import pad_token_id
 
-__all__ = ["DECODER_MODEL_TYPES", "LabelLogits", "backbone_kind", "check_decoder_settings", "check_label_tokens", "decoder_template",
-           "is_decoder", "is_decoder_config", "label_token_ids", "lm_head_output", "load_decoder", "position_ids", "prepare_tokenizer",
-           "rebuild_backbone"]
+__all__ = ["DECODER_MODEL_TYPES", "LabelLogits", "backbone_kind", "check_decoder_settings", "check_label_ids", "check_label_tokens",
+           "decoder_template", "is_decoder", "is_decoder_config", "label_token_ids", "lm_head_output", "load_decoder", "position_ids",
+           "prepare_tokenizer", "rebuild_backbone"]
 
 # model_type values of causal LMs, for folders whose config.json names no ForCausalLM architecture
 DECODER_MODEL_TYPES = frozenset({
@@ -150,9 +150,13 @@ class LabelLogits(nn.Module):
     Args:
         tokens: the label tokens (the config key ``label_tokens``), two or more.
         config: the backbone's config (its logit soft-capping and scales).
+        own_rows: keep a copy of the K rows as this module's own parameters (``weight`` (K, H), ``bias`` (K,) when
+            the LM head has one), copied from the LM head by `bind`: with LoRA the LM head stays frozen and out of the
+            fold folder, while its label rows, the output layer, train in full and are saved.
+        bias: with `own_rows`, whether the LM head has a bias.
     """
 
-    def __init__(self, tokens: Sequence[str], config):
+    def __init__(self, tokens: Sequence[str], config, *, own_rows: bool = False, bias: bool = False):
         super().__init__()
         if len(tokens) < 2:
             raise ValueError(f"label_tokens: expected two or more answer tokens, got {list(tokens)!r}.")
@@ -160,16 +164,26 @@ class LabelLogits(nn.Module):
         self.register_buffer("label_ids", torch.full((len(tokens),), -1, dtype=torch.long))
         self.softcap = getattr(config, "final_logit_softcapping", None)
         self.scale = float(getattr(config, "logit_scale", None) or 1.0) / float(getattr(config, "logits_scaling", None) or 1.0)
+        self.weight = nn.Parameter(torch.zeros(len(tokens), config.hidden_size)) if own_rows else None
+        self.bias = nn.Parameter(torch.zeros(len(tokens))) if own_rows and bias else None
 
-    def bind(self, tokenizer) -> None:
-        """Set the label ids from the tokenizer (`label_token_ids`)."""
+    @torch.no_grad()
+    def bind(self, tokenizer, lm_head: nn.Module | None = None) -> None:
+        """Set the label ids from the tokenizer (`label_token_ids`); with own rows, copy them from `lm_head`."""
         self.label_ids.copy_(torch.tensor(label_token_ids(tokenizer, self.tokens)))
+        if self.weight is not None and lm_head is not None:
+            self.weight.copy_(lm_head.weight[self.label_ids])
+            if self.bias is not None:
+                self.bias.copy_(lm_head.bias[self.label_ids])
 
     def forward(self, pooled: torch.Tensor, lm_head: nn.Module) -> torch.Tensor:
         if bool((self.label_ids < 0).any()):
             raise ValueError("LabelLogits: the label ids are not set: build the model with build_model or load_model_folder.")
-        weight = lm_head.weight[self.label_ids]  # (K, H): only the label rows
-        bias = None if getattr(lm_head, "bias", None) is None else lm_head.bias[self.label_ids]
+        if self.weight is not None:
+            weight, bias = self.weight, self.bias
+        else:
+            weight = lm_head.weight[self.label_ids]  # (K, H): only the label rows
+            bias = None if getattr(lm_head, "bias", None) is None else lm_head.bias[self.label_ids]
         logits = F.linear(pooled.to(weight.dtype), weight, bias) * self.scale  # (B, K)
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
@@ -202,9 +216,11 @@ def check_decoder_settings(cfg, decoder: bool | None) -> None:
                          "attention).")
 
 
-def lm_head_output(backbone: nn.Module, label_tokens: Sequence[str], num_outputs: int, feature_names: Sequence[str]) -> LabelLogits:
+def lm_head_output(backbone: nn.Module, label_tokens: Sequence[str], num_outputs: int, feature_names: Sequence[str], *,
+                   own_rows: bool = False) -> LabelLogits:
     """The output layer of ``head="token_logits"``: the backbone's LM head restricted to `label_tokens`, checked
-    against the model's outputs (one: two tokens, their log-odds; C: C tokens) and inputs (no numeric features)."""
+    against the model's outputs (one: two tokens, their log-odds; C: C tokens) and inputs (no numeric features).
+    `own_rows`: the label rows as trainable parameters of their own (LoRA: see `LabelLogits`)."""
     if backbone.get_output_embeddings() is None:
         raise ValueError(f"head 'token_logits' scores with the backbone's LM head, and {type(backbone).__name__} has none: it needs "
                          "a causal LM with its head (AutoModelForCausalLM; build_model loads it so for this head).")
@@ -215,7 +231,8 @@ def lm_head_output(backbone: nn.Module, label_tokens: Sequence[str], num_outputs
     if count != num_outputs and not (num_outputs == 1 and count == 2):
         want = "2 (one output is the log-odds of the last token against the first)" if num_outputs == 1 else f"{num_outputs}, one per output"
         raise ValueError(f"label_tokens {list(label_tokens)!r}: {count} token(s) for {num_outputs} output(s); give {want}.")
-    return LabelLogits(label_tokens, backbone.config)
+    bias = getattr(backbone.get_output_embeddings(), "bias", None) is not None
+    return LabelLogits(label_tokens, backbone.config, own_rows=own_rows, bias=bias)
 
 
 def decoder_template(cfg, recipe) -> str:
@@ -232,13 +249,25 @@ def check_label_tokens(cfg, num_outputs: int) -> None:
     one per output (two for a single score); checked before a run writes anything. Other heads: nothing to check."""
     if cfg.head != "token_logits":
         return
-    from kagglekit.models.backbones import load_tokenizer
+    from transformers import AutoTokenizer  # the folder is checked already (check_backbone): its own tokenizer, offline
 
     count = len(cfg.label_tokens)
     if count != num_outputs and not (num_outputs == 1 and count == 2):
         raise ValueError(f"label_tokens {cfg.label_tokens!r}: head=token_logits scores one token per output, and output={cfg.output} "
                          f"has {num_outputs} here (the training labels' classes): give {num_outputs} tokens, lowest class first.")
     try:
-        label_token_ids(load_tokenizer(cfg.backbone), cfg.label_tokens)
+        label_token_ids(AutoTokenizer.from_pretrained(str(cfg.backbone), local_files_only=True), cfg.label_tokens)
     except ValueError as err:
         raise ValueError(f"backbone {cfg.backbone}: {err}") from None
+
+
+def check_label_ids(label_logits: LabelLogits, tokenizer, folder) -> None:
+    """A model folder's tokenizer must still map the label tokens to the ids its weights were trained to score."""
+    saved = label_logits.label_ids.tolist()
+    try:
+        found = label_token_ids(tokenizer, label_logits.tokens)
+    except ValueError as err:
+        found = str(err)
+    if found != saved:
+        raise ValueError(f"model folder {folder}: its tokenizer maps the label tokens {label_logits.tokens!r} to {found}, but the "
+                         f"model was trained on the ids {saved}: the tokenizer files were replaced. Re-download the model dataset.")

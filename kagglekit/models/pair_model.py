@@ -2,14 +2,14 @@
 
 A model folder holds the backbone config, the tokenizer files, ``model.safetensors`` (all weights)
 and ``kagglekit.json`` (head settings, max_len, recipe state). It loads offline with nothing else:
-the original backbone folder is not needed at inference.
+the original backbone folder is not needed at inference. A LoRA model's folder holds its adapters and
+head only, and the base model's identity (`kagglekit.models.base_model`): it loads with that base.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -20,8 +20,9 @@ from torch import nn
 
 from kagglekit._io import atomic_dir, write_json
 from kagglekit.models.backbones import (BACKBONE_WEIGHTS, VOCAB_FILES, _check_tokenizer_files, backbone_from_config,
-                                        check_backbone, check_tokenizer_fits, fp32_load_options, load_backbone, load_tokenizer)
-from kagglekit.models.decoder import backbone_kind, is_decoder, lm_head_output, position_ids
+                                        check_backbone, check_tokenizer_fits, fp32_load_options, keep_vocab_files, load_backbone,
+                                        load_tokenizer)
+from kagglekit.models.decoder import backbone_kind, check_label_ids, is_decoder, lm_head_output, position_ids
 from kagglekit.models.heads import HEADS, create_head, head_defaults
 from kagglekit.run import META_FILE, META_FORMAT, FoldMeta
 
@@ -57,6 +58,9 @@ class PairModel(nn.Module):
             `build_model` sets their ids from the tokenizer). One output: the last token's logit minus the
             first's; otherwise one token per output.
         backbone_class: the backbone's class name, as a decoder model records it (a model folder rebuilds it).
+        lora: LoRA adapters in the backbone (`kagglekit.models.lora.add_lora`: ``r``, ``alpha``, ``dropout``,
+            ``targets``); the base weights are then frozen, and only the adapters, the head and the output layer
+            train (token_logits: the LM head's label rows, copied into the output layer). None: no adapters.
 
     A decoder (causal LM) backbone gets positions that count real tokens only (left- and right-padded
     batches score alike) and no KV cache; given with an LM head that its head does not use, it keeps
@@ -76,6 +80,7 @@ class PairModel(nn.Module):
         feature_names: Sequence[str] = (),
         label_tokens: Sequence[str] = (),
         backbone_class: str | None = None,
+        lora: dict | None = None,
     ):
         super().__init__()
         rates = dropout_rates(dropout, msd_samples)
@@ -87,6 +92,11 @@ class PairModel(nn.Module):
         if backbone_class is not None and backbone_class != type(backbone).__name__:
             raise ValueError(f"backbone_class={backbone_class!r} but the backbone is a {type(backbone).__name__}: rebuild the "
                              "backbone the model folder records (load_model_folder does).")
+        self.lora = None
+        if lora:
+            from kagglekit.models.lora import add_lora
+
+            self.lora = add_lora(backbone, **lora)  # the base frozen; the head made below trains in full
         # what rebuilds this structure around saved weights (stored in kagglekit.json as "model")
         self.init_args = {
             "head": head if isinstance(head, str) else head.__name__,
@@ -101,6 +111,8 @@ class PairModel(nn.Module):
             self.init_args["backbone_class"] = type(backbone).__name__
         if label_tokens:
             self.init_args["label_tokens"] = list(label_tokens)
+        if self.lora is not None:
+            self.init_args["lora"] = dict(self.lora)
         self.backbone = backbone
         self.head = create_head(head, backbone.config.hidden_size, **(head_options or {}))
         if hasattr(self.head, "check_backbone"):
@@ -119,7 +131,7 @@ class PairModel(nn.Module):
             fused = FEATURE_DIM
         self.fc, self.label_logits = None, None
         if scores_with_lm_head:  # the LM head's label rows are the output layer
-            self.label_logits = lm_head_output(backbone, label_tokens, num_outputs, self.feature_names)
+            self.label_logits = lm_head_output(backbone, label_tokens, num_outputs, self.feature_names, own_rows=self.lora is not None)
         elif label_tokens:
             raise ValueError(f"label_tokens={list(label_tokens)!r} apply to head='token_logits' only (the LM head scores them); "
                              f"head {self.init_args['head']!r} trains a new output layer: leave label_tokens empty.")
@@ -130,6 +142,7 @@ class PairModel(nn.Module):
             nn.init.zeros_(self.fc.bias)
         self.num_outputs = num_outputs
         self.source_dir: Path | None = None  # folder the backbone and tokenizer came from
+        self.base_identity: dict | None = None  # LoRA: the base's identity and how predict loads it (kagglekit.json "base_model")
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, features=None) -> torch.Tensor:
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
@@ -209,7 +222,7 @@ def dropout_rates(dropout: float | Sequence[float], samples: int = 1) -> list[fl
     return rates
 
 
-def build_model(backbone_dir: str | os.PathLike, **model_options):
+def build_model(backbone_dir: str | os.PathLike, *, load_options: dict | None = None, prepare=None, **model_options):
     """A PairModel on a pretrained backbone, and the backbone's tokenizer.
 
     A decoder folder (`kagglekit.models.decoder.backbone_kind`) loads as a causal LM with its LM head for
@@ -218,25 +231,33 @@ def build_model(backbone_dir: str | os.PathLike, **model_options):
 
     Args:
         backbone_dir: local model folder.
-        **model_options: `PairModel` arguments (head, num_outputs, dropout, msd_samples, label_tokens, ...).
+        load_options: ``from_pretrained`` options (default: fp32 weights); a QLoRA base's quantisation.
+        prepare: a function applied to the loaded backbone before the model is built on it (a quantised base's
+            preparation for training, `kagglekit.models.lora.prepare_kbit_training`).
+        **model_options: `PairModel` arguments (head, num_outputs, dropout, msd_samples, label_tokens, lora, ...).
 
     Example:
         >>> model, tokenizer = build_model("models/tiny-bert", head="attention", msd_samples=5)
         >>> model, tokenizer = build_model("models/tiny-llama", head="token_logits", label_tokens=[" No", " Yes"])
+        >>> model, tokenizer = build_model("models/tiny-llama", head="last_token", lora={"r": 8, "alpha": 16, "dropout": 0.0,
+        ...                                                                              "targets": ["all-linear"]})
     """
     path = Path(backbone_dir)
+    options = fp32_load_options() if load_options is None else load_options
     if backbone_kind(path) == "decoder":
         from kagglekit.models.decoder import load_decoder
 
         _check_tokenizer_files(path, "backbone")
         head = model_options.get("head", "mean")
         lm_head = getattr(HEADS.get(head) if isinstance(head, str) else head, "needs_lm_head", False)
-        backbone, tokenizer = load_decoder(path, lm_head=lm_head, load_options=fp32_load_options())
+        backbone, tokenizer = load_decoder(path, lm_head=lm_head, load_options=options)
     else:
-        backbone, tokenizer = load_backbone(path)
+        backbone, tokenizer = load_backbone(path, options)
+    if prepare is not None:
+        backbone = prepare(backbone)
     model = PairModel(backbone, **model_options)
     if model.label_logits is not None:
-        model.label_logits.bind(tokenizer)
+        model.label_logits.bind(tokenizer, model.backbone.get_output_embeddings())
     model.source_dir = path
     return model, tokenizer
 
@@ -257,6 +278,9 @@ def save_model_folder(model: PairModel, tokenizer, folder: str | os.PathLike, me
             in ``model.safetensors``. fp16 halves the folder; integer and bool buffers keep their dtype.
             `load_model_folder` reads either into an fp32 model.
 
+    A LoRA model (``model.lora``) writes its adapters, head and output layer only (`kagglekit.models.lora.own_state`),
+    and ``model.base_identity`` as ``base_model`` in ``kagglekit.json``: the folder is a small fraction of the base.
+
     Example:
         >>> save_model_folder(model, tokenizer, "runs/uspppm/fold0", meta, dtype=cfg.save_dtype)
     """
@@ -272,24 +296,34 @@ def save_model_folder(model: PairModel, tokenizer, folder: str | os.PathLike, me
         raise ValueError(f"save_model_folder: dtype={dtype!r}; use one of {list(SAVE_DTYPES)} (the config key save_dtype).")
     meta = dataclasses.replace(meta, format=META_FORMAT, kagglekit_version=kagglekit.__version__,
                                model=model.init_args)
-    weights = _saved_weights(model, SAVE_DTYPES[dtype])  # before the folder: a failure leaves the old one as it was
+    state = None
+    if getattr(model, "lora", None) is not None:
+        from kagglekit.models.lora import own_state
+
+        if not getattr(model, "base_identity", None):
+            raise ValueError("save_model_folder: a LoRA model's folder records its base model: set model.base_identity "
+                             "(kagglekit.models.base_model.base_identity of the backbone folder; build_components does).")
+        meta = dataclasses.replace(meta, extra={**meta.extra, "base_model": model.base_identity})
+        state = own_state(model)
+    weights = _saved_weights(model, SAVE_DTYPES[dtype], state)  # before the folder: a failure leaves the old one as it was
     with atomic_dir(folder) as tmp:
         model.backbone.config.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
-        _keep_vocab_files(getattr(model, "source_dir", None), tmp)
+        keep_vocab_files(getattr(model, "source_dir", None), tmp)
         save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         write_json(tmp / META_FILE, meta.to_json())
     return folder
 
 
-def _saved_weights(model: nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """The model's state dict as it is written: CPU copies, floating-point tensors in `dtype`, a tied weight once.
+def _saved_weights(model: nn.Module, dtype: torch.dtype, state: dict | None = None) -> dict[str, torch.Tensor]:
+    """The model's state dict (or the part `state` of it) as it is written: CPU copies, floating-point tensors in
+    `dtype`, a tied weight once.
 
     The names kept for tied weights are those safetensors' `load_model` expects when it reads them back.
     """
     from safetensors.torch import _remove_duplicate_names  # the rule load_model applies: the same names kept
 
-    state = model.state_dict()
+    state = model.state_dict() if state is None else dict(state)
     for dropped in _remove_duplicate_names(state).values():
         for name in dropped:
             del state[name]
@@ -297,20 +331,21 @@ def _saved_weights(model: nn.Module, dtype: torch.dtype) -> dict[str, torch.Tens
             for name, tensor in state.items()}
 
 
-def _keep_vocab_files(source: Path | None, dest: Path) -> None:
-    """Copy the source folder's vocabulary files that `save_pretrained` did not write."""
-    if source is None:
-        return
-    for name in VOCAB_FILES:
-        if (source / name).is_file() and not (dest / name).exists():
-            shutil.copyfile(source / name, dest / name)
-
-
-def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "cpu"):
+def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "cpu", *, base_model=None,
+                      merge_adapter: bool | None = None):
     """Load a model folder written by `save_model_folder`, offline.
 
     The model is fp32 whatever dtype the weights were saved in: fp16 weights are upcast as they are
-    copied in, so predict computes in fp32 on CPU, or in the device's autocast precision.
+    copied in, so predict computes in fp32 on CPU, or in the device's autocast precision. A LoRA folder
+    loads onto its base model (`kagglekit.models.lora.AdapterLoad`).
+
+    Args:
+        folder: the model folder.
+        device: where the model goes.
+        base_model: LoRA folders only: the base model's folder, or a list of folders to find it among (checked
+            against the digests the folder recorded); None: the folder recorded at training.
+        merge_adapter: LoRA folders only: merge the adapters into the base weights; None: as the run's config
+            key ``merge_adapter`` says.
 
     Returns:
         (model in eval mode on `device`, tokenizer, the folder's `FoldMeta`).
@@ -325,10 +360,16 @@ def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "c
             raise FileNotFoundError(
                 f"model folder {folder} is incomplete: {name} is missing. Re-download or re-attach the model dataset."
             )
-    backbone = backbone_from_config(folder, meta.model.get("backbone_class"))
-    config = backbone.config
-    model = PairModel(backbone, **meta.model)
-    load_model(model, str(folder / WEIGHTS_FILE), strict=True, device=str(device))  # copies into the fp32 parameters
+    if meta.model.get("lora"):  # the adapters and head, back on their base
+        from kagglekit.models.lora import AdapterLoad
+
+        plan = AdapterLoad.plan(folder, meta, device, base_model=base_model, merge_adapter=merge_adapter)
+        model, _ = build_model(plan.base, load_options=plan.load_options, **meta.model)
+        plan.finish(model, folder / WEIGHTS_FILE, folder)
+    else:
+        model = PairModel(backbone_from_config(folder, meta.model.get("backbone_class")), **meta.model)
+        load_model(model, str(folder / WEIGHTS_FILE), strict=True, device=str(device))  # copies into the fp32 parameters
+    config = model.backbone.config
     model.source_dir = folder
     model.to(device).eval()
     _check_tokenizer_files(folder, "model folder")
@@ -341,19 +382,5 @@ def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "c
         ) from err
     check_tokenizer_fits(tokenizer, config.vocab_size, folder, "model folder")
     if model.label_logits is not None:
-        _check_label_ids(model, tokenizer, folder)
+        check_label_ids(model.label_logits, tokenizer, folder)
     return model, tokenizer, meta
-
-
-def _check_label_ids(model: PairModel, tokenizer, folder: Path) -> None:
-    """The folder's tokenizer must still map the label tokens to the ids the weights were trained to score."""
-    from kagglekit.models.decoder import label_token_ids
-
-    saved = model.label_logits.label_ids.tolist()
-    try:
-        found = label_token_ids(tokenizer, model.label_logits.tokens)
-    except ValueError as err:
-        found = str(err)
-    if found != saved:
-        raise ValueError(f"model folder {folder}: its tokenizer maps the label tokens {model.label_logits.tokens!r} to {found}, but the "
-                         f"model was trained on the ids {saved}: the tokenizer files were replaced. Re-download the model dataset.")

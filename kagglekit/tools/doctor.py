@@ -4,10 +4,10 @@ Each check prints one line, ``ok|warn|fail  <check>: <detail>``, and a warn or f
 The exit status is 1 when any check fails (warn does not fail). torch and transformers are imported
 only when the checks run, so registering the command keeps ``kagglekit --help`` instant.
 
-About 620 lines, over the usual 350: the checks (versions, GPU, offline settings, a training config's
+About 720 lines, over the usual 350: the checks (versions, GPU, offline settings, a training config's
 output size, model folders, inference time) are short and independent, and reading them in one file is
 reading the command's output top to bottom; each is a function returning `Check` lines. The output-size
-estimate (~190 lines) is the part that could move to a module of its own.
+estimate (~210 lines) is the part that could move to a module of its own.
 """
 
 from __future__ import annotations
@@ -140,6 +140,25 @@ def _memory_check(index: int) -> Check:
     return Check("ok", f"gpu {index} memory", found)
 
 
+def check_bf16(cfg) -> list[Check]:
+    """A config that asks for ``precision=bf16`` against each CUDA device: one without bf16 in hardware (compute
+    capability below 8.0: T4 sm_75, P100) only emulates it, several times slower, and training refuses it there.
+    Nothing to say without such a config or such a device."""
+    import torch
+
+    if cfg is None or cfg.precision != "bf16" or not torch.cuda.is_available():
+        return []
+    checks = []
+    for index in range(torch.cuda.device_count()):
+        major, minor = torch.cuda.get_device_capability(index)
+        if (major, minor) < (8, 0):
+            checks.append(Check("warn", f"gpu {index} bf16", (
+                f"precision=bf16, but {torch.cuda.get_device_name(index)} (sm_{major}{minor}) has no bf16 in hardware: torch "
+                "would emulate it, about 6x slower, and kagglekit train refuses it. Use precision=fp16 or auto (fp16 with a "
+                "GradScaler on this GPU; QLoRA's quantised layers then compute in fp16 too).")))
+    return checks
+
+
 def check_gpu() -> list[Check]:
     """Each CUDA device against the torch build's kernels, its free memory, and the precisions on offer."""
     import torch
@@ -214,6 +233,18 @@ def missing_files(folder: Path) -> list[str]:
     return missing
 
 
+def _folder_parameters(folder: Path) -> int:
+    """The number of values in a model folder's weights file (its header only is read)."""
+    import math
+
+    from safetensors import safe_open
+
+    from kagglekit.models.pair_model import WEIGHTS_FILE
+
+    with safe_open(str(folder / WEIGHTS_FILE), "pt") as weights:
+        return sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())
+
+
 def time_inference(model, encodings, *, batch_size: int, device, amp_dtype, activation: str, values) -> float:
     """Seconds to predict every row of `encodings` with `model`, as `kagglekit.infer.predict` does."""
     from kagglekit.models.forward import run_inference
@@ -224,7 +255,8 @@ def time_inference(model, encodings, *, batch_size: int, device, amp_dtype, acti
 
 
 def _test_sample(model, meta: FoldMeta, data: Path, size: int):
-    """`size` rows from the start of the test file as the model sees them (texts and features), and the file's row count.
+    """`size` rows from the start of the test file as the model sees them (texts, a decoder's prompt fields, features),
+    and the file's row count.
 
     Reads and featurises the test file as `kagglekit.infer.predict` does (`InputCache`).
     """
@@ -234,44 +266,56 @@ def _test_sample(model, meta: FoldMeta, data: Path, size: int):
 
     frame = InputCache(data, device=next(model.parameters()).device).frame(meta, getattr(model, "source_dir", None))[1]
     # a test file shorter than the sample is cycled, so the timed batches are as full as the real run's
-    head, names = frame.iloc[np.arange(size) % len(frame)], model.feature_names
-    features = head[names].to_numpy() if names else None
-    return (head["text_a"].tolist(), head["text_b"].tolist(), features), len(frame)
+    return frame.iloc[np.arange(size) % len(frame)].reset_index(drop=True), len(frame)
 
 
 def _synthetic_sample(model, meta: FoldMeta, size: int):
-    """`size` pairs (texts and features) that fill max_len: an upper bound on the cost of real pairs."""
-    import numpy as np
+    """`size` rows whose every text (and every field of a decoder's prompt) fills max_len: an upper bound on the cost
+    of real pairs."""
+    import pandas as pd
 
-    text = " ".join(["text"] * meta.max_len)  # truncated to exactly max_len tokens
-    names = model.feature_names
-    features = np.zeros((size, len(names))) if names else None
-    return [text] * size, [text] * size, features
+    from kagglekit.data.prompts import template_fields
+
+    template = meta.recipe_state.get("template") or ""
+    fields = template_fields(template) if template else ["text_a", "text_b"]
+    words = meta.max_len if not template else -(-meta.max_len // len(fields))  # a prompt's fields fill max_len together
+    text = " ".join(["text"] * words)  # truncated to exactly max_len tokens
+    frame = pd.DataFrame({name: [text] * size for name in dict.fromkeys(["text_a", "text_b", *fields])})
+    for name in model.feature_names:
+        frame[name] = 0.0
+    return frame
 
 
 def _time_folder(model, tokenizer, meta: FoldMeta, *, data: Path | None, rows: int | None, load_s: float,
                  batch_size: int, device) -> Timing:
-    from kagglekit.data.batching import PairEncodings
+    """Time the folder's predictions on a sample: pairs for an encoder, prompts of the fold's template for a decoder
+    (`kagglekit.data.prompts.encode_rows`, as predict encodes them)."""
+    from kagglekit.data.prompts import encode_rows
     from kagglekit.kaggle import amp_dtype, resolve_precision
 
     if data is not None:
-        (text_a, text_b, features), test_rows = _test_sample(model, meta, data, SAMPLE_ROWS)
+        sample, test_rows = _test_sample(model, meta, data, SAMPLE_ROWS)
         rows = rows or test_rows
     else:
-        text_a, text_b, features = _synthetic_sample(model, meta, min(SAMPLE_ROWS, rows))
+        sample = _synthetic_sample(model, meta, min(SAMPLE_ROWS, rows))
+    template, names = meta.recipe_state.get("template") or "", model.feature_names
+
+    def encode(frame):
+        return encode_rows(tokenizer, frame, meta.max_len, template=template, features=frame[names].to_numpy() if names else None)
+
     options = dict(batch_size=batch_size, device=device, amp_dtype=amp_dtype(resolve_precision("auto", device)),
                    activation=meta.activation, values=meta.output.values)
     warm = 2  # a first pass of two rows sets up kernels, the allocator and caches outside the timing
-    time_inference(model, PairEncodings(tokenizer, text_a[:warm], text_b[:warm], meta.max_len,
-                                        features=None if features is None else features[:warm]), **options)
-    encodings = PairEncodings(tokenizer, text_a, text_b, meta.max_len, features=features)
+    time_inference(model, encode(sample.iloc[:warm]), **options)
+    encodings = encode(sample)
     seconds = time_inference(model, encodings, **options)
     return Timing(load_s=load_s, sample_s=seconds, sample_rows=len(encodings), rows=rows)
 
 
 def check_folder(folder: Path, *, device, data: Path | None = None, rows: int | None = None,
-                 batch_size: int = 64) -> tuple[Check, Timing | None]:
-    """A model folder is complete and loads offline; with `data` or `rows`, also time a sample of predictions."""
+                 batch_size: int = 64, base_model=None) -> tuple[Check, Timing | None]:
+    """A model folder is complete and loads offline (a LoRA folder onto its base: `base_model` as in
+    `kagglekit.infer.predict.predict`); with `data` or `rows`, also time a sample of predictions."""
     import torch
 
     from kagglekit.models.pair_model import load_model_folder
@@ -283,11 +327,14 @@ def check_folder(folder: Path, *, device, data: Path | None = None, rows: int | 
                                    "dataset (uploads need --dir-mode zip to keep the fold*/ folders)."), None
     start = time.perf_counter()
     try:
-        model, tokenizer, meta = load_model_folder(folder, device=device)
+        model, tokenizer, meta = load_model_folder(folder, device=device, base_model=base_model)
     except Exception as err:  # a diagnostic reports every failure as a line instead of stopping at the first
         return Check("fail", name, f"does not load offline: {type(err).__name__}: {err}"), None
     load_s = time.perf_counter() - start
     found = f"complete, loads offline in {load_s:.1f} s (task {meta.task}, max_len {meta.max_len})"
+    if model.lora is not None:
+        found += (f", LoRA r={model.lora['r']}: {_folder_parameters(folder):,} parameters in the folder (adapters, head), on the "
+                  f"base {meta.extra['base_model'].get('name', '?')} ({sum(p.numel() for p in model.parameters()):,} loaded)")
     embedding = meta.recipe_state.get("embedding_model")
     if embedding:  # the run's copy of its embedding model, beside the fold folders
         from kagglekit.models.embeddings import find_embedder
@@ -356,6 +403,7 @@ class OutputEstimate:
     resume_bytes: int
     resume_dir: Path
     resume_in_output: bool
+    trainable: int | None = None  # LoRA: what trains and what a fold folder holds (adapters, head, output layer); None: all
 
     def output_bytes(self) -> int:
         """What the output folder holds at the end (with the resume state while a fold trains, when it is there)."""
@@ -370,10 +418,9 @@ class OutputEstimate:
         return self.output_bytes() + self.weights_bytes, 2 * self.resume_bytes
 
 
-def count_parameters(cfg) -> int:
-    """Parameters of the model `cfg` trains (backbone, head, output layer), built on the meta device: nothing is
-    allocated and no weights are read. output=classes is counted with one output; each further class adds
-    hidden_size + 1 parameters, a rounding error here."""
+def _meta_model(cfg):
+    """The model `cfg` trains, built on the meta device: nothing is allocated and no weights are read (with LoRA,
+    its adapters in; peft is needed then)."""
     import torch
 
     from kagglekit.models.pair_model import PairModel, backbone_from_config
@@ -382,8 +429,22 @@ def count_parameters(cfg) -> int:
     num_outputs = cfg.num_bins if cfg.output == "bins" else 1
     with torch.device("meta"), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. a head's layers clamped to the backbone's depth: training says so
-        model = PairModel(backbone_from_config(cfg.backbone), **model_options(cfg, num_outputs))
-    return sum(p.numel() for p in model.parameters())
+        return PairModel(backbone_from_config(cfg.backbone), **model_options(cfg, num_outputs))
+
+
+def count_parameters(cfg) -> int:
+    """Parameters of the model `cfg` trains (backbone, head, output layer; with LoRA the adapters too), built on the
+    meta device. output=classes is counted with one output; each further class adds hidden_size + 1 parameters, a
+    rounding error here."""
+    return sum(p.numel() for p in _meta_model(cfg).parameters())
+
+
+def count_trainable(cfg) -> int:
+    """Parameters the run trains: with LoRA (``lora_r`` > 0) the adapters, the head and the output layer, which are
+    also all a fold folder holds; without, every parameter (as `count_parameters`)."""
+    from kagglekit.models.lora import trainable_counts
+
+    return trainable_counts(_meta_model(cfg))[0] if cfg.lora_r > 0 else count_parameters(cfg)
 
 
 def _resume_dir(cfg) -> Path:
@@ -405,15 +466,17 @@ def estimate_output(cfg, folds: Sequence) -> OutputEstimate:
     """The sizes `check_output_size` compares, for training `folds` of `cfg` in one session (a ``"full"`` among them
     is the full-data fit: one more model folder per seed)."""
     params = count_parameters(cfg)
+    saved = count_trainable(cfg) if cfg.lora_r > 0 else params  # LoRA: adapter-only folders and resume states
     embedding = 0
     if cfg.embedding_model:
         embedding = sum(f.stat().st_size for f in Path(cfg.embedding_model).iterdir() if f.is_file())
     resume_dir = _resume_dir(cfg)
     return OutputEstimate(
         params=params, folds=len(folds), seeds=cfg.seeds, save_dtype=cfg.save_dtype,
-        weights_bytes=params * BYTES_PER_WEIGHT[cfg.save_dtype], embedding_bytes=embedding,
-        resume_bytes=params * (RESUME_BYTES + (EMA_BYTES if cfg.ema > 0 else 0)),
+        weights_bytes=saved * BYTES_PER_WEIGHT[cfg.save_dtype], embedding_bytes=embedding,
+        resume_bytes=saved * (RESUME_BYTES + (EMA_BYTES if cfg.ema > 0 else 0)),
         resume_dir=resume_dir, resume_in_output=_inside(resume_dir, Path(cfg.output_dir)),
+        trainable=saved if cfg.lora_r > 0 else None,
     )
 
 
@@ -451,8 +514,9 @@ def _size_fixes(estimate: OutputEstimate) -> list[str]:
 def check_output_size(cfg, folds="all") -> list[Check]:
     """The output of training `folds` of `cfg` in one session against /kaggle/working's quota and the free disk.
 
-    Fold weights: parameters x bytes per `save_dtype`, per fold and seed; the resume state of the fold in
-    progress: parameters x (4 weights + 8 AdamW moments + 4 with an EMA), in scratch space when `resume_dir`
+    Fold weights: parameters x bytes per `save_dtype`, per fold and seed (with LoRA the trained ones only: adapters,
+    head and output layer; the base is never copied); the resume state of the fold in
+    progress: those parameters x (4 weights + 8 AdamW moments + 4 with an EMA), in scratch space when `resume_dir`
     is auto and the platform has some, else in the output; the run's copy of `embedding_model`. The output's
     total is held against Kaggle's 20 GB quota of /kaggle/working (a failure when the output is there, a
     warning elsewhere), and each disk's free space against what it must hold at its peak.
@@ -481,6 +545,9 @@ def check_output_size(cfg, folds="all") -> list[Check]:
     count = f"{cv} fold{'s' if cv != 1 else ''}" + (" + the full fit" if "full" in folds else "")
     count += f" x {estimate.seeds} seeds" if estimate.seeds > 1 else ""
     parts = [f"{estimate.save_dtype} weights {size_text(estimate.weights_bytes)} each"]
+    if estimate.trainable is not None:
+        parts[0] = (f"LoRA adapters and head: {estimate.trainable:,} of {estimate.params:,} parameters train "
+                    f"({estimate.trainable / estimate.params:.2%}), {parts[0]}, the base not copied")
     if estimate.embedding_bytes:
         parts.append(f"embedding model {size_text(estimate.embedding_bytes)}")
     resume = f"resume state {size_text(estimate.resume_bytes)} in {estimate.resume_dir}"
@@ -537,7 +604,7 @@ def _fold_list(folds, n_folds: int) -> list:
 
 def diagnose(models: Sequence[str | os.PathLike] = (), data: str | os.PathLike | None = None, rows: int | None = None,
              *, batch_size: int = 64, config=None, folds=None, timing: bool = True,
-             time_limit: float | str | None = None) -> Iterator[Check]:
+             time_limit: float | str | None = None, base_model=None) -> Iterator[Check]:
     """Run every check, yielding each result as soon as it is known.
 
     Args:
@@ -550,6 +617,8 @@ def diagnose(models: Sequence[str | os.PathLike] = (), data: str | os.PathLike |
         timing: time the model folders' predictions (False: only check that each is complete and loads, as in a
             competition rerun, where only what would make predict fail may stop the notebook).
         time_limit: the inference time allowed: seconds or a duration ("4h"); None: Kaggle's 9 hours.
+        base_model: LoRA runs: their base model's folder (or folders), as predict's ``--base-model``; None: the folder
+            recorded at training.
 
     Raises:
         ValueError, FileNotFoundError: `rows` or `batch_size` is not positive, `data` is not a file, a models path
@@ -576,14 +645,16 @@ def diagnose(models: Sequence[str | os.PathLike] = (), data: str | os.PathLike |
 
     yield from check_versions()
     yield from check_gpu()
+    yield from check_bf16(config)
     yield check_offline_env()
     if config is not None:
         yield from check_output_size(config, folds)
     yield from _model_checks(folders, data=data if timing else None, rows=rows if timing else None, batch_size=batch_size,
-                             limit_s=limit_s)
+                             limit_s=limit_s, base_model=base_model)
 
 
-def _model_checks(folders: dict, *, data: Path | None, rows: int | None, batch_size: int, limit_s: float) -> Iterator[Check]:
+def _model_checks(folders: dict, *, data: Path | None, rows: int | None, batch_size: int, limit_s: float,
+                  base_model=None) -> Iterator[Check]:
     from kagglekit.infer.predict import inference_devices
     from kagglekit.kaggle import resolve_device
 
@@ -594,7 +665,7 @@ def _model_checks(folders: dict, *, data: Path | None, rows: int | None, batch_s
             yield Check("fail", f"model {path}", "neither a model folder (no kagglekit.json) nor a run folder (no fold*/ "
                                                  "inside): pass the folder of the attached model dataset that holds fold*/.")
         for folder in found:
-            check, timing = check_folder(folder, device=device, data=data, rows=rows, batch_size=batch_size)
+            check, timing = check_folder(folder, device=device, data=data, rows=rows, batch_size=batch_size, base_model=base_model)
             yield check
             if timing is not None:
                 timings.append(timing)
@@ -604,7 +675,7 @@ def _model_checks(folders: dict, *, data: Path | None, rows: int | None, batch_s
 
 def run_doctor(models: Sequence[str | os.PathLike] = (), data: str | os.PathLike | None = None, rows: int | None = None,
                *, batch_size: int = 64, config=None, folds=None, timing: bool = True, time_limit: float | str | None = None,
-               out: Callable[[str], None] = print) -> int:
+               base_model=None, out: Callable[[str], None] = print) -> int:
     """Print one line per check and return the exit status: 1 when any check failed, else 0.
 
     Arguments as for `diagnose`.
@@ -615,7 +686,8 @@ def run_doctor(models: Sequence[str | os.PathLike] = (), data: str | os.PathLike
         >>> run_doctor(config=cfg, folds=FOLD)  # train.ipynb: will this session's output fit?
     """
     failed = False
-    for check in diagnose(models, data, rows, batch_size=batch_size, config=config, folds=folds, timing=timing, time_limit=time_limit):
+    for check in diagnose(models, data, rows, batch_size=batch_size, config=config, folds=folds, timing=timing, time_limit=time_limit,
+                          base_model=base_model):
         out(check.line())
         failed |= check.status == "fail"
     return int(failed)
@@ -626,7 +698,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.set) if args.config or args.set else None
     return run_doctor(args.models, args.data, args.rows, batch_size=args.batch_size, config=config, folds=args.folds,
-                      timing=not args.no_timing, time_limit=args.time_limit)
+                      timing=not args.no_timing, time_limit=args.time_limit, base_model=args.base_model or None)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -643,5 +715,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--config", help="a training config (YAML): check that its output fits /kaggle/working's quota and the disk")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
     p.add_argument("--folds", help="the folds one session trains: all (default with --config), 3, or 0,1")
+    p.add_argument("--base-model", nargs="+", metavar="DIR", help="LoRA runs: their base model's folder, as for predict "
+                                                                  "(default: the folder recorded at training)")
     p.set_defaults(func=_cmd_doctor)
     return p

@@ -5,9 +5,9 @@ bit, and ``attack_backward(forward_loss, backward)`` - what `kagglekit.train.loo
 right after a micro-step's scaled backward - attacks, runs the forward and the (scaled) backward,
 and restores, so the adversarial gradient is ADDED to the normal one.
 
-About 450 lines, over the usual 350: the three adversaries are 150 lines together, and the rest is the
-contract they share (the bit-exact save and restore, the gradient bookkeeping under accumulation, the
-registry), which only they use; split apart, each file would import the others' private parts.
+About 530 lines, over the usual 350: the three adversaries are 150 lines together, and the rest is the
+contract they share (the bit-exact save and restore, the gradient bookkeeping under accumulation and of
+frozen tables, the registry), which only they use; split apart, each file would import the others' private parts.
 """
 
 from __future__ import annotations
@@ -29,7 +29,33 @@ def _norm(tensor: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(tensor, dtype=torch.float32)
 
 
-def _inv_norm(grad: torch.Tensor | None) -> float | None:
+class _RowGrad:
+    """The gradient of a frozen embedding table as its non-zero rows: the sum, over the positions of each token, of
+    the gradient reaching the table's output, which is what the table's own gradient would be were it trained, kept
+    without a (V, H) tensor.
+
+    Args:
+        rows: (R,) token ids, sorted and distinct.
+        values: (R, H) their gradient rows, fp32.
+    """
+
+    def __init__(self, rows: torch.Tensor, values: torch.Tensor):
+        self.rows, self.values = rows, values
+
+    @classmethod
+    def of(cls, ids: torch.Tensor, grad: torch.Tensor) -> "_RowGrad":
+        """From the ids looked up (any shape) and the gradient of the looked-up vectors (ids' shape + (H,))."""
+        rows, inverse = torch.unique(ids.reshape(-1), return_inverse=True)
+        flat = grad.reshape(-1, grad.shape[-1]).to(torch.float32)
+        values = torch.zeros(len(rows), flat.shape[1], dtype=torch.float32, device=flat.device).index_add_(0, inverse, flat)
+        keep = _nonzero_rows(values)
+        return cls(rows[keep], values[keep])
+
+    def plus(self, other: "_RowGrad") -> "_RowGrad":
+        return _RowGrad.of(torch.cat([self.rows, other.rows]), torch.cat([self.values, other.values]))
+
+
+def _inv_norm(grad: torch.Tensor | _RowGrad | None) -> float | None:
     """1 / ||grad||, or None when there is nothing to follow: no gradient, a zero one, inf/NaN.
 
     Under a GradScaler the gradient is scaled by s, and s·g / ||s·g|| = g / ||g||: the direction, which
@@ -38,7 +64,7 @@ def _inv_norm(grad: torch.Tensor | None) -> float | None:
     """
     if grad is None:
         return None
-    norm = _norm(grad).item()
+    norm = _norm(grad.values if isinstance(grad, _RowGrad) else grad).item()
     return 1.0 / norm if math.isfinite(norm) and norm > 0 else None
 
 
@@ -64,13 +90,16 @@ class _Original:
 
     The whole tensor, or for an embedding matrix only its rows that have a gradient (the batch's
     tokens): a move along the gradient leaves the other rows as they are. On a 128k x 1024 vocabulary
-    that keeps a few MB instead of 512 MB and skips passes over the untouched rows.
+    that keeps a few MB instead of 512 MB and skips passes over the untouched rows. A frozen table's
+    gradient comes as its rows already (`_RowGrad`).
     """
 
-    def __init__(self, param: nn.Parameter, grad: torch.Tensor, by_rows: bool):
+    def __init__(self, param: nn.Parameter, grad: torch.Tensor | _RowGrad, by_rows: bool):
         self.param = param
         self.rows = None
-        if by_rows and grad.dim() == 2:
+        if isinstance(grad, _RowGrad):
+            self.rows = grad.rows.clone()
+        elif by_rows and grad.dim() == 2:
             rows = _nonzero_rows(grad).nonzero().squeeze(1)  # (R,)
             self.rows = rows if 2 * rows.numel() <= grad.shape[0] else None  # mostly zero rows: an embedding
         self.values = param.detach().clone() if self.rows is None else param.index_select(0, self.rows)
@@ -79,16 +108,25 @@ class _Original:
         """Take in rows where a later step's gradient is non-zero and that are not kept yet; how many."""
         if self.rows is None:
             return 0
-        new = _nonzero_rows(grad)
-        new[self.rows] = False
-        new = new.nonzero().squeeze(1)
+        if isinstance(grad, _RowGrad):
+            new = grad.rows[~torch.isin(grad.rows, self.rows)]
+        else:
+            new = _nonzero_rows(grad)
+            new[self.rows] = False
+            new = new.nonzero().squeeze(1)
         if new.numel():
             self.values = torch.cat([self.values, self.param.index_select(0, new)])
             self.rows = torch.cat([self.rows, new])
         return new.numel()
 
-    def part(self, tensor: torch.Tensor) -> torch.Tensor:
-        """The kept part of a parameter-shaped tensor: itself, or a copy of the kept rows."""
+    def part(self, tensor: torch.Tensor | _RowGrad) -> torch.Tensor:
+        """The kept part of a parameter-shaped tensor: itself, or a copy of the kept rows (a `_RowGrad`'s rows in the
+        kept rows' order, zero where it has none)."""
+        if isinstance(tensor, _RowGrad):
+            out = tensor.values.new_zeros((len(self.rows), tensor.values.shape[1]))
+            order = torch.argsort(self.rows)
+            out[order[torch.searchsorted(self.rows[order], tensor.rows)]] = tensor.values
+            return out
         return tensor if self.rows is None else tensor.index_select(0, self.rows)
 
     def write(self, values: torch.Tensor) -> None:
@@ -189,8 +227,9 @@ def _embedding_like(named: list[tuple[str, nn.Parameter]]) -> str:
 
 
 def _find_embedding(model: nn.Module, embedding: str | None) -> list[tuple[str, nn.Parameter]]:
-    """The trainable parameters an embedding attack perturbs: the input embedding matrix, or every
-    parameter whose name contains `embedding`."""
+    """The parameters an embedding attack perturbs: the input embedding matrix, or every parameter whose name
+    contains `embedding`. A frozen one (LoRA, freeze_embeddings) is attacked too when it is an embedding table's
+    weight (its gradient is taken at the table's output); any other frozen parameter is refused."""
     named = list(model.named_parameters())
     if embedding is None:
         owner = getattr(model, "backbone", None)
@@ -212,13 +251,14 @@ def _find_embedding(model: nn.Module, embedding: str | None) -> list[tuple[str, 
                 f"embedding={embedding!r} matches no parameter name; embedding-like names: {_embedding_like(named)}. "
                 "Pass part of one of them, or embedding=None to find the input embeddings automatically."
             )
-    trainable = [(n, p) for n, p in found if p.requires_grad]
-    if not trainable:
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    other = [n for n, p in found if not p.requires_grad and id(p) not in tables]
+    if other:
         raise ValueError(
-            f"embedding: {', '.join(n for n, _ in found)} is frozen (requires_grad=False), so it never gets the "
-            "gradient the attack follows; unfreeze the embeddings (freeze_embeddings=False) or use AWP."
+            f"embedding: {', '.join(other)} is frozen (requires_grad=False) and no embedding table, so it never gets the "
+            "gradient the attack follows; name an embedding table (embedding=None finds the input embeddings), or use AWP."
         )
-    return trainable
+    return found
 
 
 class _EmbeddingAttack(_Adversary):
@@ -230,6 +270,10 @@ class _EmbeddingAttack(_Adversary):
     the gradient of this micro-step's loss. Nothing is copied, and nothing is kept while the adversary
     is not in use (e.g. before adversarial training starts). This relies on ``zero_grad(set_to_none=True)``
     (the default, and the kit's): a gradient zeroed in place looks like one still accumulating.
+
+    A frozen table (LoRA freezes the embeddings) has no gradient of its own: a forward hook on the table
+    makes its output take a gradient and keeps that gradient's rows (`_RowGrad`), summed per token as the
+    table's own gradient would be; each new forward outside an attack starts them afresh.
     """
 
     def __init__(self, model: nn.Module, embedding: str | None):
@@ -238,16 +282,23 @@ class _EmbeddingAttack(_Adversary):
         self._by_name = dict(self.params)
         self._saved: dict[str, _Original] = {}
         self._fresh: dict[str, torch.Tensor] = {}  # gradient added since the last attack, when .grad holds older ones
+        self._rows: dict[str, _RowGrad] = {}  # a frozen table's gradient since its last forward
         self._armed = False  # in use since the gradients were last reset: worth recording
         ref = weakref.ref(self)  # the model's hooks must not keep the adversary alive
-        self._hooks = [p.register_hook(lambda grad, name=name, ref=ref: _record(ref, name, grad)) for name, p in self.params]
+        tables = {id(m.weight): m for m in model.modules() if isinstance(m, nn.Embedding)}
+        self._hooks = [p.register_hook(lambda grad, name=name, ref=ref: _record(ref, name, grad))
+                       if p.requires_grad else
+                       tables[id(p)].register_forward_hook(lambda module, args, out, name=name, ref=ref: _watch(ref, name, args, out))
+                       for name, p in self.params]
 
     def __del__(self):
         for hook in getattr(self, "_hooks", ()):
             hook.remove()
 
-    def _gradient(self, name: str, param: nn.Parameter) -> torch.Tensor | None:
+    def _gradient(self, name: str, param: nn.Parameter) -> torch.Tensor | _RowGrad | None:
         """This micro-step's gradient of `param` (see the class docstring)."""
+        if not param.requires_grad:
+            return self._rows.pop(name, None)
         fresh = self._fresh.pop(name, None)
         return param.grad if fresh is None else fresh
 
@@ -264,7 +315,30 @@ class _EmbeddingAttack(_Adversary):
         """Put the embedding weights back bit for bit."""
         super().restore()
         self._fresh.clear()  # the adversarial backward's gradient is not the next micro-step's
+        self._rows.clear()
         self._armed = True
+
+
+def _watch(ref: weakref.ref, name: str, args: tuple, output: torch.Tensor) -> None:
+    """Forward hook of a frozen embedding table: make its output take a gradient, and keep that gradient's rows."""
+    adversary = ref()
+    if adversary is None or not torch.is_grad_enabled() or not args:
+        return
+    ids = args[0]
+    if not output.requires_grad:
+        output.requires_grad_(True)  # a frozen table's output is a leaf: backward now reaches it
+    if not adversary._saved:  # a forward outside an attack: a new micro-step, whose gradient starts afresh
+        adversary._rows.pop(name, None)
+    output.register_hook(lambda grad: _collect(ref, name, ids, grad))
+
+
+def _collect(ref: weakref.ref, name: str, ids: torch.Tensor, grad: torch.Tensor) -> None:
+    adversary = ref()
+    if adversary is None:
+        return
+    rows = _RowGrad.of(ids, grad.detach())
+    earlier = adversary._rows.get(name)
+    adversary._rows[name] = rows if earlier is None else earlier.plus(rows)
 
 
 def _record(ref: weakref.ref, name: str, grad: torch.Tensor) -> None:
@@ -289,7 +363,7 @@ class FGM(_EmbeddingAttack):
         model: a `PairModel` (the embedding of ``model.backbone``) or a bare transformers encoder.
         epsilon: L2 norm of the perturbation of the embedding matrix. Default 1.0.
         embedding: None finds the input embedding matrix (``get_input_embeddings()``) for every
-            backbone; a string perturbs every trainable parameter whose name contains it, each by
+            backbone; a string perturbs every parameter whose name contains it (frozen: embedding tables only), each by
             epsilon along its own gradient (the common Kaggle routine with ``emb_name``).
 
     Example:

@@ -52,6 +52,8 @@ def model_options(cfg: Config, num_outputs: int = 1) -> dict:
     }
     if cfg.head == "token_logits":  # the LM head's rows of these tokens are the output layer
         options["label_tokens"] = list(cfg.label_tokens)
+    if cfg.lora_r > 0:  # adapters on the frozen backbone (kagglekit.models.lora)
+        options["lora"] = {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout, "targets": list(cfg.lora_targets)}
     return options
 
 
@@ -72,7 +74,8 @@ def adversary_options(cfg: Config) -> dict:
 
 
 def backbone_surgery(backbone, cfg: Config) -> dict:
-    """Dropout overrides, re-initialised top layers, freezing, mixout, gradient checkpointing; a summary."""
+    """Dropout overrides, re-initialised top layers, freezing, mixout, gradient checkpointing (always on a quantised
+    base: QLoRA); a summary."""
     from kagglekit.models.surgery import apply_surgery, set_dropout
 
     hidden = None if cfg.hidden_dropout == -1 else cfg.hidden_dropout
@@ -80,9 +83,20 @@ def backbone_surgery(backbone, cfg: Config) -> dict:
     summary = {"dropout": set_dropout(backbone, hidden, attention) if (hidden, attention) != (None, None) else {}}
     summary.update(apply_surgery(
         backbone, reinit_layers=cfg.reinit_layers, reinit_pooler=cfg.reinit_pooler, freeze_embeddings=cfg.freeze_embeddings,
-        freeze_layers=cfg.freeze_layers, gradient_checkpointing=cfg.gradient_checkpointing, mixout=cfg.mixout,
+        freeze_layers=cfg.freeze_layers, gradient_checkpointing=cfg.gradient_checkpointing or cfg.quantize != "none",
+        mixout=cfg.mixout,
     ))
     return summary
+
+
+def _lora_loading(cfg: Config, device: torch.device, precision: str) -> dict:
+    """`build_model`'s loading options for the run: a quantised base (QLoRA) and its preparation for training, or none."""
+    if cfg.quantize == "none":
+        return {}
+    from kagglekit.models.lora import check_quantize, compute_dtype, prepare_kbit_training, quantized_load_options
+
+    check_quantize(cfg.quantize, device)
+    return {"load_options": quantized_load_options(cfg.quantize, device, compute_dtype(precision)), "prepare": prepare_kbit_training}
 
 
 def optimizer_steps_per_epoch(n_rows: int, cfg: Config) -> int:
@@ -115,8 +129,15 @@ def build_components(cfg: Config, train_df: pd.DataFrame, *, num_outputs: int, l
     from kagglekit.train.optim import build_optimizer, build_scheduler
 
     # The order is part of the seed's meaning: the head's init and re-initialised layers draw from torch's RNG.
-    model, tokenizer = build_model(cfg.backbone, **model_options(cfg, num_outputs))
+    model, tokenizer = build_model(cfg.backbone, **_lora_loading(cfg, device, precision), **model_options(cfg, num_outputs))
     surgery = backbone_surgery(model.backbone, cfg)
+    if model.lora is not None:  # the fold folder holds the adapters and head only: it records which base they go on
+        from kagglekit.models.base_model import base_identity
+        from kagglekit.models.lora import trainable_counts
+
+        model.base_identity = {**base_identity(cfg.backbone), "quantize": cfg.quantize, "merge_adapter": cfg.merge_adapter}
+        trainable, total = trainable_counts(model)
+        surgery["lora"] = {**model.lora, "trainable_params": trainable, "total_params": total}
     features = cfg.model_features()
     if features:
         model.set_feature_stats(train_df[features].to_numpy())  # training rows only: no validation leak

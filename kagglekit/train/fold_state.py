@@ -65,6 +65,7 @@ class FoldState:
         Includes the global random generators (Python, NumPy, torch) as they are now.
         """
         out = {name: _state_of(getattr(self.parts, name)) for name in _STATEFUL}
+        out["model"] = model_state(self.parts.model)
         out.update({name: getattr(self, name) for name in _COUNTERS + _LISTS})
         preds = None if self.best_preds is None else torch.from_numpy(np.asarray(self.best_preds))
         out["best"] = {"score": self.best_score, "epoch": self.best_epoch, "step": self.best_step, "preds": preds}
@@ -77,7 +78,9 @@ class FoldState:
         """Restore a `state_dict()`: component states, counters, bookkeeping and every random generator."""
         for name in _STATEFUL:
             component = getattr(self.parts, name)
-            if component is not None:
+            if component is not None and name == "model":
+                load_model_state(component, saved[name])
+            elif component is not None:
                 component.load_state_dict(saved[name])
         for name in _COUNTERS:
             setattr(self, name, int(saved.get(name, 0)))
@@ -133,3 +136,28 @@ class FoldState:
 
 def _state_of(component) -> dict:
     return component.state_dict() if component is not None else {}
+
+
+def model_state(model) -> dict:
+    """The model's part of a resume state: its whole state dict, or with LoRA the adapters and head only
+    (`kagglekit.models.lora.own_state`): the base is frozen and stays in its own folder."""
+    if getattr(model, "lora", None) is None:
+        return model.state_dict()
+    from kagglekit.models.lora import own_state
+
+    return own_state(model)
+
+
+def load_model_state(model, state: dict) -> None:
+    """Restore `model_state`: every weight (strict), or with LoRA exactly the adapters and head."""
+    if getattr(model, "lora", None) is None:
+        model.load_state_dict(state)
+        return
+    from kagglekit.models.lora import own_state
+
+    expected = set(own_state(model))
+    if set(state) != expected:
+        raise ValueError(f"resume state: its model part holds {len(state)} tensors, this LoRA model's adapters and head are "
+                         f"{len(expected)} (e.g. {sorted(expected ^ set(state))[:2]} differ): it was saved by another run's "
+                         "settings. Delete the resume state, or resume with the settings it was saved with.")
+    model.load_state_dict(state, strict=False)

@@ -351,6 +351,7 @@ def train_fold(
     extra: pd.DataFrame | None = None,
     budget: Budget | None = None,
     log: ModelLog | None = None,
+    teacher=None,
 ) -> FoldResult:
     """Train the model `plan` describes: one seed of a CV fold (train on every other fold, validate on it, keep
     the best model) or of the full fit (train on every row for the length CV chose, save at the end).
@@ -375,6 +376,8 @@ def train_fold(
             that repeat a validation pair (either order) are left out of this fold.
         budget: the session's time `Budget`, shared by the models of a call; default: no limit.
         log: where each step and evaluation is also reported (`kagglekit.train.tracking.ModelLog`); default: nowhere.
+        teacher: the run's `kagglekit.train.distill.Teachers` (``teacher_oof``): the loss also pulls each training row
+            toward the value teacher model `plan.fold` gave it (a full fit: `Teachers.values`); None: labels alone.
 
     Returns:
         The `FoldResult`, also written to ``plan.record`` (when set) before the resume state is deleted.
@@ -401,6 +404,9 @@ def train_fold(
         train_df, valid_df, augmentation = fold_rows(frame, plan.fold, cfg, featurize=featurize, extra=extra)
     target = plan.meta.output
     parts = build_components(cfg, train_df, num_outputs=target.num_outputs, loss=plan.meta.loss, device=device, precision=precision)
+    distill = None if teacher is None else teacher.for_rows(train_df, plan.fold, label=plan.label)  # one target per training row
+    if distill is not None:
+        parts.loss = distill.wrap(parts.loss)
     if steps is not None:  # the schedule spans the fit's steps, which need not fill its last epoch
         from kagglekit.train.optim import build_scheduler
 
@@ -432,6 +438,8 @@ def train_fold(
         for index in range(state.batch, len(batches)):
             batch = train_enc.collate(batches[index])
             batch["labels"] = target.encode(batch["labels"])  # (B,), or (B, C) for classes and bins
+            if distill is not None:  # the teacher's targets ride beside the labels (`kagglekit.train.distill.pack`)
+                batch["labels"] = distill.pack(batch["labels"], batches[index])
             boundary = (index + 1) % cfg.accum_steps == 0 or index + 1 == len(batches)
             active = epoch + 1 >= cfg.adv_start_epoch and state.step >= cfg.adv_start_step
             value = train_step(

@@ -109,7 +109,7 @@ def _check_same_data(cfg: Config, out: Path, fingerprint: dict) -> None:
             given = "no file" if digest is None else f"{digest['rows']} rows"
             raise ValueError(
                 f"{key}: {path} is not the file run {out} was trained on (it has {given}, the run's had {before}, and the "
-                f"contents differ): its folds would mix two data sets. Point {key} at the run's file, or use a new output_dir."
+                f"contents differ): the run's models would mix two data sets. Point {key} at the run's file, or use a new output_dir."
             )
 
 
@@ -231,7 +231,9 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int | str] = "all", *, 
     from kagglekit.kaggle import describe_device, git_commit, gpu_info, library_versions, resolve_device, resolve_precision
     from kagglekit.metrics import get_metric
     from kagglekit.models.decoder import check_label_tokens, decoder_template
+    from kagglekit.models.lora import check_lora_settings
     from kagglekit.models.pair_model import check_backbone
+    from kagglekit.train.distill import read_teachers
     from kagglekit.train.parallel import default_launcher, plan, run_folds_parallel, visible_gpus
 
     start = time.time()
@@ -260,6 +262,7 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int | str] = "all", *, 
     if full and not fold_list:  # the full fit's length comes from complete CV folds
         full_length(run.read_card() if run.card_path.is_file() else {}, cfg, len(frame), run=out)
     device = resolve_device(cfg.device)
+    check_lora_settings(cfg, device)  # peft there, lora_targets in the backbone, quantize on CUDA: before anything is written
     sources = feature_sources(cfg, recipe, state, frame, device)  # reads test_csv, checks embedding_model: writes nothing
     user_cfg = cfg  # what config.yaml keeps: max_len=0 stays "from the data", the derived value goes to the folds
     if template:  # likewise an empty template stays "the recipe's default"; the folds render the one resolved
@@ -274,6 +277,11 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int | str] = "all", *, 
     # every fold gets the same outputs: class values / bin centres come from all training rows
     target = make_target(cfg.output, frame["label"], num_bins=cfg.num_bins, label_range=recipe.label_range)
     check_label_tokens(cfg, target.num_outputs)  # head=token_logits: one token each, one per output
+    # distillation: each model's teacher values obey the fold rule, checked for every model of the call before anything is written
+    teacher = read_teachers(cfg, frame, target.kind, target.num_outputs, loss.activation, folds=fold_list, full=full)
+    fingerprint["teacher_oof"] = None if teacher is None else teacher.digest  # every CV fold distils from the same values
+    if full and not fold_list and run.card_path.is_file():  # the full fit alone may distil from others (the teacher's full fit)
+        fingerprint["teacher_oof"] = (run.read_card().get("data_fingerprint") or {}).get("teacher_oof", fingerprint["teacher_oof"])
     meta = FoldMeta(task=recipe.name, id_col=recipe.id_col, target_col=recipe.target_col, max_len=cfg.max_len, loss=loss.name,
                     activation=loss.activation, output=target, metric=metric.name, recipe_state=state)
     gpus = visible_gpus() if device.type == "cuda" and len(fold_list) > 1 and cfg.parallel_folds else []
@@ -296,7 +304,8 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int | str] = "all", *, 
     })
     try:
         featurize = computed_features(cfg, state, frame, out, device, sources, extra)
-        call = _Call(cfg, run, frame, meta, metric, card["run_id"], device, precision, featurize, extra, budget, tracker, resume, start)
+        call = _Call(cfg, run, frame, meta, metric, card["run_id"], device, precision, featurize, extra, budget, tracker, resume, start,
+                     teacher)
         requested = [*fold_list, *([FULL] if full else [])]
         if resume:
             done = [f for f in requested if call.complete(f, card)]
@@ -395,6 +404,7 @@ class _Call:
     tracker: Tracker
     resume: bool
     start: float
+    teacher: object = None  # kagglekit.train.distill.Teachers, or None
 
     def plans(self, fold: int | None, length: FullLength | None = None) -> list[ModelPlan]:
         """The models of CV fold `fold` (None: the full fit), one per seed, the run's own seed first."""
@@ -437,7 +447,7 @@ class _Call:
             with self.tracker.model_run(plan.folder.name) as log:
                 result = train_fold(self.cfg, self.frame, plan, device=self.device, precision=self.precision,
                                     metric_name=self.metric.name, resume=self.resume, featurize=self.featurize, extra=self.extra,
-                                    budget=self.budget, log=log)
+                                    budget=self.budget, log=log, teacher=self.teacher)
                 log.summary(**({"epochs": result.best_epoch, "steps": result.best_step} if plan.fold is None else
                                {"score": result.score, "best_epoch": result.best_epoch, "best_step": result.best_step}))
         except TimeBudgetReached:

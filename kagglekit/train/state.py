@@ -107,9 +107,11 @@ class ResumeFiles:
 
 
 def state_size(model, *, ema: bool = False) -> int:
-    """A resume state's size in bytes, roughly: the weights, AdamW's two fp32 moments of the trained
-    ones, and an EMA copy (`kagglekit.train.session.Budget` estimates its first save from it)."""
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    """A resume state's size in bytes, roughly: the weights (with LoRA the trained ones only: the frozen base is not
+    saved), AdamW's two fp32 moments of the trained ones, and an EMA copy (`kagglekit.train.session.Budget` estimates
+    its first save from it)."""
+    lora = getattr(model, "lora", None) is not None
+    weights = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad or not lora)
     moments = 2 * sum(p.numel() * 4 for p in model.parameters() if p.requires_grad)
     return weights + moments + (weights if ema else 0)
 
