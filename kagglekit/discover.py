@@ -389,7 +389,8 @@ def resolve_paths(values: Mapping[str, object], *, root: str | os.PathLike | Non
     Each key of `Config.PATH_KEYS` whose value is "auto", or a bare name (no directory part) that is no
     file or folder of the working directory, is looked up: ``backbone`` and ``embedding_model`` with
     `find_backbone` (the value is the hint), the data keys with `find_file` ("auto": the name in
-    `AUTO_FILES`). Empty values, paths, and ``output_dir``/``resume_dir`` are kept as they are.
+    `AUTO_FILES`), each item of a list key (``teacher_oof``) alike. Empty values, paths, and
+    ``output_dir``/``resume_dir`` are kept as they are.
 
     Args:
         values: config keys and values (the notebook's settings, or `Config.to_dict()`); not changed.
@@ -411,19 +412,22 @@ def resolve_paths(values: Mapping[str, object], *, root: str | os.PathLike | Non
     """
     out = dict(values)
     problems: list[Exception] = []
-    for key in sorted(Config.PATH_KEYS.difference(WRITTEN_KEYS)):
-        value = out.get(key)
+    def found(key: str, value):
         if not isinstance(value, str) or not value or not (value == "auto" or _bare_missing(value)):
-            continue
+            return value
         try:
             if key in MODEL_KEYS:
-                out[key] = str(find_backbone(value, param=key, root=root))
-            elif value == "auto" and key not in AUTO_FILES:
+                return str(find_backbone(value, param=key, root=root))
+            if value == "auto" and key not in AUTO_FILES:
                 raise ValueError(f"{key}='auto': the kit knows no file name for {key}; set it to the file's name or path.")
-            else:
-                out[key] = str(find_file(AUTO_FILES[key] if value == "auto" else value, param=key, root=root, within=within))
+            return str(find_file(AUTO_FILES[key] if value == "auto" else value, param=key, root=root, within=within))
         except (ValueError, FileNotFoundError) as err:
             problems.append(err)
+            return value
+
+    for key in sorted(Config.PATH_KEYS.difference(WRITTEN_KEYS).intersection(out)):
+        value = out[key]
+        out[key] = [found(key, item) for item in value] if isinstance(value, list) else found(key, value)  # teacher_oof: several
     if problems:
         kind = FileNotFoundError if all(isinstance(e, FileNotFoundError) for e in problems) else ValueError
         raise kind(" ".join(dict.fromkeys(str(e) for e in problems)))  # one line, each problem once

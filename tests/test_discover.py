@@ -381,7 +381,8 @@ def test_built_in_config_loads_and_agrees_with_the_repository(name):
     assert (cfg.backbone, cfg.output_dir) == ("auto", "run")
     for key in DATA_KEYS:
         value = getattr(cfg, key)
-        assert os.path.basename(value) == value, f"{name}: {key}={value!r} is no bare file name"
+        assert all(os.path.basename(v) == v for v in (value if isinstance(value, list) else [value])), \
+            f"{name}: {key}={value!r} is no bare file name"
     repo = load_config(ROOT / "configs" / f"{name}.yaml").to_dict()
     mine = cfg.to_dict()
     differ = {k: (mine[k], repo[k]) for k in mine if k not in Config.PATH_KEYS and mine[k] != repo[k]}
@@ -401,6 +402,16 @@ def test_built_in_config_resolves_against_a_tree_holding_its_files(name, root):
     resolved = resolve_paths(cfg.to_dict(), root=root)
     assert {k: resolved[k] for k in expected} == expected
     assert load_config(None, resolved).train_csv == expected["train_csv"]
+
+
+def test_a_list_key_resolves_item_by_item(root):
+    """teacher_oof holds several files: each bare name is found, a path is kept, a missing one is named."""
+    one = touch(root / "datasets" / "owner" / "teacher-a" / "teacher_a.csv")
+    two = touch(root / "datasets" / "owner" / "teacher-b" / "teacher_b.csv")
+    resolved = resolve_paths({"teacher_oof": ["teacher_a.csv", str(two)]}, root=root)
+    assert resolved["teacher_oof"] == [str(one), str(two)]
+    with pytest.raises(FileNotFoundError, match="teacher_oof"):
+        resolve_paths({"teacher_oof": ["teacher_a.csv", "nowhere.csv"]}, root=root)
 
 
 @pytest.mark.parametrize("name", builtin_configs())
