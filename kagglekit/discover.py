@@ -390,7 +390,8 @@ def resolve_paths(values: Mapping[str, object], *, root: str | os.PathLike | Non
     file or folder of the working directory, is looked up: ``backbone`` and ``embedding_model`` with
     `find_backbone` (the value is the hint), the data keys with `find_file` ("auto": the name in
     `AUTO_FILES`), each item of a list key (``teacher_oof``) alike. Empty values, paths, and
-    ``output_dir``/``resume_dir`` are kept as they are.
+    ``output_dir``/``resume_dir`` are kept as they are, and so is a bare name when there is no input root
+    to search (off Kaggle it is a relative path, and whatever reads it says when it is missing).
 
     Args:
         values: config keys and values (the notebook's settings, or `Config.to_dict()`); not changed.
@@ -412,8 +413,12 @@ def resolve_paths(values: Mapping[str, object], *, root: str | os.PathLike | Non
     """
     out = dict(values)
     problems: list[Exception] = []
+    searchable = (kaggle.input_root() if root is None else Path(root)).is_dir()
+
     def found(key: str, value):
         if not isinstance(value, str) or not value or not (value == "auto" or _bare_missing(value)):
+            return value
+        if value != "auto" and not searchable:  # off Kaggle: a bare name is a path, and its reader names it when it is missing
             return value
         try:
             if key in MODEL_KEYS:

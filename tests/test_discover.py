@@ -507,3 +507,11 @@ def test_the_command_line_finds_a_built_in_configs_files_under_the_input_root(ro
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("kagglekit train: error: test_csv") and "sts-test.csv" in err[-1] and "set test_csv to its path" in err[-1]
     assert not (tmp_path / "other").exists()
+
+
+def test_without_an_input_root_a_bare_name_stays_a_path_and_auto_fails(tmp_path):
+    missing = tmp_path / "no-input-root"
+    assert resolve_paths({"train_csv": "nosuch.csv", "teacher_oof": ["t.csv"]}, root=missing) == \
+        {"train_csv": "nosuch.csv", "teacher_oof": ["t.csv"]}
+    with pytest.raises(FileNotFoundError, match="no folder"):
+        resolve_paths({"train_csv": "auto"}, root=missing)
