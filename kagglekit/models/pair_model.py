@@ -4,6 +4,10 @@ A model folder holds the backbone config, the tokenizer files, ``model.safetenso
 and ``kagglekit.json`` (head settings, max_len, recipe state). It loads offline with nothing else:
 the original backbone folder is not needed at inference. A LoRA model's folder holds its adapters and
 head only, and the base model's identity (`kagglekit.models.base_model`): it loads with that base.
+
+About 390 lines, a little over the usual 350: the model and the save and load of its folder are one format
+(what `save_model_folder` writes, `load_model_folder` reads); the backbone loaders and the LoRA and decoder
+parts already live in `backbones`, `lora` and `decoder`.
 """
 
 from __future__ import annotations
