@@ -110,11 +110,16 @@ def _groups(plans) -> dict:
                              "each fold's rows average fold K of every run. Give runs with the same trained folds, or one run.")
         for key, folders in keys.items():
             groups.setdefault(key, []).append(folders)
-    return dict(sorted(groups.items(), key=lambda item: (item[0] == FULL_NAME, 0 if item[0] == FULL_NAME else item[0])))
+    return {key: groups[key] for key in _names(groups)}
 
 
 def _names(keys) -> list:
-    return sorted(keys, key=lambda k: (k == FULL_NAME, 0 if k == FULL_NAME else k))
+    return sorted(keys, key=_group_order)
+
+
+def _group_order(key) -> tuple:
+    """Folds 0, 1, ... first, the full fit last."""
+    return key == FULL_NAME, 0 if key == FULL_NAME else key
 
 
 def _block(key, runs: list, ids: np.ndarray, row_fold: np.ndarray, average: str) -> pd.DataFrame:
@@ -138,9 +143,7 @@ def _block(key, runs: list, ids: np.ndarray, row_fold: np.ndarray, average: str)
 def _distribution(logits: list[np.ndarray], average: str) -> np.ndarray:
     """(N, C) the class distribution of several models' logits: the mean of their softmaxes (``prob``) or the softmax of
     their mean (``logit``), as `kagglekit.infer.predict.average_outputs` averages them."""
-    def softmax(x: np.ndarray) -> np.ndarray:
-        exp = np.exp(x - x.max(axis=-1, keepdims=True))
-        return exp / exp.sum(axis=-1, keepdims=True)
+    from kagglekit.train.teacher_file import softmax  # the one the student reads these columns back with
 
     stacked = np.stack(logits).astype(np.float64)  # (M, N, C)
     return softmax(stacked.mean(axis=0)) if average == "logit" else softmax(stacked).mean(axis=0)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from kagglekit._io import no_column, read_csv
 
-__all__ = ["FULL_FOLD", "PER_FOLD_COMMAND", "TeacherFile", "read_teacher_file", "mean_values", "per_id_mean"]
+__all__ = ["FULL_FOLD", "PER_FOLD_COMMAND", "TeacherFile", "read_teacher_file", "mean_values", "per_id_mean", "softmax"]
 
 FULL_FOLD = -1  # the teacher model of a full fit's rows: written "full" in a file (the folder's name); -1 reads the same
 PER_FOLD_COMMAND = "kagglekit predict --models TEACHER_RUN --data train.csv --per-fold --out teacher.csv"
@@ -163,11 +163,11 @@ def mean_values(values: Sequence[np.ndarray], kind: str) -> np.ndarray:
     stacked = np.stack(values)  # (F, N, D)
     if kind == "single":
         return stacked.mean(axis=0)
-    return np.log(np.clip(_softmax(stacked).mean(axis=0), _TINY, 1.0))
+    return np.log(np.clip(softmax(stacked).mean(axis=0), _TINY, 1.0))
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis, in float64."""
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis (max-shifted, so large logits do not overflow)."""
     exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return exp / exp.sum(axis=-1, keepdims=True)
 
@@ -179,5 +179,5 @@ def per_id_mean(values: np.ndarray, ids: np.ndarray, kind: str) -> pd.DataFrame:
         return table
     if kind == "single":
         return table.groupby(level=0, sort=False).mean()
-    probs = pd.DataFrame(_softmax(values), index=ids).groupby(level=0, sort=False).mean()
+    probs = pd.DataFrame(softmax(values), index=ids).groupby(level=0, sort=False).mean()
     return np.log(probs.clip(lower=_TINY))
