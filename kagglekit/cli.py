@@ -137,9 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-submission", help="sample_submission.csv: its ids and columns must match")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                   help="auto: every visible GPU at once when there are two or more (one model folder per GPU), else the one device")
+                   help="auto: every visible GPU at once when there are two or more (one model folder per GPU; a lone model "
+                        "gets a copy on each, with half of the rows or, with --tta swap, one text order each), else the one device")
     p.add_argument("--devices", metavar="DEV,DEV", help="the devices to spread the model folders over, e.g. cuda:0,cuda:1")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16", "8bit", "4bit"],
+                   help="auto: fp16/bf16 on a GPU, fp32 on a CPU; 8bit/4bit: the weights in 8 or 4 bits (CUDA, bitsandbytes)")
     p.add_argument("--average", default="prob", choices=["prob", "logit"],
                    help="average the folds' predictions (prob) or their logits (logit); the same for regression outputs")
     p.add_argument("--tta", default="none", choices=["none", "swap"],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = ["Status", "requirement_statuses", "requirement_problems", "check_requirements"]
@@ -81,11 +82,11 @@ def status(name: str, version: str | None, spec: str) -> Status:
     return Status(name, spec, version, _state(version, spec))
 
 
-def requirement_statuses() -> list[Status]:
+def requirement_statuses(extras: Sequence[str] = ()) -> list[Status]:
     """Python, then each requirement kagglekit's installed metadata declares for this environment.
 
-    Requirements with a marker count when the marker holds here (``; python_version < "3.11"``), never
-    for an extra (``; extra == "dev"``): markers are evaluated with no extra requested.
+    Requirements with a marker count when the marker holds here (``; python_version < "3.11"``); those of an
+    extra (``; extra == "llm"``) only when `extras` names it (``("llm",)``: peft, for a LoRA run).
 
     Raises:
         importlib.metadata.PackageNotFoundError: kagglekit is not installed as a distribution (it is
@@ -98,17 +99,18 @@ def requirement_statuses() -> list[Status]:
     out = [status("python", platform.python_version(), python_spec)]
     for text in requires:
         req = Requirement(text)
-        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+        if req.marker is not None and not any(req.marker.evaluate({"extra": extra}) for extra in ("", *extras)):
             continue
         out.append(status(req.name, installed_version(req.name), _spec_text(req.specifier)))
     return out
 
 
-def requirement_problems() -> list[str]:
+def requirement_problems(extras: Sequence[str] = ()) -> list[str]:
     """Every requirement of kagglekit that is not installed or outside its range, as ``name: detail and fix``.
 
     Returns an empty list when kagglekit runs from a source folder (no package metadata says what it
-    needs; a warning says so). A version that cannot be parsed is not counted as a problem.
+    needs; a warning says so). A version that cannot be parsed is not counted as a problem. `extras` as in
+    `requirement_statuses`.
 
     Example:
         >>> requirement_problems()
@@ -117,7 +119,7 @@ def requirement_problems() -> list[str]:
     import warnings
 
     try:
-        statuses = requirement_statuses()
+        statuses = requirement_statuses(extras)
     except md.PackageNotFoundError:
         warnings.warn("kagglekit is imported from a source folder, not installed, so its requirements are unknown and "
                       "not checked: pip install the kagglekit wheel (or pip install -e .).", stacklevel=2)
@@ -125,8 +127,9 @@ def requirement_problems() -> list[str]:
     return [f"{s.name}: {s.detail()}" for s in statuses if s.state in ("missing", "outside")]
 
 
-def check_requirements() -> None:
-    """Raise when a requirement of kagglekit is missing or outside its range, naming each one and the fix.
+def check_requirements(extras: Sequence[str] = ()) -> None:
+    """Raise when a requirement of kagglekit (and of `extras`, e.g. ``("llm",)``) is missing or outside its range,
+    naming each one and the fix.
 
     Raises:
         RuntimeError: one line per problem (`requirement_problems`).
@@ -134,6 +137,6 @@ def check_requirements() -> None:
     Example:
         >>> check_requirements()  # the notebooks' install cell, right after installing the wheel
     """
-    problems = requirement_problems()
+    problems = requirement_problems(extras)
     if problems:
         raise RuntimeError("kagglekit's requirements are not met:\n" + "\n".join(f"  {p}" for p in problems))

@@ -222,6 +222,7 @@ AVERAGE = "prob"  # how a run's folds are averaged: "prob" or "logit"
 TTA = "none"  # "swap": also predict each pair with its texts exchanged (runs trained with swap=true)
 FULL_WEIGHT = None  # a run's full-data fit: None counts it as one more fold; 0.3 gives it 30% of the run
 BASE_MODEL = None  # LoRA runs hold adapters only: their base model's folder (or a list); None: the folder training recorded
+PRECISION = "auto"  # "auto": fp16 on a T4 (fp32 on a CPU); "8bit" or "4bit": weights in 8/4 bits (bitsandbytes), e.g. a 7-9B decoder per T4
 BATCH_SIZE = 128
 TEST_ROWS = 12_000  # rows of the hidden test set the rerun predicts (USPPPM: about 12,000); 0: the test file's own
 TIME_LIMIT = "auto"  # the inference time allowed: "auto" is Kaggle's 9 h; or "4h", seconds
@@ -260,7 +261,7 @@ INFERENCE_PREDICT = """\
 from kagglekit.infer.predict import predict
 
 sub = predict(models, test_csv, OUT, sample_submission=sample or None, weights=WEIGHTS or None, average=AVERAGE,
-              tta=TTA, full_weight=FULL_WEIGHT, batch_size=BATCH_SIZE, base_model=BASE_MODEL)
+              tta=TTA, full_weight=FULL_WEIGHT, batch_size=BATCH_SIZE, base_model=BASE_MODEL, precision=PRECISION)
 print(f"wrote {OUT}: {len(sub)} rows")
 print(sub.describe())
 sub.head()"""

@@ -338,6 +338,17 @@ def test_inference_time_takes_the_time_limit_and_the_gpus_predict_spreads_over(r
     assert "63% of the 4.0 h limit" in line_of(lines, "inference time")
 
 
+def test_one_folder_on_two_gpus_takes_half_the_rows_on_each(run, one_second_per_row, monkeypatch):
+    """predict cuts a lone folder into a copy per GPU, each on half of the rows: 9000 rows x 1 s / 2 = 4500 s."""
+    from kagglekit.infer import predict
+
+    monkeypatch.setattr(predict, "inference_devices", lambda device="auto", devices=None: ["cuda:0", "cuda:1"])
+    code, lines = doctor_lines([run / "fold0"], rows=9000, time_limit=4 * 3600)
+    assert code == 0
+    assert line_of(lines, "inference time").startswith("ok    inference time: ~75 min for 9000 rows with 1 model folder(s) spread over 2 GPUs")
+    assert "31% of the 4.0 h limit" in line_of(lines, "inference time")
+
+
 def test_no_timing_only_checks_that_the_folders_load(run, one_second_per_row):
     """A competition rerun: the folders are checked, nothing is timed, so no time can stop the notebook."""
     code, lines = doctor_lines([run], rows=10**6, timing=False)

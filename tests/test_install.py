@@ -299,6 +299,22 @@ def test_statuses_list_python_first_and_skip_extras(metadata):
     requirements.check_requirements()  # nothing to raise
 
 
+def test_an_extra_asked_for_counts_its_requirements(metadata):
+    """A LoRA run asks for the llm extra: peft is then checked like a plain requirement; other extras stay out."""
+    metadata["requires"] = ["transformers>=4.44,<6", "peft>=0.13; extra == \"llm\"", "onnx>=1.14; extra == \"onnx\""]
+    metadata["versions"] = {"transformers": "4.57.1"}
+    assert [s.name for s in requirements.requirement_statuses()] == ["python", "transformers"]
+    assert requirements.requirement_statuses(("llm",))[2] == requirements.Status("peft", ">=0.13", None, "missing")
+    assert requirements.requirement_problems(("llm",)) == [
+        "peft: not installed; kagglekit needs peft>=0.13: attach a dataset holding a peft wheel and pip install --no-index "
+        "--no-deps <the wheel> (build_wheel.sh --with-deps 'peft>=0.13' bundles one in the kagglekit dataset)."]
+    with pytest.raises(RuntimeError, match=r"\n  peft: not installed"):
+        requirements.check_requirements(extras=("llm",))
+    requirements.check_requirements()  # without the extra, nothing is missing
+    metadata["versions"]["peft"] = "0.12.0"
+    assert requirements.requirement_statuses(("llm",))[2].state == "outside"
+
+
 def test_a_python_outside_the_range(metadata, monkeypatch):
     monkeypatch.setattr(platform, "python_version", lambda: "3.9.18")
     assert requirements.requirement_problems() == [

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import sys
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -472,6 +473,62 @@ def test_a_quantised_run_predicts_on_cpu_with_the_full_precision_base_and_says_s
     np.testing.assert_array_equal(logits(loaded, enc), logits(model, enc))
 
 
+def test_predict_asks_for_8_or_4_bits_whatever_the_run_trained_with(tiny_models, tmp_path, monkeypatch):
+    """predict's --precision 8bit/4bit overrides the run's quantize: the base loads quantised (unmerged), or in fp16,
+    merged, then its layers are quantised (merge_adapter); an explicit 'none' loads a quantised run's base in full."""
+    from kagglekit.models import lora
+
+    base = tiny_models("llama")
+    model, tokenizer = lora_model(base, "last_token", {})
+    save_model_folder(with_identity(model, base), tokenizer, tmp_path / "fold0", meta_for("llama"))
+    with pytest.raises(ValueError, match=r"quantize=8bit: 8- and 4-bit weights \(bitsandbytes\) need a CUDA device"):
+        load_model_folder(tmp_path / "fold0", quantize="8bit")  # asked for, on a CPU: refused, not warned about
+    asked, quantised = [], []
+    monkeypatch.setattr(lora, "check_quantize", lambda quantize, device: asked.append(quantize))
+    monkeypatch.setattr(lora, "quantized_load_options", lambda quantize, device, dtype: asked.append(("options", quantize)) or {})
+    monkeypatch.setattr(lora, "quantize_linears", lambda module, quantize, device, dtype: quantised.append((quantize, dtype)) or 1)
+    plan = lora.AdapterLoad.plan(tmp_path / "fold0", FoldMeta.read(tmp_path / "fold0"), quantize="4bit")
+    assert (plan.quantize, plan.merge, asked) == ("4bit", False, ["4bit", ("options", "4bit")])
+    merged, _, _ = load_model_folder(tmp_path / "fold0", quantize="8bit", merge_adapter=True)
+    assert quantised == [("8bit", torch.float32)] and not any(".lora_" in n for n, _ in merged.named_parameters())
+    save_model_folder(with_identity(model, base, quantize="8bit"), tokenizer, tmp_path / "q8", meta_for("llama"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an explicit none: no 'trained quantised' warning
+        plain, _, _ = load_model_folder(tmp_path / "q8", quantize="none")
+    enc = encodings(tokenizer, "llama")
+    np.testing.assert_array_equal(logits(plain, enc), logits(model, enc))
+
+
+def fake_int8(module, quantize, device, dtype):
+    """What LLM.int8 does to a weight, on the CPU: each output row rounded to 127 steps of its largest magnitude."""
+    count = 0
+    for layer in module.modules():
+        if isinstance(layer, torch.nn.Linear):
+            with torch.no_grad():
+                scale = layer.weight.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127
+                layer.weight.copy_(torch.round(layer.weight / scale) * scale)
+            count += 1
+    return count
+
+
+@pytest.mark.parametrize("arch, head, options", CASES)
+def test_a_full_fine_tune_predicts_with_its_weights_rounded_to_8_bits(arch, head, options, tiny_models, tmp_path, monkeypatch):
+    from kagglekit.models import lora
+
+    torch.manual_seed(0)
+    model, tokenizer = build_model(tiny_models(arch), head=head, dropout=0.0, **options)
+    save_model_folder(model.eval(), tokenizer, tmp_path / "fold0", meta_for(arch))
+    with pytest.raises(ValueError, match=r"quantize=4bit: 8- and 4-bit weights \(bitsandbytes\) need a CUDA device"):
+        load_model_folder(tmp_path / "fold0", quantize="4bit")
+    monkeypatch.setattr(lora, "check_quantize", lambda quantize, device: None)
+    monkeypatch.setattr(lora, "quantize_linears", fake_int8)
+    enc = encodings(tokenizer, arch)
+    full = logits(load_model_folder(tmp_path / "fold0")[0], enc)
+    rounded = logits(load_model_folder(tmp_path / "fold0", quantize="8bit")[0], enc)
+    assert not np.array_equal(full, rounded)  # the rounding reached the model that predicts
+    np.testing.assert_allclose(rounded, full, rtol=0, atol=0.05 * np.abs(full).max() + 1e-3)
+
+
 # --------------------------------------------------------------------------------------------------
 # the doctor
 
@@ -503,6 +560,39 @@ def test_doctor_loads_a_lora_folder_onto_its_moved_base(tiny_models, tmp_path):
     adapters = sum(t.numel() for t in own_state(model).values())
     assert check.status == "ok" and f"LoRA r=4: {adapters:,} parameters in the folder (adapters, head), on the base base" in check.detail
     assert timing is not None and timing.rows == 100
+
+
+def _kit_installed() -> bool:
+    import importlib.metadata as md
+
+    try:
+        return md.requires("kagglekit") is not None
+    except md.PackageNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not _kit_installed(), reason="kagglekit is not installed: no package metadata")
+def test_doctor_requires_peft_for_a_lora_config_or_folder(tiny_models, tmp_path, monkeypatch):
+    """peft is the llm extra: its line appears for a LoRA config or LoRA folders, fails when peft is missing, and
+    stays away from an encoder run's doctor."""
+    from kagglekit import requirements
+    from kagglekit.tools import doctor
+
+    def peft_line(**kwargs):
+        lines = []
+        doctor.run_doctor(out=lines.append, timing=False, **kwargs)
+        return [line for line in lines if line[6:].startswith("peft: ")]
+
+    base = tiny_models("llama")
+    cfg = load_config(None, {"backbone": str(base), "output_dir": str(tmp_path / "run"), "head": "last_token", "lora_r": 4})
+    model, tokenizer = lora_model(base, "last_token", {})
+    save_model_folder(with_identity(model, base), tokenizer, tmp_path / "fold0", meta_for("llama"))
+    assert peft_line(config=cfg)[0].startswith("ok    peft: ")
+    assert peft_line(models=[tmp_path / "fold0"])[0].startswith("ok    peft: ")
+    assert peft_line(config=load_config(None, {"backbone": str(tiny_models("bert")), "output_dir": str(tmp_path / "enc")})) == []
+    real = requirements.installed_version
+    monkeypatch.setattr(requirements, "installed_version", lambda name: None if name == "peft" else real(name))
+    assert peft_line(config=cfg)[0].startswith("fail  peft: not installed; kagglekit needs peft>=0.13: attach a dataset")
 
 
 def test_doctor_times_a_decoder_fold_on_its_prompts(tiny_models, tmp_path, monkeypatch):

@@ -65,6 +65,16 @@ class PairEncodings:
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    def subset(self, indices: Sequence[int]) -> "PairEncodings":
+        """Rows `indices` (in that order) as encodings of their own: one device's share of the rows."""
+        indices = [int(i) for i in indices]
+        out = PairEncodings.__new__(PairEncodings)
+        pick = (lambda a: None if a is None else a[indices])
+        out._store([self.input_ids[i] for i in indices],
+                   None if self.token_type_ids is None else [self.token_type_ids[i] for i in indices],
+                   self.pad_id, pick(self.labels), pick(self.features), pick(self.weights))
+        return out
+
     def collate(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         """Pad rows `indices` to their longest row; returns tensors of shape (B, T)."""
         width = int(self.lengths[list(indices)].max())

@@ -44,7 +44,7 @@ def predict_per_fold(models: Sequence[str | os.PathLike], data: str | os.PathLik
         >>> teacher.groupby("fold").size()  # one block of every row per fold model
     """
     from kagglekit._paths import check_outputs
-    from kagglekit.infer.predict import _plan_runs, device_and_amp, inference_devices, run_folders
+    from kagglekit.infer.predict import _plan_runs, device_and_amp, inference_devices, run_folders, weight_bits
 
     given = sorted(name for name, value in unused.items() if value is not None)
     if given:
@@ -65,7 +65,8 @@ def predict_per_fold(models: Sequence[str | os.PathLike], data: str | os.PathLik
                                        "--models": [path for run in models for path in RunFolder(run).own_paths()]})
     targets = [(dev, device_and_amp(str(dev), precision)[1]) for dev in inference_devices(device, devices)]
     folders = [folder for plan in plans for folder in (*plan.folds, *plan.full)]
-    outputs = dict(zip(folders, run_folders(folders, inputs, devices=targets, tta=tta, batch_size=batch_size, base_model=base_model)))
+    outputs = dict(zip(folders, run_folders(folders, inputs, devices=targets, tta=tta, batch_size=batch_size, base_model=base_model,
+                                             quantize=weight_bits(precision))))
     blocks = [_block(key, [[outputs[f] for f in per_run] for per_run in members], plans[0].ids, row_fold, average)
               for key, members in groups.items()]
     frame = pd.concat(blocks, ignore_index=True)

@@ -26,6 +26,7 @@ import torch
 
 from kagglekit._io import write_csv
 from kagglekit.infer.inputs import InputCache, value_range
+from kagglekit.infer.shards import Part, join_parts, plan_parts, shard_rows
 from kagglekit.infer.submission import check_submission, read_sample
 from kagglekit.losses import activate
 from kagglekit.models.forward import run_inference, run_logits
@@ -33,6 +34,8 @@ from kagglekit.run import CARD_FILE, META_FILE, FoldMeta, RunFolder, find_model_
 
 AVERAGES = ("prob", "logit")
 TTAS = ("none", "swap")
+WEIGHT_BITS = ("8bit", "4bit")  # predict's precisions that round the weights (bitsandbytes), computing in fp16/bf16
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", *WEIGHT_BITS)
 
 
 def average_outputs(outputs: Sequence[np.ndarray], *, activation: str, values: Sequence[float] = (), average: str = "prob",
@@ -93,6 +96,9 @@ class FolderOutputs(NamedTuple):
     logits: list[np.ndarray]  # one (N,) or (N, C) array per view: the given order, then (tta="swap") the swapped one
 
 
+Piece = tuple  # (view: bool, row indices, logits of those rows): a part's share of one view, see kagglekit.infer.shards
+
+
 class FolderFailed(RuntimeError):
     """A model folder failed in a device worker; the message names the folder and the device, the cause is the error."""
 
@@ -131,7 +137,8 @@ def _predict_plans(plans: Sequence[RunPlan], inputs: InputCache, *, average: str
     """Predict all the runs' model folders (on every device at once), then combine each run's."""
     targets = [(dev, device_and_amp(str(dev), precision)[1]) for dev in inference_devices(device, devices)]
     jobs = [folder for plan in plans for folder in (*plan.folds, *plan.full)]
-    outputs = iter(run_folders(jobs, inputs, devices=targets, tta=tta, batch_size=batch_size, base_model=base_model))
+    outputs = iter(run_folders(jobs, inputs, devices=targets, tta=tta, batch_size=batch_size, base_model=base_model,
+                               quantize=weight_bits(precision)))
     results = []
     for plan in plans:
         members = [(folder, next(outputs), False) for folder in plan.folds] + [(folder, next(outputs), True) for folder in plan.full]
@@ -232,11 +239,28 @@ def _output_text(meta: FoldMeta) -> str:
 
 
 def device_and_amp(device: str, precision: str):
-    """(torch.device, autocast dtype or None for fp32), chosen as predict chooses them for inference."""
+    """(torch.device, autocast dtype or None for fp32), chosen as predict chooses them for inference.
+
+    ``precision`` 8bit or 4bit (`WEIGHT_BITS`) computes as ``auto`` does (fp16 on a T4) with the weights rounded
+    (`weight_bits`); it needs CUDA and bitsandbytes, checked here, before predict reads or writes anything.
+    """
     from kagglekit.kaggle import amp_dtype, resolve_device, resolve_precision
 
     dev = resolve_device(device)
+    if precision in WEIGHT_BITS:
+        if dev.type != "cuda":
+            raise ValueError(f"precision={precision}: {precision[0]}-bit weights (bitsandbytes) need a CUDA device, and predict runs "
+                             f"on {dev}: use --precision auto (fp32 on a CPU) here, and {precision} on the GPU.")
+        from kagglekit.models.lora import check_quantize
+
+        check_quantize(precision, dev)
+        precision = "auto"
     return dev, amp_dtype(resolve_precision(precision, dev))
+
+
+def weight_bits(precision: str) -> str | None:
+    """The ``quantize`` a predict precision asks of `load_model_folder`: 8bit, 4bit, or None (the folder's own)."""
+    return precision if precision in WEIGHT_BITS else None
 
 
 def inference_devices(device: str = "auto", devices: Sequence[str] | None = None) -> list[torch.device]:
@@ -298,48 +322,96 @@ def assign_devices(n_folders: int, devices: Sequence) -> list[list[int]]:
 
 
 def folder_outputs(folder: Path, inputs: InputCache, *, tta: str, batch_size: int, device, amp_dtype,
-                   verbose: bool = True, base_model=None) -> FolderOutputs:
-    """Load one model folder onto `device`, predict the test rows (each view), and let the model go."""
+                   verbose: bool = True, base_model=None, part: Part | None = None, quantize: str | None = None):
+    """Load one model folder onto `device`, predict the test rows (each view), and let the model go.
+
+    Returns:
+        `FolderOutputs`; with `part` (`kagglekit.infer.shards.Part`, one device's share of a folder spread over
+        several), only the part's views and rows: (meta, test rows, pieces), each piece (view, row indices,
+        logits) for `kagglekit.infer.shards.join_parts`.
+    """
     from kagglekit.models.pair_model import load_model_folder
 
     # the thread's current CUDA device is `device`: whatever is made without an explicit device lands on it
     with torch.cuda.device(device) if device.type == "cuda" and device.index is not None else contextlib.nullcontext():
-        model, tokenizer, meta = load_model_folder(folder, device=device, base_model=base_model)
+        model, tokenizer, meta = load_model_folder(folder, device=device, base_model=base_model, quantize=quantize)
+        if part is not None:
+            pieces = _part_logits(folder, model, tokenizer, meta, inputs, part, batch_size=batch_size, device=device,
+                                  amp_dtype=amp_dtype, verbose=verbose)
+            del model
+            return pieces
         logits = _view_logits(folder, model, tokenizer, meta, inputs, tta=tta, batch_size=batch_size, device=device,
                               amp_dtype=amp_dtype, verbose=verbose)
         del model  # dropped before this worker loads the next one: one model per device at a time
     return FolderOutputs(meta, logits)
 
 
+def _part_logits(folder: Path, model, tokenizer, meta: FoldMeta, inputs: InputCache, part: Part, *, batch_size: int,
+                 device, amp_dtype, verbose: bool) -> tuple[FoldMeta, int, list[Piece]]:
+    """One part's (meta, test rows, pieces): for each of its views, its shard's rows and their logits."""
+    pieces = []
+    for view in part.views:
+        enc = inputs.encodings(meta, tokenizer, folder, model.feature_names, swap=view)
+        rows = shard_rows(enc.lengths, part.shard, part.shards)
+        mine = enc if part.shards == 1 else enc.subset(rows)
+        pieces.append((view, rows, run_logits(model, mine, batch_size=batch_size, device=device, amp_dtype=amp_dtype)))
+    if verbose:
+        print(f"predicted {len(rows)} of {len(enc)} rows with {folder} ({part.describe()}; max_len {meta.max_len}, {device})",
+              flush=True)
+    return meta, len(enc), pieces
+
+
 def run_folders(folders: Sequence[Path], inputs: InputCache, *, devices: Sequence[tuple], tta: str, batch_size: int,
-                verbose: bool = True, base_model=None) -> list[FolderOutputs]:
+                verbose: bool = True, base_model=None, quantize: str | None = None) -> list[FolderOutputs]:
     """`folder_outputs` of every folder, in the order of `folders`, whatever order they finish in.
 
     Args:
         folders: model folders (of one run or several).
-        devices: (torch.device, autocast dtype or None) per worker. One: the folders in turn. Several: a
-            thread per device takes the next folder from a shared queue, loads it onto its device and
-            predicts (CUDA kernels release the GIL, so the devices work at once).
-        tta, batch_size, verbose, base_model: as in `folder_outputs`.
+        devices: (torch.device, autocast dtype or None) per worker. One: the folders in turn. At most as
+            many as folders: a thread per device takes the next folder from a shared queue, loads it onto
+            its device and predicts (CUDA kernels release the GIL, so the devices work at once). More
+            devices than folders: each folder is cut into parts, a copy of its model on each device
+            (`kagglekit.infer.shards.plan_parts`: the two text orders of swap TTA, or shards of the rows).
+        tta, batch_size, verbose, base_model, quantize: as in `folder_outputs`.
 
     Raises:
         FolderFailed: a folder failed in a worker (the first in folder order, if several did); the others
             stop after their current folder.
     """
-    def one(folder, dev, amp):
-        return folder_outputs(folder, inputs, tta=tta, batch_size=batch_size, device=dev, amp_dtype=amp, verbose=verbose,
-                              base_model=base_model)
+    parts = plan_parts(len(folders), len(devices), tta)
+    split = len(parts) > len(folders)
 
-    if len(devices) == 1 or len(folders) <= 1:
-        return [one(folder, *devices[0]) for folder in folders]
-    workers = list(devices[: len(folders)])
-    if verbose:
+    def one(part, dev, amp):
+        return folder_outputs(folders[part.folder], inputs, tta=tta, batch_size=batch_size, device=dev, amp_dtype=amp,
+                              verbose=verbose, base_model=base_model, part=part if split else None, quantize=quantize)
+
+    if len(devices) == 1 or len(parts) <= 1:
+        return [one(part, *devices[0]) for part in parts]
+    workers = list(devices[: len(parts)])
+    if verbose and split:
+        print(f"predicting {len(folders)} model folder(s) on {len(workers)} devices at once, a copy on each: "
+              + "; ".join(f"{dev}: {part.describe()}" for (dev, _), part in zip(workers, parts)), flush=True)
+    elif verbose:
         plan = assign_devices(len(folders), workers)
         print(f"predicting {len(folders)} model folders on {len(workers)} devices at once ("
               + ", ".join(f"{dev}: ~{len(p)}" for (dev, _), p in zip(workers, plan)) + ")", flush=True)
-    results: list[FolderOutputs | None] = [None] * len(folders)
+    results = _run_queue(parts, workers, one, [folders[part.folder] for part in parts])
+    if not split:
+        return results
+    outputs = []
+    for index in range(len(folders)):
+        mine = [results[k] for k, part in enumerate(parts) if part.folder == index]
+        meta, n_rows = mine[0][0], mine[0][1]
+        outputs.append(FolderOutputs(meta, join_parts(n_rows, [piece for _, _, pieces in mine for piece in pieces])))
+    return outputs
+
+
+def _run_queue(items: Sequence, workers: Sequence[tuple], one, names: Sequence[Path]) -> list:
+    """``one(item, device, amp)`` of every item, by a thread per worker taking the next item from a shared queue;
+    the results in item order. A failure stops the queue and raises `FolderFailed`, naming ``names[item]``."""
+    results: list = [None] * len(items)
     failures: list[tuple[int, object, BaseException]] = []
-    queue, lock, stop = iter(range(len(folders))), threading.Lock(), threading.Event()
+    queue, lock, stop = iter(range(len(items))), threading.Lock(), threading.Event()
 
     def work(dev, amp):
         while not stop.is_set():
@@ -348,7 +420,7 @@ def run_folders(folders: Sequence[Path], inputs: InputCache, *, devices: Sequenc
             if index is None:
                 return
             try:
-                results[index] = one(folders[index], dev, amp)
+                results[index] = one(items[index], dev, amp)
             except BaseException as err:  # noqa: BLE001 -- re-raised in the main thread, naming the folder
                 failures.append((index, dev, err))
                 stop.set()
@@ -363,17 +435,17 @@ def run_folders(folders: Sequence[Path], inputs: InputCache, *, devices: Sequenc
         stop.set()  # an interrupted main thread: the workers take no further folder
     if failures:
         index, dev, err = min(failures, key=lambda f: f[0])
-        raise FolderFailed(f"predict: model folder {folders[index]} failed on {dev}: {type(err).__name__}: {err}") from err
+        raise FolderFailed(f"predict: model folder {names[index]} failed on {dev}: {type(err).__name__}: {err}") from err
     return results
 
 
-def load_folds(folders: Sequence[Path], device, base_model=None) -> Iterator[tuple[Path, object, object, FoldMeta]]:
+def load_folds(folders: Sequence[Path], device, base_model=None, quantize: str | None = None) -> Iterator[tuple[Path, object, object, FoldMeta]]:
     """(folder, model, tokenizer, meta) of each model folder, loaded onto `device` only when the loop asks for it
     (a LoRA folder onto its base: `base_model` as in `predict`)."""
     from kagglekit.models.pair_model import load_model_folder
 
     for folder in folders:
-        model, tokenizer, meta = load_model_folder(folder, device=device, base_model=base_model)
+        model, tokenizer, meta = load_model_folder(folder, device=device, base_model=base_model, quantize=quantize)
         yield folder, model, tokenizer, meta
         del model  # dropped before the next one loads: predict holds one model at a time
 
@@ -540,7 +612,9 @@ def predict(
         batch_size: rows per forward pass.
         device: auto | cpu | cuda. auto with two or more visible GPUs predicts on all of them at once,
             one model folder per GPU at a time (the submission is the same as on one device).
-        precision: auto (fp16/bf16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16.
+        precision: auto (fp16/bf16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16 | 8bit | 4bit (CUDA and bitsandbytes:
+            every model folder's linear layers in 8 or 4 bits, computing in fp16 on a T4; a LoRA folder's base, merged
+            first when its run set merge_adapter; 8-bit scores about as well as fp16 and fits a 7-9B model on a T4).
         full_weight: None: each full-data fit is one more model, weighing as much as a fold model. A
             number w in [0, 1]: each run's prediction is (1 - w) · mean(fold models) + w · mean(full fits)
             (of the logits with ``average="logit"``); every run must then have a full fit.
@@ -667,7 +741,7 @@ def predict_folder(folder: str | os.PathLike, data: str | os.PathLike, *, batch_
     from kagglekit.models.pair_model import load_model_folder
 
     dev, amp_dtype = device_and_amp(device, precision)
-    model, tokenizer, meta = load_model_folder(folder, device=dev, base_model=base_model)
+    model, tokenizer, meta = load_model_folder(folder, device=dev, base_model=base_model, quantize=weight_bits(precision))
     inputs = InputCache(data, device=dev)
     enc = inputs.encodings(meta, tokenizer, Path(folder), model.feature_names)
     preds = run_inference(model, enc, batch_size=batch_size, device=dev, amp_dtype=amp_dtype, activation=meta.activation,

@@ -63,7 +63,8 @@ class Scorer:
         Args:
             run_dir: a run folder written by ``kagglekit train`` (``fold*/`` inside), or one model folder.
             device: auto (CUDA when there is one) | cpu | cuda, as predict chooses.
-            precision: auto (fp16/bf16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16.
+            precision: auto (fp16/bf16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16 | 8bit | 4bit (as in
+                `kagglekit.infer.predict.predict`: weights in 8 or 4 bits, CUDA only).
             batch_size: rows per forward pass (default 64, as predict).
             average: prob | logit: how folds (and TTA views) are averaged (see `average_outputs`).
             tta: none | swap: also score each pair with its texts exchanged (runs trained with swap=true).
@@ -77,7 +78,7 @@ class Scorer:
             >>> scorer.predict(("opc drum", "inorganic photoconductor drum", "G02"))  # a float in [0, 1]
         """
         from kagglekit.infer.predict import (AVERAGES, TTAS, check_adapter_bases, check_symmetric, device_and_amp, load_folds,
-                                             select_model_dirs)
+                                             select_model_dirs, weight_bits)
 
         if average not in AVERAGES:
             raise ValueError(f"average={average!r} is unknown: use 'prob' (average predictions) or 'logit' (average logits).")
@@ -91,7 +92,7 @@ class Scorer:
             check_symmetric(run_dir, folders[0])
         check_adapter_bases(folders, base_model)
         dev, amp_dtype = device_and_amp(device, precision)
-        return cls(run_dir, list(load_folds(folders, dev, base_model)), device=dev, amp_dtype=amp_dtype, batch_size=batch_size,
+        return cls(run_dir, list(load_folds(folders, dev, base_model, weight_bits(precision))), device=dev, amp_dtype=amp_dtype, batch_size=batch_size,
                    average=average, tta=tta, full=full, full_weight=full_weight)
 
     def predict(self, rows) -> float | np.ndarray:

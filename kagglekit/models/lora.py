@@ -238,7 +238,8 @@ class AdapterLoad:
     dtype: torch.dtype  # the compute dtype of quantised layers
 
     @classmethod
-    def plan(cls, folder, meta, device="cpu", *, base_model=None, merge_adapter: bool | None = None) -> "AdapterLoad":
+    def plan(cls, folder, meta, device="cpu", *, base_model=None, merge_adapter: bool | None = None,
+             quantize: str | None = None) -> "AdapterLoad":
         """Find the folder's base (`kagglekit.models.base_model.locate_base`) and decide how it loads.
 
         Args:
@@ -246,6 +247,8 @@ class AdapterLoad:
             device: where the model goes.
             base_model: the base's folder, or folders to find it among; None: the one recorded at training.
             merge_adapter: merge the adapters into the base; None: the run's config key ``merge_adapter``.
+            quantize: none | 8bit | 4bit: the base's weights at predict (predict's ``--precision 8bit``); None: as
+                trained (the run's ``quantize``).
 
         Raises:
             ValueError: peft is missing, or the base differs from the recorded one.
@@ -266,8 +269,9 @@ class AdapterLoad:
         base = locate_base(identity, candidates, folder=folder)
         device = torch.device(device)
         merge = bool(identity.get("merge_adapter", False)) if merge_adapter is None else bool(merge_adapter)
-        quantize, dtype, options = identity.get("quantize", "none"), torch.float32, fp32_load_options()
-        if quantize != "none" and device.type != "cuda":
+        asked, dtype, options = quantize is not None, torch.float32, fp32_load_options()
+        quantize = identity.get("quantize", "none") if quantize is None else quantize
+        if quantize != "none" and device.type != "cuda" and not asked:
             warnings.warn(f"model folder {folder} was trained on its base quantised (quantize={quantize}); on {device} it predicts "
                           "with the full-precision base (bitsandbytes needs CUDA), so its scores differ slightly from a GPU's.",
                           stacklevel=3)

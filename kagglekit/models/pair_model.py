@@ -336,7 +336,7 @@ def _saved_weights(model: nn.Module, dtype: torch.dtype, state: dict | None = No
 
 
 def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "cpu", *, base_model=None,
-                      merge_adapter: bool | None = None):
+                      merge_adapter: bool | None = None, quantize: str | None = None):
     """Load a model folder written by `save_model_folder`, offline.
 
     The model is fp32 whatever dtype the weights were saved in: fp16 weights are upcast as they are
@@ -350,6 +350,8 @@ def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "c
             against the digests the folder recorded); None: the folder recorded at training.
         merge_adapter: LoRA folders only: merge the adapters into the base weights; None: as the run's config
             key ``merge_adapter`` says.
+        quantize: none | 8bit | 4bit: the backbone's linear layers in 8 or 4 bits (bitsandbytes, CUDA only; a LoRA
+            folder's base, merged first when ``merge_adapter``); None: as trained (a LoRA run's ``quantize``, else none).
 
     Returns:
         (model in eval mode on `device`, tokenizer, the folder's `FoldMeta`).
@@ -367,12 +369,18 @@ def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "c
     if meta.model.get("lora"):  # the adapters and head, back on their base
         from kagglekit.models.lora import AdapterLoad
 
-        plan = AdapterLoad.plan(folder, meta, device, base_model=base_model, merge_adapter=merge_adapter)
+        plan = AdapterLoad.plan(folder, meta, device, base_model=base_model, merge_adapter=merge_adapter, quantize=quantize)
         model, _ = build_model(plan.base, load_options=plan.load_options, **meta.model)
         plan.finish(model, folder / WEIGHTS_FILE, folder)
     else:
         model = PairModel(backbone_from_config(folder, meta.model.get("backbone_class")), **meta.model)
         load_model(model, str(folder / WEIGHTS_FILE), strict=True, device=str(device))  # copies into the fp32 parameters
+        if quantize not in (None, "none"):  # the trained weights, rounded to 8 or 4 bits as they move to the GPU
+            from kagglekit.kaggle import resolve_precision
+            from kagglekit.models.lora import check_quantize, compute_dtype, quantize_linears
+
+            check_quantize(quantize, device)
+            quantize_linears(model.backbone, quantize, torch.device(device), compute_dtype(resolve_precision("auto", torch.device(device))))
     config = model.backbone.config
     model.source_dir = folder
     model.to(device).eval()

@@ -56,23 +56,24 @@ class Check:
 LEVELS = {"ok": "ok", "missing": "fail", "outside": "warn", "unknown": "warn"}  # a requirement's state -> the line's status
 
 
-def check_versions() -> list[Check]:
+def check_versions(extras: Sequence[str] = ()) -> list[Check]:
     """Python and the required libraries against the ranges in kagglekit's own package metadata.
 
-    One line each for Python and `REQUIRED`, and one for any other requirement that is missing or out of
-    range (`kagglekit.requirements`, which the notebooks' install cell runs too). Missing fails; out of
-    range warns, since a newer library often still works.
+    One line each for Python and `REQUIRED` and the requirements of `extras` (``("llm",)``: peft, for LoRA runs and
+    folders), and one for any other requirement that is missing or out of range (`kagglekit.requirements`, which the
+    notebooks' install cell runs too). Missing fails; out of range warns, since a newer library often still works.
     """
     from kagglekit.requirements import installed_version, requirement_statuses, status
 
     try:
-        statuses = requirement_statuses()
+        statuses = requirement_statuses(extras)
+        plain = {s.name.lower() for s in requirement_statuses()}
     except md.PackageNotFoundError:
         return [Check("warn", "kagglekit", "imported from a source folder, not installed, so its supported version "
                                            "ranges are unknown: pip install the kagglekit wheel (or pip install -e .).")]
     by_name = {s.name.lower(): s for s in statuses}
     shown = [statuses[0]] + [by_name.get(name) or status(name, installed_version(name), "") for name in REQUIRED]
-    shown += [s for s in statuses[1:] if s.name.lower() not in REQUIRED and s.state != "ok"]
+    shown += [s for s in statuses[1:] if s.name.lower() not in REQUIRED and (s.state != "ok" or s.name.lower() not in plain)]
     return [Check(LEVELS[s.state], s.name, s.detail()) for s in shown]
 
 
@@ -360,11 +361,15 @@ def inference_time_check(timings: Sequence[Timing], *, synthetic: bool, limit_s:
     """The estimate of every timed folder against the time limit (Kaggle's 9 hours by default).
 
     With `workers` devices (predict spreads the model folders over the visible GPUs), the folders are
-    dealt round-robin as predict plans them, and the busiest device's sum is the estimate.
+    dealt round-robin as predict plans them, and the busiest device's sum is the estimate. With more
+    devices than folders, each device loads a copy of a folder and predicts its share of the rows
+    (`kagglekit.infer.shards.plan_parts`).
     """
     from kagglekit.infer.predict import assign_devices
+    from kagglekit.infer.shards import plan_parts
 
-    estimates = [t.estimate_s() for t in timings]
+    parts = plan_parts(len(timings), max(1, workers))
+    estimates = [timings[p.folder].load_s + (timings[p.folder].estimate_s() - timings[p.folder].load_s) / p.shards for p in parts]
     total = max(sum(estimates[i] for i in share) for share in assign_devices(len(estimates), range(max(1, workers))))
     rows = timings[0].rows
     per_row_ms = 1000 * sum(t.sample_s / t.sample_rows for t in timings) / len(timings)
@@ -643,7 +648,7 @@ def diagnose(models: Sequence[str | os.PathLike] = (), data: str | os.PathLike |
         raise ValueError("--folds says which folds a training session writes: pass --config CFG (or --set) too.")
     folds = None if config is None else _fold_list("all" if folds is None else folds, config.n_folds)
 
-    yield from check_versions()
+    yield from check_versions(("llm",) if _uses_lora(config, folders) else ())
     yield from check_gpu()
     yield from check_bf16(config)
     yield check_offline_env()
@@ -651,6 +656,21 @@ def diagnose(models: Sequence[str | os.PathLike] = (), data: str | os.PathLike |
         yield from check_output_size(config, folds)
     yield from _model_checks(folders, data=data if timing else None, rows=rows if timing else None, batch_size=batch_size,
                              limit_s=limit_s, base_model=base_model)
+
+
+def _uses_lora(config, folders: dict) -> bool:
+    """Whether the config trains LoRA adapters or a model folder holds some: then peft (the ``llm`` extra) is required."""
+    from kagglekit.run import FoldMeta
+
+    if config is not None and config.lora_r > 0:
+        return True
+    for folder in (f for found in folders.values() for f in found):
+        try:
+            if FoldMeta.read(folder).model.get("lora"):
+                return True
+        except (OSError, ValueError):  # a broken folder: its own check names what is wrong
+            continue
+    return False
 
 
 def _model_checks(folders: dict, *, data: Path | None, rows: int | None, batch_size: int, limit_s: float,
