@@ -1,7 +1,8 @@
 """LoRA end to end: ``kagglekit train`` then ``kagglekit predict`` on the synthetic USPPPM sample with a tiny llama
 under both decoder heads and a tiny bert, one epoch on a few rows. The run folder and its base both move; predict
 finds the base through ``--base-model`` and reproduces the out-of-fold predictions of training (merged adapters:
-within 1e-4), and refuses another base."""
+within 1e-4), and refuses another base. Then the same on 60 real USPPPM rows (../shared/data) for a tiny llama, qwen2
+and gemma2 under each decoder head."""
 
 import json
 import shutil
@@ -94,3 +95,42 @@ def test_the_python_api_finds_the_base_too(tiny_models, sample, tmp_path):
     scorer = Scorer.from_run(tmp_path / "run", device="cpu", base_model=tmp_path / "moved")
     first = fold0.iloc[0]
     assert scorer.predict((first["anchor"], first["target"], first["context"])) == pytest.approx(oof["pred"].iloc[0], abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def real_rows(tmp_path_factory):
+    """60 rows of the real USPPPM train.csv, drawn across anchors (seeded), with the real CPC title files."""
+    from conftest import shared_data
+
+    data = shared_data("uspppm")
+    folder = tmp_path_factory.mktemp("real")
+    pd.read_csv(data / "train.csv", dtype={"id": str}).sample(n=60, random_state=0).to_csv(folder / "train.csv", index=False)
+    return folder / "train.csv", data / "cpc_titles_202202"
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma2"])
+@pytest.mark.parametrize("head", ["last_token", "token_logits"])
+def test_real_uspppm_rows_train_then_predict_from_adapter_only_folders_after_the_base_moved(arch, head, tiny_models, real_rows,
+                                                                                          tmp_path, capsys):
+    """The issue's check on real rows: each tiny decoder under each head, LoRA, the base moved before predict."""
+    train_csv, cpc_dir = real_rows
+    backbone = shutil.copytree(tiny_models(arch), tmp_path / "backbone")
+    run = tmp_path / "run"
+    args = ["train", "--fold", "0", "--set", "task=uspppm", "--set", f"backbone={backbone}", "--set", f"output_dir={run}",
+            "--set", f"train_csv={train_csv}", "--set", f"cpc_dir={cpc_dir}", "--set", "n_folds=2", "--set", "epochs=1",
+            "--set", "max_len=96", "--set", "lr=1e-3", "--set", "batch_size=8", "--set", "lora_r=4", "--set", f"head={head}"]
+    if head == "token_logits":
+        args += ["--set", 'label_tokens=[" No", " Yes"]']
+    assert main(args) == 0
+    assert (run / "fold0" / "model.safetensors").stat().st_size < 0.1 * (backbone / "model.safetensors").stat().st_size
+    shutil.move(str(backbone), str(tmp_path / "moved-base"))
+    oof = pd.read_csv(run / "oof.csv", dtype={"id": str})
+    rows = pd.read_csv(train_csv, dtype={"id": str})
+    data = tmp_path / "fold0.csv"
+    rows.set_index("id").loc[oof["id"]].reset_index().drop(columns=["score"]).to_csv(data, index=False)
+    out = tmp_path / "sub.csv"
+    assert main(["predict", "--models", str(run), "--data", str(data), "--out", str(out), "--base-model",
+                 str(tmp_path / "moved-base")]) == 0
+    sub = pd.read_csv(out, dtype={"id": str})
+    assert sub["id"].tolist() == oof["id"].tolist() and 0 < len(sub) < 60
+    np.testing.assert_allclose(sub["score"], oof["pred"], rtol=0, atol=1e-5)
