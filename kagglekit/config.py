@@ -132,7 +132,7 @@ class Config:
     # uspppm's are the winner of benchmarks/uspppm_recipe.py on unseen anchors (fold 0 of 5, all-MiniLM-L6-v2, within
     # the time of one epoch of the public-baseline loop on 2 CPU cores; each lever in benchmarks/README.md).
     RECIPE_DEFAULTS: ClassVar[dict] = {
-        "uspppm": {"lr": 1e-4, "max_len": 64},
+        "uspppm": {"lr": 1e-4, "max_len": 64, "epochs": 2},
     }
 
     # --- data ---

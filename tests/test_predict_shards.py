@@ -205,3 +205,9 @@ def test_8bit_reaches_every_copy_of_a_split_model(one_fold, monkeypatch, tmp_pat
     assert rounded == ["8bit", "8bit"]  # one copy per device, each rounded
     assert not np.array_equal(eight["score"], full["score"])
     np.testing.assert_allclose(eight["score"], full["score"], rtol=0, atol=0.02)
+
+
+def test_an_unknown_precision_names_the_choices(one_fold, tmp_path):
+    with pytest.raises(ValueError, match=r"precision='int8' is unknown: use one of \['auto', 'fp32', 'fp16', 'bf16', '8bit', '4bit'\]"):
+        predict([one_fold.plain], TEST, tmp_path / "sub.csv", device="cpu", precision="int8")
+    assert not (tmp_path / "sub.csv").exists()

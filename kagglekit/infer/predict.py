@@ -246,6 +246,8 @@ def device_and_amp(device: str, precision: str):
     """
     from kagglekit.kaggle import amp_dtype, resolve_device, resolve_precision
 
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is unknown: use one of {list(PRECISIONS)}.")
     dev = resolve_device(device)
     if precision in WEIGHT_BITS:
         if dev.type != "cuda":
@@ -611,7 +613,8 @@ def predict(
             None: the runs' equal average.
         batch_size: rows per forward pass.
         device: auto | cpu | cuda. auto with two or more visible GPUs predicts on all of them at once,
-            one model folder per GPU at a time (the submission is the same as on one device).
+            one model folder per GPU at a time; with fewer folders than GPUs, a copy of each folder per GPU,
+            each with half of the rows or (tta="swap") one text order (the submission is the same as on one device).
         precision: auto (fp16/bf16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16 | 8bit | 4bit (CUDA and bitsandbytes:
             every model folder's linear layers in 8 or 4 bits, computing in fp16 on a T4; a LoRA folder's base, merged
             first when its run set merge_adapter; 8-bit scores about as well as fp16 and fits a 7-9B model on a T4).
