@@ -14,7 +14,7 @@ $KAGGLEKIT_DATA). Fold 0's anchors are never seen in training, as on the private
 
 Each side's time is its whole fit: loading, tokenizing, training and scoring fold 0.
 
-    python benchmarks/uspppm_recipe.py                       # all rows, over an hour on 2 idle cores
+    python benchmarks/uspppm_recipe.py                       # all rows, about 45 min on 2 idle cores
     python benchmarks/uspppm_recipe.py --skip-plain --set loss=mse   # one lever on the default only
     python benchmarks/uspppm_recipe.py --rows 4000           # a quick look at the script
 
