@@ -17,6 +17,7 @@ import subprocess
 import sys
 from contextlib import redirect_stdout
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -113,6 +114,17 @@ def _one_fold_constant(frame):
     return frame.assign(score=[0.75 if a == frame["anchor"][0] else 0.5 for a in frame["anchor"]])
 
 
+def _max_len_past_positions(arch: str, limit: int):
+    """max_len above the backbone's position table (roberta: its rows less the pad id's offset): a row that long would crash."""
+    def make(env, tmp):
+        out = tmp / "run"
+        backbone = env.roberta if arch == "roberta" else env.bert
+        return Case(_train_args(env, out, f"backbone={backbone}", f"max_len={limit + 1}"), r"config key 'max_len'",
+                    rf"{limit + 1} is more tokens than backbone {re.escape(str(backbone))} has positions for \({limit}",
+                    rf"set max_len={limit} or less", absent=[out])
+    return make
+
+
 def _fold_held_by_another_process(env, tmp):
     run = _copy_run(env, tmp, "run")
     claims = FoldClaims(run, ["fold0"])  # this process is "the other one": the command opens the marker anew
@@ -151,6 +163,8 @@ CASES = {
                                             r"Use fewer folds \(n_folds\), stratify more finely \(fold_bins\), try another fold_seed, "
                                             r"or score with another metric \(metric=rmse\)"),
     "fold_held_by_another_process": _fold_held_by_another_process,
+    "max_len_past_bert_positions": _max_len_past_positions("bert", 512),
+    "max_len_past_roberta_positions": _max_len_past_positions("roberta", 512),
 }
 
 
@@ -282,3 +296,29 @@ def test_two_processes_with_the_same_settings_train_their_folds_into_one_run(env
     folds = RunFolder(out).read_folds()
     assert sorted(oof["id"]) == sorted(folds["id"]) and (oof.set_index("id")["fold"] == folds.set_index("id")["fold"]).all()
     assert not list(out.glob("*.owner"))
+
+
+# ------------------------------------------------------------------------------------------------
+# the position limit: the longest row each family can embed
+# ------------------------------------------------------------------------------------------------
+
+def test_the_position_limit_is_the_table_rows_less_roberta_offset_and_none_without_a_table(tiny_models):
+    """Read from the weights: bert's 512 rows; roberta's 514 rows less pad id 1 and one more (ids start at pad + 1), the
+    same 512 its own forward accepts and one more it refuses; relative and rotary positions (deberta-v3 style, NeZha,
+    decoders) have no hard limit."""
+    from kagglekit.models.backbone_check import position_limit, weight_shapes
+    from transformers import AutoConfig, AutoModel
+
+    limits = {}
+    for arch in TINY_ARCHS:
+        folder = tiny_models(arch)
+        limits[arch] = check_backbone(folder)
+        _, shapes = weight_shapes(folder)
+        assert limits[arch] == position_limit(shapes, SimpleNamespace(**json.loads((folder / "config.json").read_text())))
+    assert limits["bert"] == limits["roberta"] == limits["xlm-roberta"] == 512
+    assert limits["llama"] is None and limits["nezha"] is None and limits["deberta-v2"] is None
+    roberta = AutoModel.from_pretrained(str(tiny_models("roberta")), config=AutoConfig.from_pretrained(str(tiny_models("roberta")))).eval()
+    with torch.no_grad():
+        roberta(input_ids=torch.full((1, 512), 5))
+        with pytest.raises((IndexError, RuntimeError)):
+            roberta(input_ids=torch.full((1, 513), 5))

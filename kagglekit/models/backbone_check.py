@@ -23,6 +23,10 @@ _LAYER = re.compile(r"(?:^|\.)encoder\.layers?\.(\d+)\.|^(?:model\.)?layers\.(\d
 # Embedding rows past the tokenizer's ids that are normal padding (to a multiple of 64 or 128, reserved
 # ids): at most this many, or a tenth of the rows. More means the tokenizer belongs to a smaller vocabulary.
 _SPARE_ROWS = 128
+# An absolute position table: the longest sequence such an encoder can embed is its rows (bert, electra ...).
+_POSITIONS = re.compile(r"(?:^|\.)embeddings\.position_embeddings\.weight$")
+# Families whose position ids start after the pad id (roberta's convention): their limit is rows - pad_token_id - 1.
+_PAD_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl", "data2vec-text", "mpnet", "longformer")
 _FIX_WEIGHTS = "re-download the model dataset (a copy or upload that stopped part-way leaves such a file)"
 
 
@@ -173,3 +177,29 @@ def check_tokenizer(tokenizer, rows: int, config_file: dict, folder: Path, key: 
     if spare > max(_SPARE_ROWS, rows // 10):
         raise ValueError(f"{key} {folder}: the tokenizer has {len(tokenizer)} ids but the embedding has {rows} rows: {spare} rows "
                          f"have no token: {fix}.")
+
+
+def position_limit(shapes: dict[str, tuple[int, ...]], config) -> int | None:
+    """The most tokens a row may have for this backbone, from its absolute position table in the weights, or
+    None when it has none (relative positions: deberta-v3, NeZha, funnel; rotary: decoders), which have no hard
+    limit. Roberta-style families start their position ids after the pad id, so two of their rows are not usable.
+
+    Example:
+        >>> position_limit({"embeddings.position_embeddings.weight": (514, 768)}, roberta_config)
+        512
+    """
+    found = sorted((len(n), n) for n, s in shapes.items() if _POSITIONS.search(n) and len(s) == 2)
+    if not found:
+        return None
+    rows = shapes[found[0][1]][0]
+    pad = getattr(config, "pad_token_id", None)
+    if getattr(config, "model_type", "") in _PAD_OFFSET_POSITIONS and isinstance(pad, int):
+        rows -= pad + 1
+    return rows
+
+
+def check_max_len(max_len: int, limit: int | None, folder: Path, key: str = "backbone", setting: str = "max_len") -> None:
+    """A `max_len` above the backbone's position table would crash at the first long batch: refuse it, naming the fix."""
+    if limit is not None and max_len > limit:
+        raise ValueError(f"config key {setting!r}: {max_len} is more tokens than {key} {folder} has positions for ({limit}, its "
+                         f"position embedding): set {setting}={limit} or less (0: the longest training pair, capped there).")

@@ -53,7 +53,7 @@ def check_tokenizer_fits(tokenizer, vocab_size: int, folder: Path, what: str) ->
         )
 
 
-def check_backbone(path: str | os.PathLike, key: str = "backbone") -> None:
+def check_backbone(path: str | os.PathLike, key: str = "backbone", *, max_len: int = 0, setting: str = "max_len") -> int | None:
     """Fail before a run writes anything when the backbone folder cannot be trained as it is.
 
     Checked without loading the weights (`kagglekit.models.backbone_check`): the weight file (or every
@@ -65,17 +65,23 @@ def check_backbone(path: str | os.PathLike, key: str = "backbone") -> None:
     Args:
         path: the backbone folder.
         key: the config key that named it, for the messages (``embedding_model``).
+        max_len: the row length the run asks for (0: derived later): more than the backbone's absolute position
+            table holds is refused, under the config key `setting`.
+
+    Returns:
+        The most tokens a row may have (`backbone_check.position_limit`), None without an absolute position table.
 
     Raises:
         FileNotFoundError: the folder, config.json, the weights, a shard or the tokenizer files are missing.
-        ValueError: a truncated or foreign weight file, or shapes or a tokenizer that do not match.
+        ValueError: a truncated or foreign weight file, shapes or a tokenizer that do not match, or a `max_len` above
+            the position table.
 
     Example:
         >>> check_backbone("models/tiny-bert")
     """
     import json
 
-    from kagglekit.models.backbone_check import check_shapes, check_tokenizer, embedding_rows, weight_shapes
+    from kagglekit.models.backbone_check import check_max_len, check_shapes, check_tokenizer, embedding_rows, position_limit, weight_shapes
 
     path = Path(path)
     _check_backbone_dir(path, key)
@@ -90,6 +96,9 @@ def check_backbone(path: str | os.PathLike, key: str = "backbone") -> None:
     rows = embedding[1][0] if embedding is not None else config.vocab_size
     tokenizer = load_tokenizer(path)
     check_tokenizer(tokenizer, rows, json.loads((path / "config.json").read_text(encoding="utf-8")), path, key)
+    limit = position_limit(shapes, config)
+    check_max_len(max_len, limit, path, key, setting)
+    return limit
 
 
 def _encoder_class(folder: Path):

@@ -69,7 +69,7 @@ class TextEmbedder:
                 f"embedding_model: folder not found: {self.folder}. Point embedding_model at a local sentence-embedding model "
                 "folder (e.g. all-MiniLM-L6-v2), or leave it empty."
             )
-        check_backbone(self.folder, key="embedding_model")
+        check_backbone(self.folder, key="embedding_model", max_len=max_len, setting="embedding_max_len")
         self.pooling = resolve_pooling(self.folder, pooling)
         self.max_len = max_len
         self.batch_size = batch_size

@@ -227,6 +227,11 @@ def run_pretraining(cfg: PretrainConfig, *, resume: bool = False) -> dict:
     precision = resolve_precision(cfg.precision, device)
     seed_everything(cfg.seed)
     model, tokenizer = build_mlm_model(cfg)
+    from kagglekit.models.backbone_check import check_max_len, position_limit
+
+    shapes = {name: tuple(param.shape) for name, param in model.named_parameters()}
+    check_max_len(cfg.max_len, position_limit(shapes, model.config), Path(cfg.backbone or "from_scratch_config"),
+                  "backbone" if cfg.backbone else "the model of from_scratch_config")
     model.to(device).train()
     rows = tokenizer(texts, truncation=True, max_length=cfg.max_len)["input_ids"]  # list of id lists, with special tokens
     masker = NgramMasker(tokenizer, mask_rate=cfg.mask_rate, max_ngram=cfg.max_ngram, ngram_probs=cfg.ngram_probs or None,

@@ -251,7 +251,8 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int | str] = "all", *, 
         state["template"] = template
     frame = recipe.read_train(cfg.train_csv, state, max_rows=cfg.max_rows)
     fingerprint = {"train_csv": frame_digest(frame)}
-    check_backbone(cfg.backbone)  # weights complete, shapes = config.json, tokenizer = the embedding's: before anything is written
+    # weights complete, shapes = config.json, tokenizer = the embedding's, max_len within the positions: before anything is written
+    positions = check_backbone(cfg.backbone, max_len=cfg.max_len)
     _check_same_config(cfg, out)  # early, before the work below; again under the lock where the run is claimed
     frame, new_folds = assign_folds(frame, cfg, out)  # before anything is written: bad input leaves no folder
     metric = get_metric(cfg.metric or recipe.metric)
@@ -268,7 +269,7 @@ def train_folds(cfg: Config, folds: str | int | Iterable[int | str] = "all", *, 
     if template:  # likewise an empty template stays "the recipe's default"; the folds render the one resolved
         cfg = dataclasses.replace(cfg, template=template)
     if cfg.max_len == 0:
-        cfg = dataclasses.replace(cfg, max_len=derive_max_len(cfg.backbone, frame, template=template))
+        cfg = dataclasses.replace(cfg, max_len=derive_max_len(cfg.backbone, frame, min(512, positions or 512), template=template))
         print(f"kagglekit: max_len=0: the longest training {'prompt' if template else 'pair'} has {cfg.max_len} tokens; "
               f"using max_len={cfg.max_len}", flush=True)
     precision = resolve_precision(cfg.precision, device)
