@@ -47,7 +47,8 @@ class PretrainConfig:
     backbone: str = key("", "local model folder to continue pretraining")
     from_scratch_config: Any = key({}, "model config dict with model_type (bert, nezha), or a JSON/YAML file", parse=_model_config)
     tokenizer_dir: str = key("", "from scratch: the tokenizer folder (vocab_size defaults to its size)")
-    max_len: int = key(128, "tokens per text after truncation; batches are padded to their longest row", ge=8)
+    max_len: int = key(0, "tokens per text after truncation (0: 128, or the model's positions if fewer); batches pad to their "
+                       "longest row", ge=8, also=(0,))
     # --- masking (kagglekit.data.masking.NgramMasker, which checks the masking keys together) ---
     mask_rate: float = key(0.15, "share of real tokens predicted")
     max_ngram: int = key(3, "longest masked span (3: ALBERT/ERNIE-style n-grams; 1: plain BERT masking)", gt=0)

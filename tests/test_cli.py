@@ -81,9 +81,13 @@ def test_id_vocab_then_pretrain_from_scratch_then_train(tmp_path, capsys):
     assert main(["id-vocab", str(data), "--out", str(tmp_path / "vocab")]) == 0
     scratch = json.dumps({"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
                           "intermediate_size": 64, "max_position_embeddings": 64})
-    assert main(["pretrain", "--set", f"files={data}", "--set", "columns=0,1", "--set", "header=false",
-                 "--set", f"tokenizer_dir={tmp_path / 'vocab'}", "--set", f"from_scratch_config={scratch}", "--set", "steps=4",
-                 "--set", "save_every=2", "--set", "batch_size=8", "--set", f"output_dir={tmp_path / 'mlm'}"]) == 0
+    pretrain = ["pretrain", "--set", f"files={data}", "--set", "columns=0,1", "--set", "header=false",
+                "--set", f"tokenizer_dir={tmp_path / 'vocab'}", "--set", f"from_scratch_config={scratch}", "--set", "steps=4",
+                "--set", "save_every=2", "--set", "batch_size=8", "--set", f"output_dir={tmp_path / 'mlm'}"]
+    assert main(pretrain + ["--set", "max_len=65"]) == 2  # one more than its 64 positions
+    assert "'max_len': 65 is more tokens than the model of from_scratch_config has positions for (64" in capsys.readouterr().err
+    assert not (tmp_path / "mlm").exists()
+    assert main(pretrain) == 0  # max_len 0, the default: 128 capped at the 64 positions
     assert "pretrained 4 steps" in capsys.readouterr().out
     assert main(["train", "--set", "task=ids", "--set", f"train_csv={data}", "--set", f"backbone={tmp_path / 'mlm' / 'last'}",
                  "--set", f"output_dir={tmp_path / 'run'}", "--set", "n_folds=2", "--set", "epochs=1", "--set", "max_len=32",

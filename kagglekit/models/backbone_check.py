@@ -201,5 +201,6 @@ def position_limit(shapes: dict[str, tuple[int, ...]], config) -> int | None:
 def check_max_len(max_len: int, limit: int | None, folder: Path, key: str = "backbone", setting: str = "max_len") -> None:
     """A `max_len` above the backbone's position table would crash at the first long batch: refuse it, naming the fix."""
     if limit is not None and max_len > limit:
+        zero = "" if setting == "embedding_max_len" else ", or 0 for a length the kit caps there"
         raise ValueError(f"config key {setting!r}: {max_len} is more tokens than {key} {folder} has positions for ({limit}, its "
-                         f"position embedding): set {setting}={limit} or less (0: the longest training pair, capped there).")
+                         f"position embedding): set {setting}={limit} or less{zero}.")

@@ -30,6 +30,7 @@ STATE_FILE = "resume/state.pt"
 LOG_FILE = "loss_log.csv"
 CURVE_FILE = "loss_curve.png"
 META_FILE = "pretrain.json"
+DEFAULT_MAX_LEN = 128  # max_len=0: this many tokens, or the model's positions if fewer
 _VOCAB_FILES = ("spm.model", "sentencepiece.bpe.model", "vocab.txt", "vocab.json", "merges.txt")
 
 
@@ -229,11 +230,13 @@ def run_pretraining(cfg: PretrainConfig, *, resume: bool = False) -> dict:
     model, tokenizer = build_mlm_model(cfg)
     from kagglekit.models.backbone_check import check_max_len, position_limit
 
-    shapes = {name: tuple(param.shape) for name, param in model.named_parameters()}
-    check_max_len(cfg.max_len, position_limit(shapes, model.config), Path(cfg.backbone or "from_scratch_config"),
-                  "backbone" if cfg.backbone else "the model of from_scratch_config")
+    limit = position_limit({name: tuple(param.shape) for name, param in model.named_parameters()}, model.config)
+    if cfg.max_len:
+        check_max_len(cfg.max_len, limit, Path(cfg.backbone) if cfg.backbone else "from_scratch_config",
+                      "backbone" if cfg.backbone else "the model of")
+    max_len = cfg.max_len or min(DEFAULT_MAX_LEN, limit or DEFAULT_MAX_LEN)
     model.to(device).train()
-    rows = tokenizer(texts, truncation=True, max_length=cfg.max_len)["input_ids"]  # list of id lists, with special tokens
+    rows = tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]  # list of id lists, with special tokens
     masker = NgramMasker(tokenizer, mask_rate=cfg.mask_rate, max_ngram=cfg.max_ngram, ngram_probs=cfg.ngram_probs or None,
                          mask_token_ratio=cfg.mask_token_ratio, random_token_ratio=cfg.random_token_ratio,
                          whole_word=cfg.whole_word, seed=cfg.seed)
