@@ -265,7 +265,7 @@ def test_pretrain_config_shares_the_loader(tmp_path):
         load_pretrain_config(None, [*base, "precision=fp8"])
     with pytest.raises(ValueError, match=r"pretrain config key 'warmup_ratio' must be in \[0, 1\), got 1\.0"):
         load_pretrain_config(None, [*base, "warmup_ratio=1"])
-    with pytest.raises(ValueError, match=r"pretrain config key 'max_len' must be 8 or more, got 4"):
+    with pytest.raises(ValueError, match=r"pretrain config key 'max_len' must be 8 or more, or 0, got 4"):
         load_pretrain_config(None, [*base, "max_len=4"])
     with pytest.raises(ValueError, match=r"unknown pretrain config key 'lrr' in --set\. Did you mean 'lr'\?"):
         load_pretrain_config(None, [*base, "lrr=1"])
