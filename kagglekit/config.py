@@ -279,7 +279,8 @@ class Config:
     adv_start_epoch: int = key(1, "attack from this epoch on (1: from the start; the USPPPM winner began AWP at 2)", ge=1,
                                applies=ANY_ADVERSARY)
     adv_start_step: int = key(0, "and from this optimizer step on", ge=0, applies=ANY_ADVERSARY)
-    precision: str = key("auto", "auto: fp16 + GradScaler on CUDA without bf16 (T4), bf16 where supported, fp32 on CPU",
+    precision: str = key("auto", "auto: fp16 + GradScaler on CUDA without bf16 (T4), bf16 where supported, fp32 on CPU "
+                         "(bf16 there only when set, on a CPU with bf16 in hardware)",
                          choices=("auto", "fp32", "fp16", "bf16"))
     device: str = key("auto", "where to train", choices=("auto", "cpu", "cuda"))
     parallel_folds: bool = key(True, "with 2+ GPUs (Kaggle's T4 x2), train one fold per GPU in child processes")

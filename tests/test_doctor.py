@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import ROOT
+from kagglekit import kaggle
 from kagglekit.tools import doctor
 from kagglekit.config import load_config
 from kagglekit.data.batching import PairEncodings
@@ -157,7 +158,25 @@ def test_no_gpu_is_a_warning_not_a_failure(monkeypatch):
     status, lines = doctor_lines()
     assert status == 0
     assert line_of(lines, "gpu").startswith(f"warn  gpu: no CUDA device visible (torch {torch.__version__} is ")
-    assert line_of(lines, "precision") == "ok    precision: no GPU: fp32 (fp16 and bf16 need a CUDA device)"
+    monkeypatch.setattr(kaggle, "cpu_bf16", lambda: False)
+    assert doctor._precision_check().line() == ("ok    precision: no GPU: auto is fp32; fp16 needs a CUDA device; bf16 needs a "
+                                                "CUDA device or a CPU with AVX512-BF16/AMX")
+    monkeypatch.setattr(kaggle, "cpu_bf16", lambda: True)
+    assert doctor._precision_check().line().endswith("; this CPU has bf16 in hardware: precision=bf16 trains about 1.3x faster, "
+                                                     "not bit-exact")
+
+
+def test_bf16_on_a_cpu_is_autocast_where_the_cpu_has_it_and_refused_elsewhere(monkeypatch):
+    from kagglekit.kaggle import resolve_precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(kaggle, "cpu_bf16", lambda: True)
+    assert resolve_precision("bf16", cpu) == "bf16" and resolve_precision("auto", cpu) == "fp32"
+    monkeypatch.setattr(kaggle, "cpu_bf16", lambda: False)
+    with pytest.raises(ValueError, match="precision='bf16' on this CPU: it has no bf16 in hardware .* use precision=auto or fp32"):
+        resolve_precision("bf16", cpu)
+    with pytest.raises(ValueError, match="precision='fp16' needs a CUDA device"):
+        resolve_precision("fp16", cpu)
 
 
 def test_p100_with_a_torch_build_without_sm60_fails_and_says_what_to_do(monkeypatch):

@@ -195,3 +195,15 @@ def test_two_fold_processes_share_one_run_folder(tiny_bert, tmp_path):
     merged = oof(run)
     assert merged["id"].tolist() == folds["id"].tolist() and (merged["fold"].to_numpy() == folds["fold"].to_numpy()).all()
     assert {"fold0.log", "fold1.log"} <= {p.name for p in (run / "logs").iterdir()}
+
+
+@pytest.mark.skipif(not __import__("kagglekit.kaggle", fromlist=["cpu_bf16"]).cpu_bf16(), reason="this CPU has no bf16 in hardware")
+def test_bf16_on_a_cpu_with_it_in_hardware_trains_repeatably_near_fp32(tiny_bert, tmp_path):
+    """precision=bf16 on a CPU is autocast: the same seed gives the same predictions, near fp32's but not equal."""
+    train(tiny_bert, tmp_path / "fp32")
+    train(tiny_bert, tmp_path / "bf16", "precision=bf16")
+    train(tiny_bert, tmp_path / "bf16-again", "precision=bf16")
+    exact, bf16 = oof(tmp_path / "fp32")["pred"].to_numpy(), oof(tmp_path / "bf16")["pred"].to_numpy()
+    assert bf16.tolist() == oof(tmp_path / "bf16-again")["pred"].tolist()
+    assert not np.array_equal(exact, bf16)
+    assert np.corrcoef(exact, bf16)[0, 1] > 0.9
